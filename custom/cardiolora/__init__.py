@@ -1,0 +1,12 @@
+"""cardiolora: federated LoRA fine-tuning of cardiac short-axis MRI segmentation.
+
+Rate-My-LoRA (He et al., arXiv 2501.03223) on MONAI bundles and NVIDIA FLARE, with the site
+application that segments DICOM cine studies. One importable package: bundles, jobs, the site
+application and the tests all import it by dotted path.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
