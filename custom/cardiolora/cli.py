@@ -1,13 +1,189 @@
-"""The `cardiolora` command (placeholder while the subcommands land)."""
+"""The `cardiolora` command: phantoms, datalists, pretraining, evaluation and the demo.
+
+Exit codes: 0 success, 2 bad input (the message names the file or argument), 1 other failure.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
+import time
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("cardiolora")
+
+
+def _site_arg(text: str):
+    from cardiolora.data.generate import SiteSpec
+
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise argparse.ArgumentTypeError(f"--site must be NAME:PROFILE:N_SUBJECTS, got {text!r}")
+    return SiteSpec(parts[0], parts[1], int(parts[2]))
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from cardiolora.data.generate import DEFAULT_SITES, generate_sites
+
+    sites = tuple(args.site) if args.site else DEFAULT_SITES
+    manifest = generate_sites(
+        args.out, sites, seed=args.seed, dicom_subjects=args.dicom_subjects, progress=not args.no_progress
+    )
+    out = Path(args.out)
+    print(f"phantom sites in {out}:")
+    for name, info in manifest["sites"].items():
+        print(f"  {name:10s} profile={info['profile']:9s} subjects={info['n_subjects']:3d} datalist={out / info['datalist']}")
+    print(f"  layouts: {out / 'mnms2'}, {out / 'acdc'}, {out / 'dicom'}; truth: {out / 'truth.csv'}")
+    print(f"  montage: {out / 'montage.png'}")
+    return 0
+
+
+def _cmd_datalist(args: argparse.Namespace) -> int:
+    from cardiolora.data.generate import site_datalist
+    from cardiolora.data.loaders import CaseRecord, index_dataset
+
+    found = index_dataset(args.source, layout=args.layout, on_error="skip" if args.skip_bad else "raise")
+    for p in found.problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    records = list(found)
+    if args.split_by:
+        col = args.split_by.lower()
+        keep = []
+        for r in records:
+            value = {"vendor": r.vendor, "group": r.group, "disease": r.group}.get(col, r.meta.get(col))
+            if value is not None and str(value) in args.value:
+                keep.append(r)
+        records = keep
+        if not records:
+            raise ValueError(f"--split-by {args.split_by}: no case has a value in {args.value}.")
+    if args.in_plane_spacing:
+        records = [
+            CaseRecord.from_dict({**r.to_dict(), "meta": {**r.meta, "in_plane_spacing_mm": args.in_plane_spacing}})
+            for r in records
+        ]
+    path = site_datalist(records, args.out, args.seed, tuple(args.ratios), {"source": str(args.source)})
+    content = json.loads(path.read_text())
+    print(f"{path}: " + ", ".join(f"{k} {len(content[k])} cases" for k in ("train", "val", "test")))
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from cardiolora.bundle import run_workflow
+
+    out = Path(args.out)
+    overrides = {
+        "dataset_dir": str(Path(args.data).resolve()),
+        "output_dir": str(out.resolve()),
+        "model_dir": str(out.resolve()),
+        "profile": args.profile,
+        "progress": not args.no_progress,
+    }
+    if args.epochs is not None:
+        overrides["max_epochs"] = args.epochs
+    kind = "train"
+    if args.lora_rank:
+        kind = "lora"
+        overrides["lora_rank"] = args.lora_rank
+        overrides["pretrained_path"] = str(Path(args.pretrained).resolve())
+    start = time.time()
+    run_workflow(kind, overrides)
+    print(f"weights: {out / 'model.pt'} (best validation mean Dice); curve: {out / 'val_curve.png'}; "
+          f"{time.time() - start:.0f} s")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from cardiolora.data.dataset import load_datalist
+    from cardiolora.evaluation import evaluate_to_files
+    from cardiolora.networks import load_weights, lora_unet
+
+    net = lora_unet(args.profile)
+    load_weights(net, args.weights)
+    records = load_datalist(args.data, args.split)
+    summary = evaluate_to_files(net, records, args.profile, args.out, device=torch.device(args.device))
+    print(json.dumps({k: {m: round(v["mean"], 4) for m, v in d.items()} for k, d in summary.items()}, indent=1))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cardiolora.demo import run_demo
+
+    run_demo(Path(args.workdir), profile=args.profile, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `cardiolora` command."""
+    p = argparse.ArgumentParser(prog="cardiolora", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("phantoms", help="generate multi-vendor phantom sites (NIfTI, ACDC, M&Ms-2, DICOM)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--site", type=_site_arg, action="append",
+                   help="NAME:PROFILE:N_SUBJECTS (repeat); default: reference + 3 sites")
+    q.add_argument("--dicom-subjects", type=int, default=1, help="subjects per site also written as DICOM cines")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=_cmd_phantoms)
+
+    q = sub.add_parser("datalist", help="index a data folder and write a patient-level split datalist")
+    q.add_argument("--source", required=True, help="folder in the ACDC, ACDC-HDF5 or M&Ms-2 layout")
+    q.add_argument("--layout", default="auto", choices=["auto", "acdc", "acdc_h5", "mnms2"])
+    q.add_argument("--out", required=True, help="the site's dataset folder (datalist.json is written there)")
+    q.add_argument("--split-by", help="keep cases whose column (e.g. VENDOR, group) has one of --value")
+    q.add_argument("--value", nargs="+", default=[])
+    q.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1])
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--in-plane-spacing", type=float, help="mm, for sources without spacing (ACDC HDF5)")
+    q.add_argument("--skip-bad", action="store_true", help="report bad patients and go on")
+    q.set_defaults(func=_cmd_datalist)
+
+    q = sub.add_parser("pretrain", help="train the base U-Net (or a local LoRA with --lora-rank) with the bundle")
+    q.add_argument("--data", required=True, help="dataset folder holding datalist.json")
+    q.add_argument("--out", required=True, help="run folder (checkpoints, model.pt, curves)")
+    q.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    q.add_argument("--epochs", type=int)
+    q.add_argument("--lora-rank", type=int, default=0, help="fine-tune LoRA adapters of this rank instead")
+    q.add_argument("--pretrained", help="base weights for --lora-rank")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=_cmd_pretrain)
+
+    q = sub.add_parser("evaluate", help="paper metrics (Dice, VOE, HD, HD95, ASSD) of weights on a split")
+    q.add_argument("--data", required=True)
+    q.add_argument("--weights", required=True)
+    q.add_argument("--split", default="test")
+    q.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    q.add_argument("--out", required=True)
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=_cmd_evaluate)
+
+    q = sub.add_parser("demo", help="the end-to-end demo on the embedded phantom sites")
+    q.add_argument("--workdir", default="runs/demo")
+    q.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=_cmd_demo)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cardiolora` command."""
-    print("cardiolora: no subcommands yet", file=sys.stderr)
-    return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "lora_rank", 0) and not getattr(args, "pretrained", None):
+        print("cardiolora: --lora-rank needs --pretrained (the base weights)", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"cardiolora {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Run the LoRA U-Net bundle's workflows from Python (what the `cardiolora` commands call).
+
+Everything goes through MONAI's ``ConfigWorkflow`` on the bundle's own configs, with the run's
+folders and flags given as overrides, so the command line, ``python -m monai.bundle run``, MONAI
+Label and the FLARE clients all run the same definitions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigWorkflow
+
+from cardiolora.paths import bundle_dir
+
+__all__ = ["config_files", "make_workflow", "run_workflow"]
+
+_CONFIGS = {
+    "train": ("train.json",),
+    "lora": ("train.json", "lora.json"),
+    "evaluate": ("train.json", "evaluate.json"),
+    "inference": ("inference.json",),
+}
+
+
+def config_files(kind: str, bundle: str | os.PathLike | None = None) -> list[str]:
+    """The config files of a workflow kind, in override order.
+
+    Args:
+        kind: ``"train"`` (full-weight pretraining), ``"lora"`` (LoRA fine-tuning),
+            ``"evaluate"`` or ``"inference"``.
+        bundle: bundle folder (default: the project's LoRA U-Net bundle).
+
+    Returns:
+        Absolute paths of the config files.
+
+    Raises:
+        ValueError: if `kind` is unknown.
+    """
+    if kind not in _CONFIGS:
+        raise ValueError(f"`kind` must be one of {sorted(_CONFIGS)}, got {kind!r}.")
+    root = Path(bundle) if bundle is not None else bundle_dir()
+    return [str(root / "configs" / f) for f in _CONFIGS[kind]]
+
+
+def make_workflow(
+    kind: str, overrides: Mapping[str, Any] | None = None, bundle: str | os.PathLike | None = None,
+    extra_configs: Sequence[str] = (),
+) -> ConfigWorkflow:
+    """Build (not run) a bundle workflow with overrides.
+
+    Args:
+        kind: see `config_files`.
+        overrides: config ids → values (``{"dataset_dir": ..., "profile": "quick"}``).
+        bundle: bundle folder.
+        extra_configs: more override files applied last.
+
+    Returns:
+        The ``ConfigWorkflow`` (``initialize()`` / ``run()`` / ``finalize()`` it).
+    """
+    root = Path(bundle) if bundle is not None else bundle_dir()
+    files = config_files(kind, root) + [str(f) for f in extra_configs]
+    wtype = "infer" if kind == "inference" else "train"
+    ovr = {"bundle_root": str(root), **dict(overrides or {})}
+    return ConfigWorkflow(
+        config_file=files,
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=wtype,
+        **ovr,
+    )
+
+
+def run_workflow(kind: str, overrides: Mapping[str, Any] | None = None, bundle: str | os.PathLike | None = None) -> Any:
+    """Build, initialise, run and finalise a bundle workflow; returns the workflow's run() result."""
+    wf = make_workflow(kind, overrides, bundle)
+    wf.initialize()
+    try:
+        return wf.run()
+    finally:
+        wf.finalize()

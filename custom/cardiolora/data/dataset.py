@@ -1,0 +1,198 @@
+"""MONAI datasets of 2D short-axis slices expanded from 3D stacks of any supported layout.
+
+The bundle's ``train#dataset`` / ``validate#dataset`` are `CardiacSliceDataset` objects built
+from a datalist (``datalist.json`` in the site's ``dataset_dir``: ``{"train": [...], "val": [...],
+"test": [...]}``, each entry a `CaseRecord` dict with ``image`` and ``label`` paths).
+
+Slices are given in the NIfTI in-plane order ``(X, Y)`` — the order ``monai.transforms.LoadImage``
+gives for a NIfTI stack — so a model trained on these slices segments NIfTI/DICOM stacks in the
+inference bundle without any transposition. Intensities are normalised per volume (percentiles of
+the profile) before slicing, as the inference bundle does on the whole stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, MetaTensor
+from monai.transforms import ScaleIntensityRangePercentiles
+
+from cardiolora.data.loaders import CaseRecord, load_case
+
+__all__ = ["CardiacSliceDataset", "expand_slices", "load_datalist", "write_datalist", "DATALIST_NAME"]
+
+DATALIST_NAME = "datalist.json"
+
+
+def _slice_affine(spacing_x: float, spacing_y: float) -> torch.Tensor:
+    """4×4 affine of a 2D slice in (X, Y) order with the given spacings (mm)."""
+    return torch.diag(torch.tensor([spacing_x, spacing_y, 1.0, 1.0], dtype=torch.float64))
+
+
+def expand_slices(
+    record: CaseRecord | Mapping,
+    intensity_percentiles: tuple[float, float] = (1.0, 99.0),
+    default_spacing: float | None = None,
+) -> list[dict]:
+    """Load one case and cut it into 2D slice items ready for MONAI dictionary transforms.
+
+    Each item holds ``image`` (float32 MetaTensor ``(1, X, Y)``, intensities mapped so the
+    volume's lower/upper percentiles go to 0/1, clipped), ``label`` (``(1, X, Y)``, project label
+    convention), with an affine carrying the in-plane spacing so ``Spacingd`` can resample it, plus
+    ``case_id``, ``patient_id`` and ``slice_index``.
+
+    Args:
+        record: a `CaseRecord` or its dict form.
+        intensity_percentiles: (lower, upper) percentiles of the volume mapped to 0 and 1.
+        default_spacing: in-plane spacing (mm) to assume when neither the file nor the record's
+            ``meta["in_plane_spacing_mm"]`` gives one (the ACDC HDF5 layout has no spacing).
+
+    Returns:
+        A list with one dict per slice, basal first.
+
+    Raises:
+        cardiolora.data.loaders.DataError: if the case cannot be loaded (the message names the file).
+        ValueError: if the record has no label file, or no spacing is known for it.
+    """
+    rec = record if isinstance(record, CaseRecord) else CaseRecord.from_dict(dict(record))
+    if rec.label is None:
+        raise ValueError(f"{rec.image}: the case {rec.case_id} has no label file; training needs one.")
+    case = load_case(rec)
+    lo, hi = intensity_percentiles
+    norm = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)
+    vol = np.asarray(norm(case.image[None]))[0].astype(np.float32)  # (Z, Y, X)
+    if case.spacing_zyx is not None:
+        sy, sx = float(case.spacing_zyx[1]), float(case.spacing_zyx[2])
+    elif rec.meta.get("in_plane_spacing_mm") or default_spacing:
+        sy = sx = float(rec.meta.get("in_plane_spacing_mm") or default_spacing)
+    else:
+        raise ValueError(
+            f"{rec.image}: the file holds no voxel spacing; set `in_plane_spacing_mm` in the datalist "
+            "entry's meta or pass `default_spacing`."
+        )
+    affine = _slice_affine(sx, sy)
+    items = []
+    for z in range(vol.shape[0]):
+        img = np.ascontiguousarray(vol[z].T)[None]  # (1, X, Y)
+        lab = np.ascontiguousarray(case.label[z].T)[None].astype(np.int64)
+        items.append(
+            {
+                "image": MetaTensor(torch.from_numpy(img), affine=affine.clone()),
+                "label": MetaTensor(torch.from_numpy(lab).to(torch.uint8), affine=affine.clone()),
+                "case_id": rec.case_id,
+                "patient_id": rec.patient_id,
+                "slice_index": z,
+            }
+        )
+    return items
+
+
+class CardiacSliceDataset(CacheDataset):
+    """A cached dataset of 2D slices from a datalist of 3D cases (any supported layout).
+
+    Deterministic transforms are cached once (MONAI ``CacheDataset``); random augmentation runs
+    on every access.
+
+    Args:
+        data: datalist entries (`CaseRecord` dicts with ``image`` and ``label`` paths).
+        transform: slice-level MONAI transform (e.g. the bundle's ``train#preprocessing``).
+        intensity_percentiles: per-volume normalisation percentiles (from the run profile).
+        default_spacing: in-plane spacing to assume for sources without one (see `expand_slices`).
+        cache_rate: fraction of slices to cache.
+        num_workers: workers for caching.
+        progress: show a progress bar while caching.
+
+    Raises:
+        ValueError: if `data` is empty.
+        cardiolora.data.loaders.DataError: if a case cannot be loaded (names the file).
+    """
+
+    def __init__(
+        self,
+        data: Sequence[Mapping],
+        transform: Callable | None = None,
+        intensity_percentiles: Sequence[float] = (1.0, 99.0),
+        default_spacing: float | None = None,
+        cache_rate: float = 1.0,
+        num_workers: int | None = 0,
+        progress: bool = False,
+    ) -> None:
+        if len(data) == 0:
+            raise ValueError("`data` is empty: the datalist split holds no case.")
+        pct = (float(intensity_percentiles[0]), float(intensity_percentiles[1]))
+        slices: list[dict] = []
+        for entry in data:
+            slices.extend(expand_slices(entry, pct, default_spacing))
+        self.cases = [dict(entry) for entry in data]
+        super().__init__(
+            data=slices, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress
+        )
+
+
+def load_datalist(dataset_dir: str | os.PathLike, key: str, filename: str = DATALIST_NAME) -> list[dict]:
+    """Read one split of a site's datalist, resolving relative paths against `dataset_dir`.
+
+    Args:
+        dataset_dir: the site's data folder holding ``datalist.json``.
+        key: split name (``"train"``, ``"val"`` or ``"test"``).
+        filename: datalist file name inside `dataset_dir`.
+
+    Returns:
+        The list of entries with absolute ``image`` / ``label`` paths.
+
+    Raises:
+        FileNotFoundError: if the datalist file does not exist (the message names it).
+        ValueError: if the file is not valid JSON, lacks `key`, or an entry lacks ``image``.
+    """
+    path = Path(dataset_dir) / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no datalist here; create it with `cardiolora datalist --source ... --out {path}`."
+        )
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from err
+    if key not in content:
+        raise ValueError(f"{path}: no split `{key}` (found {sorted(content)}).")
+    out = []
+    for i, entry in enumerate(content[key]):
+        if "image" not in entry:
+            raise ValueError(f"{path}: entry {i} of `{key}` has no `image` field.")
+        e = dict(entry)
+        for field in ("image", "label"):
+            if e.get(field) and not os.path.isabs(e[field]):
+                e[field] = str((Path(dataset_dir) / e[field]).resolve())
+        out.append(e)
+    return out
+
+
+def write_datalist(
+    splits: Mapping[str, Sequence[CaseRecord | Mapping]], path: str | os.PathLike, meta: Mapping | None = None
+) -> Path:
+    """Write a datalist (``{"train": [...], "val": [...], "test": [...]}``) atomically.
+
+    Args:
+        splits: split name → records.
+        path: the file to write (its folder is created).
+        meta: extra information stored under ``"meta"`` (source, seed, ratios ...).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content: dict = {
+        k: [r.to_dict() if isinstance(r, CaseRecord) else dict(r) for r in v] for k, v in splits.items()
+    }
+    if meta:
+        content["meta"] = dict(meta)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,63 @@
+"""LoRA adapters for (transposed) convolutions and the model-level helpers of Rate-My-LoRA.
+
+``W = W0 + (alpha / r)·B·A`` for every adapted convolution; sites send the adapter-only state dict
+(:func:`lora_state_dict`), the server turns it into full-size deltas with
+:func:`adapter_delta_from_state`. See :mod:`cardiolora.lora.layers` for the factorisation of
+transposed convolutions and :mod:`cardiolora.lora.model` for the key naming scheme.
+"""
+
+from __future__ import annotations
+
+from cardiolora.lora.layers import (
+    BASE,
+    LORA_A,
+    LORA_A_TRANSPOSED,
+    LORA_B,
+    SUPPORTED_CONV_TYPES,
+    LoRAConv,
+    lora_delta,
+)
+from cardiolora.lora.model import (
+    adapter_delta_from_state,
+    base_state_dict,
+    inject_lora,
+    load_lora_state_dict,
+    lora_delta_state_dict,
+    lora_modules,
+    lora_param_count,
+    lora_scalings,
+    lora_state_dict,
+    mark_only_lora_trainable,
+    merge_lora,
+    reset_lora,
+    state_bytes,
+    unmerge_lora,
+    unwrap_key,
+    wrap_key,
+)
+
+__all__ = [
+    "BASE",
+    "LORA_A",
+    "LORA_A_TRANSPOSED",
+    "LORA_B",
+    "SUPPORTED_CONV_TYPES",
+    "LoRAConv",
+    "lora_delta",
+    "adapter_delta_from_state",
+    "base_state_dict",
+    "inject_lora",
+    "load_lora_state_dict",
+    "lora_delta_state_dict",
+    "lora_modules",
+    "lora_param_count",
+    "lora_scalings",
+    "lora_state_dict",
+    "mark_only_lora_trainable",
+    "merge_lora",
+    "reset_lora",
+    "state_bytes",
+    "unmerge_lora",
+    "unwrap_key",
+    "wrap_key",
+]

@@ -1,0 +1,672 @@
+"""Model-level LoRA: injection into a network, adapter state dicts and the full-size deltas.
+
+Key naming. :func:`inject_lora` replaces the convolution at dotted name ``<name>`` by a
+:class:`LoRAConv` at the same name, which keeps the original module as ``<name>.base``. So in the
+injected model
+
+* ``<name>.weight`` / ``<name>.bias`` of the plain network become ``<name>.base.weight`` /
+  ``<name>.base.bias`` (:func:`wrap_key` maps plain → injected, :func:`unwrap_key` back);
+* the adapter adds ``<name>.lora_A.weight`` (regular convolution, layout ``[r, in, *k]``) or
+  ``<name>.lora_A_T.weight`` (transposed convolution, layout ``[in, r, *k]``) and
+  ``<name>.lora_B.weight`` (``[out, r, 1, ..]``).
+
+The adapter-only state dict (:func:`lora_state_dict`) is what a site sends; the server turns it into
+full-size deltas keyed by the *plain* network's weight key ``<name>.weight`` with
+:func:`adapter_delta_from_state`, which needs no model. Conv vs transposed conv cannot be told from
+the shapes alone (``[r, in, *k]`` and ``[in, r, *k]`` coincide when ``in == r``), so the kind is
+encoded in the key (``lora_A`` vs ``lora_A_T``) and the shapes are checked against it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from cardiolora.lora.layers import (
+    BASE,
+    LORA_A,
+    LORA_A_TRANSPOSED,
+    LORA_B,
+    LoRAConv,
+    check_rank_alpha_dropout,
+    check_supported,
+    lora_delta,
+)
+
+__all__ = [
+    "inject_lora",
+    "lora_modules",
+    "lora_scalings",
+    "lora_state_dict",
+    "load_lora_state_dict",
+    "lora_delta_state_dict",
+    "base_state_dict",
+    "wrap_key",
+    "unwrap_key",
+    "merge_lora",
+    "unmerge_lora",
+    "reset_lora",
+    "mark_only_lora_trainable",
+    "adapter_delta_from_state",
+    "lora_param_count",
+    "state_bytes",
+]
+
+_CONV_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+_ADAPTER_SUFFIXES: dict[str, str] = {
+    f".{LORA_A}.weight": LORA_A,
+    f".{LORA_A_TRANSPOSED}.weight": LORA_A_TRANSPOSED,
+    f".{LORA_B}.weight": LORA_B,
+}
+_WILDCARDS = "*?["
+
+
+def _preview(names: Iterable[str], limit: int = 8) -> str:
+    """Comma-separated names, the first `limit` of them, with a count of the rest."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _patterns(value: Sequence[str], arg: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+        raise ValueError(f"`{arg}` must be a sequence of fnmatch patterns (not a single str), got {value!r}.")
+    return tuple(value)
+
+
+def _require_lora(model: nn.Module) -> dict[str, LoRAConv]:
+    mods = lora_modules(model)
+    if not mods:
+        raise ValueError("`model` has no LoRAConv modules; call inject_lora first.")
+    return mods
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRAConv]:
+    """All :class:`LoRAConv` modules of `model` by dotted name, in module order.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``{name: LoRAConv}``; empty if the model has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> list(lora_modules(net))
+        ['0']
+    """
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRAConv)}
+
+
+def lora_scalings(model: nn.Module) -> dict[str, float]:
+    """``alpha / r`` of every adapter by module name (the `scaling` of :func:`adapter_delta_from_state`).
+
+    Args:
+        model: a model with adapters.
+
+    Returns:
+        ``{name: scaling}``.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2, alpha=4.0)
+        >>> lora_scalings(net)
+        {'0': 2.0}
+    """
+    return {name: m.scaling for name, m in _require_lora(model).items()}
+
+
+def mark_only_lora_trainable(model: nn.Module) -> None:
+    """Set ``requires_grad`` True on adapter parameters (A and B) and False on every other one.
+
+    Args:
+        model: a model with adapters.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.PReLU())
+        >>> _ = inject_lora(net, rank=2)
+        >>> mark_only_lora_trainable(net)
+        >>> sorted(n for n, p in net.named_parameters() if p.requires_grad)
+        ['0.lora_A.weight', '0.lora_B.weight']
+    """
+    mods = _require_lora(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in mods.values():
+        for p in (*m.lora_a.parameters(), *m.lora_B.parameters()):
+            p.requires_grad_(True)
+
+
+def inject_lora(
+    model: nn.Module,
+    rank: int,
+    alpha: float | None = None,
+    target_modules: Sequence[str] = ("*",),
+    exclude_modules: Sequence[str] = (),
+    dropout: float = 0.0,
+) -> list[str]:
+    """Replace matching convolutions of `model` in place by :class:`LoRAConv` and freeze the rest.
+
+    A convolution (``nn.Conv*d`` / ``nn.ConvTranspose*d``) at dotted name ``n`` is adapted when
+    ``fnmatch(n, p)`` holds for some pattern in `target_modules` and for none in `exclude_modules`.
+    The default adapts every convolution and transposed convolution, as Rate-My-LoRA does. All is
+    checked before anything is replaced, so a failure leaves `model` as it was. Afterwards only
+    adapter parameters have ``requires_grad=True``.
+
+    Args:
+        model: the network, e.g. ``monai.networks.nets.UNet``; it must not already hold adapters.
+        rank: adapter rank ``r``, an int ≥ 1.
+        alpha: LoRA alpha > 0; ``None`` (default) means ``alpha = rank``, i.e. scaling 1.
+        target_modules: fnmatch patterns on dotted module names (not a single str).
+        exclude_modules: fnmatch patterns of names to leave alone.
+        dropout: dropout probability in ``[0, 1)`` on the adapter input.
+
+    Returns:
+        The dotted names of the replaced modules, in module order.
+
+    Raises:
+        ValueError: bad `rank` / `alpha` / `dropout` / patterns (naming the argument); `model`
+            already has adapters; no convolution matched (a few available names are listed); a
+            matched module is unsupported (Conv1d, groups ≠ 1, padding_mode ≠ "zeros"; named); a
+            wildcard-free pattern names a module that is not a convolution; a matched module is
+            shared under several names.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ConvTranspose2d(4, 2, 2, stride=2))
+        >>> inject_lora(net, rank=2)
+        ['0', '1']
+    """
+    check_rank_alpha_dropout(rank, alpha, dropout)
+    targets = _patterns(target_modules, "target_modules")
+    excludes = _patterns(exclude_modules, "exclude_modules")
+    if not targets:
+        raise ValueError("`target_modules` is empty; give at least one pattern (default '*').")
+    if isinstance(model, _CONV_TYPES):
+        raise ValueError(
+            f"`model` is itself a {type(model).__name__}; wrap it in LoRAConv or a container (nn.Sequential)."
+        )
+    existing = lora_modules(model)
+    if existing:
+        raise ValueError(f"`model` already has LoRA adapters ({_preview(existing)}); inject only once.")
+
+    all_modules = dict(model.named_modules())
+    for pattern in targets:
+        if not any(c in pattern for c in _WILDCARDS) and pattern in all_modules:
+            if not isinstance(all_modules[pattern], _CONV_TYPES):
+                kind = type(all_modules[pattern]).__name__
+                raise ValueError(f"`target_modules` names `{pattern}`, a {kind}, which is not a convolution.")
+    convs = {n: m for n, m in all_modules.items() if n and isinstance(m, _CONV_TYPES)}
+    matched = [
+        n
+        for n in convs
+        if any(fnmatch.fnmatchcase(n, p) for p in targets)
+        and not any(fnmatch.fnmatchcase(n, p) for p in excludes)
+    ]
+    if not matched:
+        raise ValueError(
+            f"No convolution matched `target_modules`={list(targets)} minus `exclude_modules`="
+            f"{list(excludes)}; available: {_preview(convs) or 'none'}."
+        )
+    aliases: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(m), []).append(n)
+    for n in matched:
+        if len(aliases[id(convs[n])]) > 1:
+            raise ValueError(f"`{n}` is shared under several names ({_preview(aliases[id(convs[n])])}).")
+
+    for n in matched:  # validate everything before the first wrapper freezes anything
+        check_supported(convs[n], n)
+    wrappers = {n: LoRAConv(convs[n], rank=rank, alpha=alpha, dropout=dropout, name=n) for n in matched}
+    for n, wrapper in wrappers.items():
+        parent_name, _, child = n.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, wrapper)
+    mark_only_lora_trainable(model)
+    return matched
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter-only state dict: ``<name>.lora_A.weight`` (or ``lora_A_T``) and ``<name>.lora_B.weight``.
+
+    Args:
+        model: a model with adapters.
+
+    Returns:
+        Detached CPU clones, keyed as in ``model.state_dict()``.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> {k: tuple(v.shape) for k, v in lora_state_dict(net).items()}
+        {'0.lora_A.weight': (2, 1, 3, 3), '0.lora_B.weight': (4, 2, 1, 1)}
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, m in _require_lora(model).items():
+        out[f"{name}.{m.a_name}.weight"] = m.lora_a.weight.detach().cpu().clone()
+        out[f"{name}.{LORA_B}.weight"] = m.lora_B.weight.detach().cpu().clone()
+    return out
+
+
+def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load an adapter-only state dict, strictly: all or nothing.
+
+    Args:
+        model: a model with adapters, none of them merged.
+        state: ``{key: tensor}`` with exactly the keys of ``lora_state_dict(model)``, the same
+            shapes and finite values (any floating dtype; values are cast to the model's).
+
+    Raises:
+        ValueError: naming the keys that are missing, unexpected, not floating tensors, of the
+            wrong shape (expected vs got) or non-finite; or if some adapter is merged. `model` is
+            not modified in any of these cases.
+
+    Example:
+        >>> a, b = nn.Sequential(nn.Conv2d(1, 4, 3)), nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _, _ = inject_lora(a, rank=2), inject_lora(b, rank=2)
+        >>> load_lora_state_dict(b, lora_state_dict(a))
+    """
+    mods = _require_lora(model)
+    merged = [n for n, m in mods.items() if m.merged]
+    if merged:
+        raise ValueError(f"Adapters {_preview(merged)} are merged; unmerge before loading adapter weights.")
+    if not isinstance(state, Mapping):
+        raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
+    expected: dict[str, torch.Tensor] = {}
+    for name, m in mods.items():
+        expected[f"{name}.{m.a_name}.weight"] = m.lora_a.weight
+        expected[f"{name}.{LORA_B}.weight"] = m.lora_B.weight
+
+    problems: list[str] = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing keys: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_preview(unexpected)}")
+    present = [k for k in expected if k in state]
+    not_tensor = [
+        k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()
+    ]
+    if not_tensor:
+        problems.append(f"not floating-point tensors: {_preview(not_tensor)}")
+    tensors = [k for k in present if k not in not_tensor]
+    wrong_shape = [
+        f"{k} (expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)})"
+        for k in tensors
+        if state[k].shape != expected[k].shape
+    ]
+    if wrong_shape:
+        problems.append(f"wrong shapes: {_preview(wrong_shape)}")
+    non_finite = [k for k in tensors if not torch.isfinite(state[k]).all()]
+    if non_finite:
+        problems.append(f"non-finite values: {_preview(non_finite)}")
+    if problems:
+        raise ValueError("Cannot load the LoRA state dict; " + "; ".join(problems) + ". Nothing was loaded.")
+    with torch.no_grad():
+        for k, param in expected.items():
+            param.copy_(state[k])
+
+
+def lora_delta_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full-size ``ΔW = (alpha / r)·B·A`` of every adapter, keyed by the plain network's weight key.
+
+    The key is ``<name>.weight``, the key the weight has in the network without adapters (e.g.
+    ``model.0.conv.unit0.conv.weight`` for MONAI's UNet); see :func:`lora_delta` for the equation.
+
+    Args:
+        model: a model with adapters.
+
+    Returns:
+        Detached CPU tensors in the base weights' layouts.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> float(lora_delta_state_dict(net)["0.weight"].abs().sum())
+        0.0
+    """
+    with torch.no_grad():
+        return {
+            f"{n}.weight": m.delta_weight().detach().cpu().clone() for n, m in _require_lora(model).items()
+        }
+
+
+def wrap_key(key: str, lora_names: Collection[str]) -> str:
+    """Map a plain network's state-dict key to the key in the injected network.
+
+    ``<name>.<param>`` → ``<name>.base.<param>`` when ``<name>`` is an adapted module; other keys
+    are unchanged.
+
+    Args:
+        key: a key of the plain network's ``state_dict()``.
+        lora_names: names of the adapted modules (``lora_modules(model)``).
+
+    Returns:
+        The key in the injected network.
+
+    Example:
+        >>> wrap_key("model.0.conv.weight", {"model.0.conv"})
+        'model.0.conv.base.weight'
+    """
+    prefix, _, param = key.rpartition(".")
+    return f"{prefix}.{BASE}.{param}" if prefix in lora_names else key
+
+
+def unwrap_key(key: str, lora_names: Collection[str]) -> str | None:
+    """Map an injected network's state-dict key to the plain network's key (inverse of :func:`wrap_key`).
+
+    ``<name>.base.<param>`` → ``<name>.<param>``; adapter keys (``<name>.lora_*``) → ``None``;
+    other keys are unchanged.
+
+    Args:
+        key: a key of the injected network's ``state_dict()``.
+        lora_names: names of the adapted modules (``lora_modules(model)``).
+
+    Returns:
+        The plain key, or ``None`` for an adapter key.
+
+    Example:
+        >>> unwrap_key("model.0.conv.base.weight", {"model.0.conv"})
+        'model.0.conv.weight'
+        >>> unwrap_key("model.0.conv.lora_B.weight", {"model.0.conv"}) is None
+        True
+    """
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        if ".".join(parts[:i]) in lora_names:
+            return ".".join(parts[:i] + parts[i + 1 :]) if parts[i] == BASE else None
+    return key
+
+
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of the network with the adapters stripped: keys as in the plain network.
+
+    It holds the current base weights: ``W0``, or ``W0 + ΔW`` if the adapters are merged (merge
+    first to export the fine-tuned plain network). Loads into the un-injected network with
+    ``strict=True``.
+
+    Args:
+        model: a model with adapters.
+
+    Returns:
+        Detached CPU clones in the plain network's key order.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> list(base_state_dict(net))
+        ['0.weight', '0.bias']
+    """
+    names = set(_require_lora(model))
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        plain = unwrap_key(key, names)
+        if plain is not None:
+            out[plain] = value.detach().cpu().clone()
+    return out
+
+
+def merge_lora(model: nn.Module, safe: bool = True) -> None:
+    """Merge every adapter into its base weight (``W0 ← W0 + ΔW``); all or nothing.
+
+    Args:
+        model: a model with adapters, none merged.
+        safe: first compute every merged weight and refuse if any is not finite.
+
+    Raises:
+        ValueError: if some adapter is already merged, or (`safe`) if some merged weight is not
+            finite; both name the modules, and no weight is changed.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> merge_lora(net); unmerge_lora(net)
+    """
+    mods = _require_lora(model)
+    merged = [n for n, m in mods.items() if m.merged]
+    if merged:
+        raise ValueError(f"Adapters {_preview(merged)} are already merged.")
+    if safe:
+        bad = [n for n, m in mods.items() if not torch.isfinite(m.merged_weight()).all()]
+        if bad:
+            raise ValueError(f"Merging {_preview(bad)} gives non-finite weights; no weight was changed.")
+    for m in mods.values():
+        m.merge(safe=False)
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Take every adapter back out of its base weight (``W0 ← W0 - ΔW``); all or nothing.
+
+    Args:
+        model: a model whose adapters are all merged.
+
+    Raises:
+        ValueError: if some adapter is not merged (naming them); nothing is changed.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> merge_lora(net); unmerge_lora(net)
+    """
+    mods = _require_lora(model)
+    not_merged = [n for n, m in mods.items() if not m.merged]
+    if not_merged:
+        raise ValueError(f"Adapters {_preview(not_merged)} are not merged; nothing to unmerge.")
+    for m in mods.values():
+        m.unmerge()
+
+
+def reset_lora(model: nn.Module) -> None:
+    """Re-initialise every adapter (A kaiming-uniform, B zero); merged adapters stay folded in ``W0``.
+
+    Used after each federated merge so that each round's adapter holds that round's update only.
+    Reproducible under ``torch.manual_seed``.
+
+    Args:
+        model: a model with adapters.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> reset_lora(net)
+    """
+    for m in _require_lora(model).values():
+        m.reset_adapter()
+
+
+def _check_scaling(value: object, arg: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"`{arg}` must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def adapter_delta_from_state(
+    state: Mapping[str, torch.Tensor], scaling: float | Mapping[str, float]
+) -> dict[str, torch.Tensor]:
+    """Full-size deltas from an adapter-only state dict, without a model (the server's side).
+
+    For each module ``<name>`` with ``<name>.lora_A.weight`` (regular conv, A ``[r, in, *k]``) or
+    ``<name>.lora_A_T.weight`` (transposed conv, A ``[in, r, *k]``) and ``<name>.lora_B.weight``
+    (B ``[out, r, 1, ..]``)::
+
+        conv:        ΔW[o, i, k] = s · Σ_r B[o, r] · A[r, i, k]
+        transposed:  ΔW[i, o, k] = s · Σ_r A[i, r, k] · B[o, r]
+
+    with ``s = alpha / r`` (Rate-My-LoRA: the server aggregates these full-size deltas, since the
+    ranks differ across sites). The kind comes from the key, not the shapes: the two A layouts
+    coincide in shape when ``in == r``. The same :func:`lora_delta` as in
+    :meth:`LoRAConv.delta_weight` is used, so the result equals :func:`lora_delta_state_dict`.
+
+    Args:
+        state: adapter-only state dict as made by :func:`lora_state_dict`.
+        scaling: ``alpha / r`` for every module, or ``{module name: alpha / r}`` covering exactly
+            the modules in `state` (see :func:`lora_scalings`).
+
+    Returns:
+        ``{"<name>.weight": ΔW}`` in the order the modules first appear in `state`, on the inputs'
+        device and dtype.
+
+    Raises:
+        ValueError: naming the keys for: keys that are not adapter keys, a module without exactly
+            one A and one B, values that are not floating tensors or not finite, shapes that do not
+            form an adapter (with the shapes), a bad `scaling` or a `scaling` mapping whose modules
+            differ from those of `state`.
+
+    Example:
+        >>> state = {"up.lora_A_T.weight": torch.ones(3, 2, 2, 2), "up.lora_B.weight": torch.ones(5, 2, 1, 1)}
+        >>> adapter_delta_from_state(state, 1.0)["up.weight"].shape
+        torch.Size([3, 5, 2, 2])
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        for suffix, part in _ADAPTER_SUFFIXES.items():
+            if isinstance(key, str) and key.endswith(suffix) and len(key) > len(suffix):
+                parts.setdefault(key[: -len(suffix)], {})[part] = value
+                break
+        else:
+            unknown.append(str(key))
+    if unknown:
+        raise ValueError(
+            f"`state` has keys that are not adapter keys (<name>.lora_A.weight, <name>.lora_A_T.weight, "
+            f"<name>.lora_B.weight): {_preview(unknown)}."
+        )
+    if not parts:
+        raise ValueError("`state` holds no adapter.")
+    incomplete = [n for n, p in parts.items() if LORA_B not in p or (LORA_A in p) == (LORA_A_TRANSPOSED in p)]
+    if incomplete:
+        raise ValueError(f"`state`: modules without exactly one A and one B: {_preview(incomplete)}.")
+    bad_values = [
+        k
+        for k, v in state.items()
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point() or not torch.isfinite(v).all()
+    ]
+    if bad_values:
+        raise ValueError(f"`state`: not finite floating-point tensors: {_preview(bad_values)}.")
+
+    if isinstance(scaling, Mapping):
+        extra = [str(n) for n in scaling if n not in parts]
+        absent = [n for n in parts if n not in scaling]
+        if extra or absent:
+            raise ValueError(
+                f"`scaling` must name exactly the modules of `state`; missing: {_preview(absent) or 'none'}; "
+                f"unexpected: {_preview(extra) or 'none'}."
+            )
+        scales = {n: _check_scaling(scaling[n], f"scaling[{n!r}]") for n in parts}
+    else:
+        s = _check_scaling(scaling, "scaling")
+        scales = dict.fromkeys(parts, s)
+
+    out: dict[str, torch.Tensor] = {}
+    for name, p in parts.items():
+        transposed = LORA_A_TRANSPOSED in p
+        a_key = f"{name}.{LORA_A_TRANSPOSED if transposed else LORA_A}.weight"
+        try:
+            delta = lora_delta(
+                p[LORA_A_TRANSPOSED if transposed else LORA_A], p[LORA_B], scales[name], transposed
+            )
+        except ValueError as err:
+            raise ValueError(f"`state`: `{a_key}` and `{name}.{LORA_B}.weight`: {err}") from err
+        out[f"{name}.weight"] = delta
+    return out
+
+
+def state_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> int:
+    """Bytes of the tensors of a state dict: ``Σ numel · itemsize``.
+
+    Args:
+        state: ``{key: tensor}``.
+        dtype: if given, floating-point tensors are counted at this dtype's size (e.g.
+            ``torch.float32`` for "fp32 bytes"); other tensors at their own size.
+
+    Returns:
+        The number of bytes of the raw tensor data (no container overhead).
+
+    Raises:
+        ValueError: naming the keys whose values are not tensors.
+
+    Example:
+        >>> state_bytes({"w": torch.zeros(2, 3, dtype=torch.float16)}, dtype=torch.float32)
+        24
+    """
+    not_tensor = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensor:
+        raise ValueError(f"`state`: values are not tensors for keys {_preview(not_tensor)}.")
+    size = torch.tensor([], dtype=dtype).element_size() if dtype is not None else None
+    return sum(
+        v.numel() * (size if size is not None and v.is_floating_point() else v.element_size())
+        for v in state.values()
+    )
+
+
+def lora_param_count(model: nn.Module) -> dict[str, int | float]:
+    """Parameter counts and fp32 bytes of the adapters vs the whole network.
+
+    Args:
+        model: a model with adapters.
+
+    Returns:
+        ``adapter_params`` (elements of A and B), ``base_params`` (parameters of the network without
+        adapters), ``trainable_params`` (``requires_grad``), ``adapter_bytes`` (fp32 bytes of
+        :func:`lora_state_dict`, what a site sends per round), ``model_bytes`` (fp32 bytes of
+        :func:`base_state_dict`, i.e. of the full network's state dict, buffers included) and
+        ``adapter_fraction`` = ``adapter_bytes / model_bytes``.
+
+    Raises:
+        ValueError: if `model` has no adapters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2)
+        >>> lora_param_count(net)["adapter_params"]
+        26
+    """
+    mods = _require_lora(model)
+    adapter_ids = {id(p) for m in mods.values() for p in (*m.lora_a.parameters(), *m.lora_B.parameters())}
+    params = list(model.parameters())
+    adapter_bytes = state_bytes(lora_state_dict(model), torch.float32)
+    model_bytes = state_bytes(base_state_dict(model), torch.float32)
+    return {
+        "adapter_params": sum(p.numel() for p in params if id(p) in adapter_ids),
+        "base_params": sum(p.numel() for p in params if id(p) not in adapter_ids),
+        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+        "adapter_bytes": adapter_bytes,
+        "model_bytes": model_bytes,
+        "adapter_fraction": adapter_bytes / model_bytes if model_bytes else float("nan"),
+    }

@@ -1,0 +1,216 @@
+"""The segmentation network: MONAI's 2D ``UNet`` with optional LoRA adapters in every convolution.
+
+This is the ``network_def`` of the MONAI bundle (``"_target_": "cardiolora.networks.lora_unet"``)
+and the model every FLARE job builds from that bundle: one network class for pretraining,
+federated fine-tuning and site inference.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+from monai.networks.nets import UNet
+
+from cardiolora.labels import NUM_CLASSES
+from cardiolora.profiles import Profile, get_profile
+
+__all__ = ["lora_unet", "rank_for_dataset_size", "load_weights", "plain_state_dict", "read_state_dict", "ExportView"]
+
+
+def lora_unet(
+    profile: str | Profile = "quick",
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
+    target_modules: Sequence[str] = ("*",),
+    in_channels: int = 1,
+    out_channels: int = NUM_CLASSES,
+) -> torch.nn.Module:
+    """Build the 2D U-Net of a run profile, with LoRA adapters when ``lora_rank > 0``.
+
+    With ``lora_rank > 0`` every convolution and transposed convolution matching
+    `target_modules` gets an adapter ``W = W0 + (alpha / r) B A`` (A kaiming, B zero, so the
+    network starts equal to the base), the base weights are frozen and only adapters train.
+
+    Args:
+        profile: run profile name (``"quick"``, ``"paper"``) or a `Profile`.
+        lora_rank: adapter rank r; 0 builds the plain network (full-weight training).
+        lora_alpha: LoRA alpha (scaling alpha / r); ``None`` means alpha = r.
+        lora_dropout: dropout on the adapter input, in [0, 1).
+        target_modules: fnmatch patterns of module names to adapt (default: every convolution).
+        in_channels: image channels.
+        out_channels: classes including background.
+
+    Returns:
+        The network (``torch.nn.Module``) on the CPU.
+
+    Raises:
+        ValueError: if `lora_rank` is negative or the profile is unknown.
+
+    Example:
+        >>> net = lora_unet("quick", lora_rank=4)
+        >>> net(torch.zeros(1, 1, 112, 112)).shape
+        torch.Size([1, 4, 112, 112])
+    """
+    if not isinstance(lora_rank, int) or lora_rank < 0:
+        raise ValueError(f"`lora_rank` must be an integer >= 0, got {lora_rank!r}.")
+    prof = get_profile(profile)
+    net = UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=prof.channels,
+        strides=prof.strides,
+        num_res_units=prof.num_res_units,
+        dropout=prof.dropout,
+    )
+    if lora_rank > 0:
+        from cardiolora.lora import inject_lora
+
+        inject_lora(net, rank=lora_rank, alpha=lora_alpha, target_modules=target_modules, dropout=lora_dropout)
+    return net
+
+
+def rank_for_dataset_size(
+    n_cases: int, largest: int, ranks: tuple[int, int] = (16, 32), threshold: float = 0.75
+) -> int:
+    """Choose a site's LoRA rank from its dataset size, as Rate-My-LoRA does.
+
+    The paper gives rank 16 to the site holding about half the data of the others and 32 to the
+    rest: ``r_c = ranks[0] if |D_c| < threshold * max_c' |D_c'| else ranks[1]``.
+
+    Args:
+        n_cases: training cases |D_c| of the site (> 0).
+        largest: training cases of the largest site (>= `n_cases`).
+        ranks: (small-site rank, large-site rank).
+        threshold: fraction of the largest site under which the small rank is used, in (0, 1].
+
+    Returns:
+        The rank r_c.
+
+    Raises:
+        ValueError: if a count is not positive, `n_cases` > `largest`, or `threshold` is out of range.
+    """
+    if n_cases <= 0 or largest <= 0:
+        raise ValueError(f"`n_cases` and `largest` must be positive, got {n_cases} and {largest}.")
+    if n_cases > largest:
+        raise ValueError(f"`n_cases` ({n_cases}) cannot exceed `largest` ({largest}).")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"`threshold` must be in (0, 1], got {threshold}.")
+    return ranks[0] if n_cases < threshold * largest else ranks[1]
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a network state dict from a checkpoint file (plain or ``{"model": state_dict}``).
+
+    Args:
+        path: a ``.pt`` file written by the bundle (``CheckpointSaver``) or `plain_state_dict`.
+
+    Returns:
+        The state dict.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist (the message says how weights are made).
+        ValueError: if the file cannot be read or holds no tensor state dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path}: no weights here. Weights are never shipped; make them with `cardiolora pretrain`."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read the checkpoint ({err}).") from err
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (or {{'model': state_dict}}).")
+    return dict(state)
+
+
+def load_weights(network: torch.nn.Module, path_or_state: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
+    """Load plain U-Net weights into `network`, with or without LoRA adapters injected.
+
+    Plain keys (``<name>.weight``) are mapped to the wrapped base keys (``<name>.base.weight``)
+    of adapted modules; adapters keep their state (identity right after injection). A state
+    dict that holds adapter keys as well (a LoRA training checkpoint) is loaded as it is.
+
+    Args:
+        network: the network built by `lora_unet`.
+        path_or_state: a checkpoint path or a state dict.
+
+    Raises:
+        ValueError: if base keys are missing or unexpected or shapes differ (the keys are named,
+            with the file when a path was given).
+    """
+    from cardiolora.lora import lora_modules, wrap_key
+
+    where = str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "state dict"
+    state = read_state_dict(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else dict(path_or_state)
+    names = set(lora_modules(network))
+    own = network.state_dict()
+    mapped = {k if k in own else wrap_key(k, names): v for k, v in state.items()}
+    unexpected = sorted(k for k in mapped if k not in own)
+    required = [k for k in own if ".lora_" not in k]
+    missing = sorted(k for k in required if k not in mapped)
+    wrong = sorted(
+        f"{k} (expected {tuple(own[k].shape)}, got {tuple(v.shape)})"
+        for k, v in mapped.items()
+        if k in own and own[k].shape != v.shape
+    )
+    if unexpected or missing or wrong:
+        raise ValueError(
+            f"{where}: weights do not fit the network (is the profile the same?): "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, wrong shape {wrong[:5]}."
+        )
+    network.load_state_dict(mapped, strict=False)
+
+
+def plain_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The network's weights under the plain U-Net keys (adapters stripped; merge first to keep them).
+
+    Args:
+        network: a network built by `lora_unet`.
+
+    Returns:
+        Detached CPU tensors keyed as in the plain MONAI ``UNet``.
+    """
+    from cardiolora.lora import base_state_dict, lora_modules
+
+    if lora_modules(network):
+        return base_state_dict(network)
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+class ExportView:
+    """A view of a network whose ``state_dict()`` is the deployable plain U-Net.
+
+    For a network with LoRA adapters it returns ``W0 + ΔW`` under the plain keys (computed on the
+    fly; the network itself is not merged), so a checkpoint saved through the view loads into the
+    plain network and costs at inference exactly what the base costs. For a plain network it is
+    the network's own state dict. The bundle's ``CheckpointSaver`` saves through it, so full-weight
+    and LoRA runs write the same kind of ``model.pt``.
+
+    Args:
+        network: a network built by `lora_unet`.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Plain-keyed weights with adapters folded in."""
+        from cardiolora.lora import lora_delta_state_dict, lora_modules
+
+        state = plain_state_dict(self.network)
+        if lora_modules(self.network) and not any(m.merged for m in lora_modules(self.network).values()):
+            for key, delta in lora_delta_state_dict(self.network).items():
+                state[key] = state[key] + delta.to(state[key].dtype)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load plain weights into the network's base (adapters untouched)."""
+        load_weights(self.network, state)

@@ -1,0 +1,137 @@
+"""Volume inference shared by evaluation, the federated clients and the site application.
+
+A stack is segmented slice by slice with the profile's 2D U-Net exactly as the bundle's
+``inference.json`` does it: intensities mapped per volume (percentiles → 0..1), in-plane resampling
+to the profile's spacing (``Spacingd`` with the slice axis kept), MONAI's ``SliceInferer``
+(sliding window over each slice), inversion of the resampling on the class probabilities
+(``Invertd``), argmax. Arrays are in the NIfTI order ``(X, Y, Z)`` the bundle sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SliceInferer
+from monai.transforms import Compose, Invertd, MapTransform, ScaleIntensityRangePercentilesd, Spacingd
+
+from cardiolora.profiles import Profile, get_profile
+
+__all__ = ["volume_transforms", "make_inferer", "predict_volume", "predict_zyx"]
+
+
+def volume_transforms(profile: str | Profile, keys: str = "image") -> list[MapTransform]:
+    """The deterministic preprocessing of a ``(1, X, Y, Z)`` stack for the profile's network.
+
+    Args:
+        profile: run profile (name or `Profile`).
+        keys: the image key.
+
+    Returns:
+        ``[ScaleIntensityRangePercentilesd, Spacingd]``: percentiles → [0, 1] clipped, then in-plane
+        resampling to ``profile.pixel_spacing`` (slice spacing kept: pixdim -1).
+    """
+    prof = get_profile(profile)
+    lo, hi = prof.intensity_percentiles
+    return [
+        ScaleIntensityRangePercentilesd(keys=keys, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True),
+        Spacingd(keys=keys, pixdim=[prof.pixel_spacing, prof.pixel_spacing, -1.0], mode="bilinear"),
+    ]
+
+
+def make_inferer(profile: str | Profile, sw_batch_size: int = 16, overlap: float = 0.25) -> SliceInferer:
+    """MONAI ``SliceInferer`` running the 2D network over every slice (last spatial axis).
+
+    Args:
+        profile: run profile; its ``spatial_size`` is the sliding-window size.
+        sw_batch_size: windows per forward pass.
+        overlap: sliding-window overlap in [0, 1).
+
+    Returns:
+        The inferer.
+    """
+    prof = get_profile(profile)
+    return SliceInferer(
+        roi_size=list(prof.spatial_size), spatial_dim=2, sw_batch_size=sw_batch_size, overlap=overlap, progress=False
+    )
+
+
+def predict_volume(
+    network: torch.nn.Module,
+    image_xyz: np.ndarray | torch.Tensor,
+    affine: np.ndarray | torch.Tensor,
+    profile: str | Profile,
+    device: str | torch.device = "cpu",
+    sw_batch_size: int = 16,
+    return_probabilities: bool = False,
+) -> np.ndarray:
+    """Segment one stack ``(X, Y, Z)``; the label map is on the input's grid.
+
+    Args:
+        network: the 2D network (eval mode is set here).
+        image_xyz: the stack, NIfTI order ``(X, Y, Z)``.
+        affine: its 4×4 voxel-to-world affine (only the voxel sizes along X and Y matter).
+        profile: run profile the network was built with.
+        device: where to run.
+        sw_batch_size: windows per forward pass.
+        return_probabilities: return ``(4, X, Y, Z)`` float32 probabilities instead of labels.
+
+    Returns:
+        ``uint8`` labels ``(X, Y, Z)`` (0 bg, 1 LV, 2 MYO, 3 RV), or the probabilities.
+
+    Raises:
+        ValueError: if `image_xyz` is not 3D or holds non-finite values, or `affine` is not 4×4.
+    """
+    img = torch.as_tensor(np.asarray(image_xyz, dtype=np.float32))
+    if img.ndim != 3:
+        raise ValueError(f"`image_xyz` must be a 3D stack (X, Y, Z), got shape {tuple(img.shape)}.")
+    if not torch.isfinite(img).all():
+        raise ValueError("`image_xyz` holds non-finite values.")
+    aff = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+    if aff.shape != (4, 4):
+        raise ValueError(f"`affine` must be 4x4, got {tuple(aff.shape)}.")
+    pre = Compose(volume_transforms(profile))
+    data = pre({"image": MetaTensor(img[None], affine=aff)})
+    x = data["image"]
+    network.eval()
+    inferer = make_inferer(profile, sw_batch_size=sw_batch_size)
+    with torch.inference_mode():
+        logits = inferer(x.as_tensor()[None].to(device), network)[0]
+        probs = torch.softmax(logits.float(), dim=0).cpu()
+    pred = MetaTensor(probs, affine=x.affine, meta=dict(x.meta))
+    pred.applied_operations = list(x.applied_operations)
+    data["pred"] = pred
+    out = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)["pred"]
+    out = torch.as_tensor(out)
+    if return_probabilities:
+        return out.numpy().astype(np.float32)
+    return out.argmax(dim=0).numpy().astype(np.uint8)
+
+
+def predict_zyx(
+    network: torch.nn.Module,
+    image_zyx: np.ndarray,
+    spacing_zyx: Sequence[float],
+    profile: str | Profile,
+    device: str | torch.device = "cpu",
+    sw_batch_size: int = 16,
+) -> np.ndarray:
+    """Segment a ``(Z, Y, X)`` stack given its spacing; returns ``(Z, Y, X)`` uint8 labels.
+
+    Args:
+        network: the 2D network.
+        image_zyx: the stack in the project's array order.
+        spacing_zyx: voxel spacing (slice, row, column) in mm.
+        profile: run profile the network was built with.
+        device: where to run.
+        sw_batch_size: windows per forward pass.
+
+    Returns:
+        Label map ``(Z, Y, X)``.
+    """
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    affine = np.diag([sx, sy, sz, 1.0])
+    lab = predict_volume(network, np.transpose(image_zyx, (2, 1, 0)), affine, profile, device, sw_batch_size)
+    return np.ascontiguousarray(np.transpose(lab, (2, 1, 0)))
