@@ -187,7 +187,8 @@ def generate_sites(
     bar.close()
     write_truth(all_studies, out / "truth.csv")
     write_truth(all_studies, out / "truth.json")
-    montage(out / "montage.png", sites, seed)
+    montage(out / "montage.png", {s.name: [st for st in all_studies if st.meta["site"] == s.name] for s in sites},
+            {s.name: s.profile for s in sites})
     manifest = {"settings": settings, "complete": True, "sites": site_info}
     tmp = manifest_path.with_name("manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -250,7 +251,12 @@ def site_datalist(
     return write_datalist(rel, site_dir / DATALIST_NAME, meta=info)
 
 
-def montage(path: str | os.PathLike, sites: Sequence[SiteSpec], seed: int = 0, per_site: int = 4) -> Path:
+def montage(
+    path: str | os.PathLike,
+    studies: Mapping[str, Sequence[CineStudy]],
+    profiles: Mapping[str, str] | None = None,
+    per_site: int = 4,
+) -> Path:
     """Draw a PNG montage: one row per site, mid-ventricular ED slices of a few subjects.
 
     Each tile shows the image as the scanner stores it (its own intensity window); every second
@@ -259,26 +265,27 @@ def montage(path: str | os.PathLike, sites: Sequence[SiteSpec], seed: int = 0, p
 
     Args:
         path: PNG to write.
-        sites: the sites (profiles) to show.
-        seed: the generation seed (same subjects as generated).
+        studies: site name → its studies (the first `per_site` are shown).
+        profiles: site name → profile name, for the row labels.
         per_site: subjects per row.
 
     Returns:
         The PNG path.
+
+    Raises:
+        ValueError: if `studies` is empty or a site has no study.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cardiolora.data.phantom import make_subject
-
-    n = min(per_site, min(s.n_subjects for s in sites))
-    fig, axes = plt.subplots(len(sites), n, figsize=(2.4 * n, 2.6 * len(sites)), dpi=90, squeeze=False)
-    for si, site in enumerate(sites):
-        for k in range(n):
-            st = make_subject(subject_seed(seed, si, k), site.profile, subject_id=f"{site.name}-{k + 1:03d}",
-                              phases="ed_es")
+    if not studies or any(len(v) == 0 for v in studies.values()):
+        raise ValueError("`studies` must map every site to at least one study.")
+    n = min(per_site, min(len(v) for v in studies.values()))
+    fig, axes = plt.subplots(len(studies), n, figsize=(2.4 * n, 2.6 * len(studies)), dpi=90, squeeze=False)
+    for si, (site, site_studies) in enumerate(studies.items()):
+        for k, st in enumerate(site_studies[:n]):
             z = st.n_slices // 2
             img = st.image[st.ed_phase, z]
             ax = axes[si, k]
@@ -290,10 +297,11 @@ def montage(path: str | os.PathLike, sites: Sequence[SiteSpec], seed: int = 0, p
                         ax.contour(lab == val, levels=[0.5], colors=color, linewidths=0.7)
             ax.set_xticks([])
             ax.set_yticks([])
-            sy, sx = st.spacing_zyx[1], st.spacing_zyx[2]
+            sx = st.spacing_zyx[2]
             ax.set_title(f"{st.subject_id}\n{img.shape[1]}x{img.shape[0]} @ {sx:.2f} mm", fontsize=7)
-        axes[si, 0].set_ylabel(f"{site.name}\n({site.profile})", fontsize=9)
-    fig.suptitle("Phantom sites: mid-ventricular ED slice (odd tiles with label contours)", fontsize=10)
+        label = f"{site}\n({profiles[site]})" if profiles and site in profiles else site
+        axes[si, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle("Phantom sites: mid-ventricular ED slice (every second tile with label contours)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

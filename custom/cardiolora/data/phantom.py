@@ -115,7 +115,8 @@ _PHASE_MODES = ("all", "ed_es")
 def _check_range(name: str, value: tuple[float, float], positive: bool = True) -> None:
     """Raise ValueError unless `value` is an ordered ``(low, high)`` pair (positive if asked)."""
     if len(value) != 2 or not value[0] <= value[1] or (positive and value[0] <= 0) or value[0] < 0:
-        raise ValueError(f"`{name}` must be an ordered (low, high) pair of {'positive' if positive else 'non-negative'} values, got {value}.")
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"`{name}` must be an ordered (low, high) pair of {kind} values, got {value}.")
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,14 @@ class ScannerProfile:
         object.__setattr__(self, "tissue_intensity", MappingProxyType(dict(self.tissue_intensity)))
         for name in ("field_strength_t", "gamma", "blood_level", "stored_max", "psf_fwhm_mm"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` of profile {self.name!r} must be positive, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"`{name}` of profile {self.name!r} must be positive, got {getattr(self, name)}."
+                )
         for name in ("bias_strength", "noise_sigma", "texture_strength"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"`{name}` of profile {self.name!r} must be >= 0, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"`{name}` of profile {self.name!r} must be >= 0, got {getattr(self, name)}."
+                )
         if self.blood_level >= self.stored_max:
             raise ValueError(f"`blood_level` of profile {self.name!r} must be below `stored_max`.")
         _check_range("pixel_spacing_mm", self.pixel_spacing_mm)
@@ -189,7 +194,10 @@ class ScannerProfile:
         if self.n_phases[0] < 2:
             raise ValueError(f"`n_phases` of profile {self.name!r} must start at >= 2, got {self.n_phases}.")
         if not self.matrix_sizes or any(len(m) != 2 or min(m) < 32 for m in self.matrix_sizes):
-            raise ValueError(f"`matrix_sizes` of profile {self.name!r} must be (rows, cols) pairs >= 32, got {self.matrix_sizes}.")
+            raise ValueError(
+                f"`matrix_sizes` of profile {self.name!r} must be (rows, cols) pairs >= 32, "
+                f"got {self.matrix_sizes}."
+            )
 
 
 def _tissues(**values: float) -> dict[str, float]:
@@ -207,8 +215,15 @@ PROFILES: dict[str, ScannerProfile] = {
             model="Avanto",
             field_strength_t=1.5,
             tissue_intensity=_tissues(
-                fat=0.78, muscle=0.22, mediastinum=0.34, lung=0.05, liver=0.21,
-                blood=1.0, myocardium=0.27, marrow=0.55, csf=0.9,
+                fat=0.78,
+                muscle=0.22,
+                mediastinum=0.34,
+                lung=0.05,
+                liver=0.21,
+                blood=1.0,
+                myocardium=0.27,
+                marrow=0.55,
+                csf=0.9,
             ),
             gamma=1.0,
             blood_level=420.0,
@@ -230,8 +245,15 @@ PROFILES: dict[str, ScannerProfile] = {
             model="Skyra",
             field_strength_t=3.0,
             tissue_intensity=_tissues(
-                fat=0.70, muscle=0.18, mediastinum=0.30, lung=0.06, liver=0.17,
-                blood=1.0, myocardium=0.21, marrow=0.50, csf=0.95,
+                fat=0.70,
+                muscle=0.18,
+                mediastinum=0.30,
+                lung=0.06,
+                liver=0.17,
+                blood=1.0,
+                myocardium=0.21,
+                marrow=0.50,
+                csf=0.95,
             ),
             gamma=1.0,
             blood_level=900.0,
@@ -253,8 +275,15 @@ PROFILES: dict[str, ScannerProfile] = {
             model="Signa HDxt",
             field_strength_t=1.5,
             tissue_intensity=_tissues(
-                fat=0.95, muscle=0.35, mediastinum=0.45, lung=0.10, liver=0.32,
-                blood=0.88, myocardium=0.40, marrow=0.60, csf=0.85,
+                fat=0.95,
+                muscle=0.35,
+                mediastinum=0.45,
+                lung=0.10,
+                liver=0.32,
+                blood=0.88,
+                myocardium=0.40,
+                marrow=0.60,
+                csf=0.85,
             ),
             gamma=0.85,
             blood_level=150.0,
@@ -277,8 +306,15 @@ PROFILES: dict[str, ScannerProfile] = {
             model="Achieva",
             field_strength_t=1.5,
             tissue_intensity=_tissues(
-                fat=0.82, muscle=0.17, mediastinum=0.28, lung=0.03, liver=0.15,
-                blood=1.0, myocardium=0.19, marrow=0.50, csf=0.90,
+                fat=0.82,
+                muscle=0.17,
+                mediastinum=0.28,
+                lung=0.03,
+                liver=0.15,
+                blood=1.0,
+                myocardium=0.19,
+                marrow=0.50,
+                csf=0.90,
             ),
             gamma=1.15,
             blood_level=2200.0,
@@ -377,7 +413,8 @@ def contraction_curve(
         raise ValueError(f"`diastasis_level` must be in [0, 1), got {diastasis_level}.")
     if not t_es + fill_duration <= atrial_start < 1:
         raise ValueError(
-            f"`atrial_start` must be in [t_es + fill_duration, 1) = [{t_es + fill_duration}, 1), got {atrial_start}."
+            f"`atrial_start` must be in [t_es + fill_duration, 1) = [{t_es + fill_duration}, 1), "
+            f"got {atrial_start}."
         )
     tt = np.mod(np.asarray(t, dtype=np.float64), 1.0)
 
@@ -432,7 +469,9 @@ def fourier_contour(theta: np.ndarray, cos_coeffs: np.ndarray, sin_coeffs: np.nd
     a = np.asarray(cos_coeffs, dtype=np.float64).ravel()
     b = np.asarray(sin_coeffs, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"`cos_coeffs` and `sin_coeffs` must have the same length, got {a.size} and {b.size}.")
+        raise ValueError(
+            f"`cos_coeffs` and `sin_coeffs` must have the same length, got {a.size} and {b.size}."
+        )
     th = np.asarray(theta)
     out = np.ones_like(th, dtype=np.result_type(th.dtype, np.float32))
     for k in range(1, a.size + 1):
@@ -444,7 +483,11 @@ def fourier_contour(theta: np.ndarray, cos_coeffs: np.ndarray, sin_coeffs: np.nd
 
 
 def ellipse_mask(
-    x: np.ndarray, y: np.ndarray, centre: tuple[float, float], semi_axes: tuple[float, float], angle: float = 0.0
+    x: np.ndarray,
+    y: np.ndarray,
+    centre: tuple[float, float],
+    semi_axes: tuple[float, float],
+    angle: float = 0.0,
 ) -> np.ndarray:
     """Points strictly inside an ellipse: ``(x'/a)^2 + (y'/b)^2 < 1`` in the ellipse's frame.
 
@@ -492,7 +535,9 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
         raise ValueError(f"`image` size {(h, w)} is not a multiple of `factor` {factor}.")
     if factor == 1:
         return image
-    out = np.zeros(image.shape[:-2] + (h // factor, w // factor), dtype=np.result_type(image.dtype, np.float32))
+    out = np.zeros(
+        image.shape[:-2] + (h // factor, w // factor), dtype=np.result_type(image.dtype, np.float32)
+    )
     for i in range(factor):
         for j in range(factor):
             out += image[..., i::factor, j::factor]
@@ -527,7 +572,9 @@ def smooth_random_field(shape: tuple[int, ...], sigma_px: float, rng: np.random.
     return field_
 
 
-def bias_field(shape: tuple[int, int], strength: float, rng: np.random.Generator, n_terms: int = 4) -> np.ndarray:
+def bias_field(
+    shape: tuple[int, int], strength: float, rng: np.random.Generator, n_terms: int = 4
+) -> np.ndarray:
     """Smooth multiplicative coil-sensitivity field ``exp(strength * f)`` with ``max |f| = 1``.
 
     ``f`` is a sum of `n_terms` random plane cosines of at most one cycle across the image plus a
@@ -699,10 +746,9 @@ class _Subject:
     centre: tuple[float, float]  # LV centre at the base (scene mm)
     phi_rv: float  # direction of the RV from the LV centre (scene angle)
     # RV
-    rv_depth0: float
-    rv_width: float
-    rv_offset: float
-    rv_bend: float
+    rv_depth0: float  # largest radial thickness of the RV cavity at the base (ED)
+    rv_half_angles: tuple[float, float]  # angular half-extent of the crescent on each side
+    rv_gamma: float  # bluntness of the crescent (cos^gamma window)
     rv_length: float
     q_rv: float
     rv_wall: float
@@ -714,7 +760,6 @@ class _Subject:
     trab_a: np.ndarray
     trab_b: np.ndarray
     fat_max: float
-    fat_angle: float
     env_margin: float
     # cycle
     heart_rate: float
@@ -770,7 +815,8 @@ def _lv_radii(subj: _Subject, z: float) -> tuple[float, float]:
 def _calibrate(weights: np.ndarray, present_es: np.ndarray, target_ratio: float, power: float) -> float:
     """Radial scale ``c`` with ``c^power × sum(weights[present_es]) / sum(weights) = target_ratio``.
 
-    Clipped to ``[0.3, 0.97]``.
+    `weights` are per-slice volumes at ED, `present_es` marks the slices still below the base at
+    ES; the result is clipped to ``[0.3, 0.97]``.
     """
     total = float(weights.sum())
     kept = float(weights[present_es].sum())
@@ -779,8 +825,15 @@ def _calibrate(weights: np.ndarray, present_es: np.ndarray, target_ratio: float,
     return float(np.clip((target_ratio * total / kept) ** (1.0 / power), 0.3, 0.97))
 
 
-def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: int | None) -> _Subject:
-    """Draw every random quantity of a subject, always in the same order (determinism)."""
+def _sample_subject(seed: int, prof: ScannerProfile, n_phases: int | None) -> _Subject:
+    """Draw every random quantity of a subject, always in the same order (determinism).
+
+    Patient, anatomy and cycle come from ``default_rng(seed)`` alone, so they are the same in
+    every profile; the acquisition (phases, slices, pixel, matrix, orientation, gain) from
+    ``default_rng([seed, 3])`` and the profile's ranges.
+    """
+    rng = np.random.default_rng(seed)
+    acq = np.random.default_rng([seed, 3])
     u = rng.uniform
     # patient
     sex = "M" if rng.random() < 0.55 else "F"
@@ -824,10 +877,9 @@ def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: in
     phi_rv = np.pi + u(0.05, 0.5)
 
     # RV
-    rv_depth0 = u(18.0, 28.0) * size * (1.2 if group == "DCM" else 1.0)
-    rv_width = u(1.2, 1.55)
-    rv_offset = u(0.15, 0.4)
-    rv_bend = u(0.25, 0.55)
+    rv_depth0 = u(16.0, 26.0) * size * (1.2 if group == "DCM" else 1.0)
+    rv_half_angles = (u(1.1, 1.6), u(1.1, 1.6))
+    rv_gamma = u(0.35, 0.8)
     rv_length = u(0.62, 0.85)
     q_rv = u(1.8, 2.6)
     rv_wall = u(2.5, 4.0)
@@ -840,7 +892,6 @@ def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: in
     trab_a = rng.normal(0.0, 1.0, 14) * (np.arange(1, 15) >= 6)
     trab_b = rng.normal(0.0, 1.0, 14) * (np.arange(1, 15) >= 6)
     fat_max = u(2.0, 7.0)
-    fat_angle = u(1.1, 1.6)
     env_margin = u(2.0, 6.0)
 
     # cycle
@@ -849,26 +900,28 @@ def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: in
     fill = u(0.15, 0.25)
     diastasis = u(0.08, 0.22)
     atrial_start = u(max(0.78, t_es + fill + 0.05), 0.9)
-    base_descent = u(4.0, 12.0) * ef / 65.0
+    base_descent = u(2.5, 8.0) * ef / 65.0
     kappa = u(0.04, 0.12)
 
-    # stack
+    # stack (acquisition stream)
     lo, hi = prof.n_phases
-    t_count = int(rng.integers(lo, hi + 1))
+    t_count = int(acq.integers(lo, hi + 1))
     if n_phases is not None:
         t_count = n_phases
     times = np.arange(t_count) / t_count
     es_index = int(np.argmax(contraction_curve(times, t_es, fill, diastasis, atrial_start)))
     s_es = float(contraction_curve(times[es_index], t_es, fill, diastasis, atrial_start))
-    thickness = round(u(*prof.slice_thickness_mm), 1)
-    spacing = round(thickness + u(*prof.slice_gap_mm), 1)
-    z0 = u(0.0, 0.8) * spacing
-    last = length * u(0.86, 1.04)
+    thickness = round(acq.uniform(*prof.slice_thickness_mm), 1)
+    spacing = round(thickness + acq.uniform(*prof.slice_gap_mm), 1)
+    z0 = acq.uniform(0.3, 1.0) * spacing
+    last = length * acq.uniform(0.86, 1.04)
     n_slices = int(np.clip(math.floor((last - z0) / spacing) + 1, 6, 14))
-    pixel = round(u(*prof.pixel_spacing_mm), 3)
-    matrix = tuple(prof.matrix_sizes[int(rng.integers(len(prof.matrix_sizes)))])
-    rotation = u(-0.26, 0.26)
-    gain = u(0.8, 1.25)
+    pixel = round(acq.uniform(*prof.pixel_spacing_mm), 3)
+    matrix = tuple(prof.matrix_sizes[int(acq.integers(len(prof.matrix_sizes)))])
+    rotation = acq.uniform(-0.26, 0.26)
+    gain = acq.uniform(0.8, 1.25)
+    azimuth, elevation = acq.uniform(30.0, 60.0), acq.uniform(-45.0, -20.0)
+    origin_centre = np.array([acq.uniform(-10.0, 30.0), acq.uniform(-30.0, 10.0), acq.uniform(-40.0, 40.0)])
 
     # calibrate the radial contraction to the sampled ejection fractions on the actual slices
     zs = z0 + spacing * np.arange(n_slices)
@@ -876,8 +929,8 @@ def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: in
     present = zs >= base_descent * s_es
     c_es_eff = _calibrate(ph, present, 1.0 - ef / 100.0, 2.0)
     c_es = float(np.clip(1.0 - (1.0 - c_es_eff) / max(s_es, 1e-6), 0.2, 0.97))
-    prv = superellipse_profile(zs, rv_length * length, q_rv) ** 1.5
-    c_rv_eff = _calibrate(prv, present, 1.0 - rv_ef / 100.0, 1.5)
+    prv = superellipse_profile(zs, rv_length * length, q_rv) * superellipse_profile(zs, length, q_lv)
+    c_rv_eff = _calibrate(prv, present, 1.0 - rv_ef / 100.0, 1.3)
     c_rv_es = float(np.clip(1.0 - (1.0 - c_rv_eff) / max(s_es, 1e-6), 0.2, 0.97))
 
     # body: centre to the patient's right (image left) and posterior (down) of the heart
@@ -889,7 +942,10 @@ def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: in
     spine_centre = (body_centre[0] + u(-6.0, 6.0), body_centre[1] + inner_b - u(38.0, 48.0))
     vertebra_radius = u(15.0, 19.0)
     aorta_radius = u(10.0, 13.5)
-    aorta_centre = (spine_centre[0] + u(18.0, 28.0), spine_centre[1] - vertebra_radius - aorta_radius + u(0.0, 6.0))
+    aorta_centre = (
+        spine_centre[0] + u(18.0, 28.0),
+        spine_centre[1] - vertebra_radius - aorta_radius + u(0.0, 6.0),
+    )
     inner_a = body_axes[0] - fat_thickness - muscle_thickness
     liver_centre = (body_centre[0] - u(0.25, 0.4) * inner_a, body_centre[1] + u(0.25, 0.45) * inner_b)
     liver_axes = (u(0.45, 0.6) * inner_a, u(0.45, 0.6) * inner_b)
@@ -906,30 +962,93 @@ def _sample_subject(rng: np.random.Generator, prof: ScannerProfile, n_phases: in
     side = rng.integers(0, 2, n_vessels)
     ang = u(0, 2 * np.pi, n_vessels)
     rad = np.sqrt(u(0, 1, n_vessels)) * 0.85
-    vx = np.array([lung_centres[s][0] + r * lung_axes[s][0] * math.cos(a) for s, r, a in zip(side, rad, ang, strict=True)])
-    vy = np.array([lung_centres[s][1] + r * lung_axes[s][1] * math.sin(a) for s, r, a in zip(side, rad, ang, strict=True)])
-    vessels = np.stack([vx, vy, u(1.2, 4.0, n_vessels), u(-0.4, 0.4, n_vessels), u(-0.4, 0.4, n_vessels)], axis=1)
+    vx = np.array(
+        [
+            lung_centres[s][0] + r * lung_axes[s][0] * math.cos(a)
+            for s, r, a in zip(side, rad, ang, strict=True)
+        ]
+    )
+    vy = np.array(
+        [
+            lung_centres[s][1] + r * lung_axes[s][1] * math.sin(a)
+            for s, r, a in zip(side, rad, ang, strict=True)
+        ]
+    )
+    vessels = np.stack(
+        [vx, vy, u(1.2, 4.0, n_vessels), u(-0.4, 0.4, n_vessels), u(-0.4, 0.4, n_vessels)], axis=1
+    )
 
     return _Subject(
-        height_cm=round(height, 1), weight_kg=weight, sex=sex, age_years=age, group=group,
-        re0=re0, rp0=rp0, length=length, length_endo=length_endo, q_lv=q_lv,
-        fourier_a=fourier_a, fourier_b=fourier_b, fourier_twist=fourier_twist,
-        wall_var=wall_var, wall_angle=wall_angle, drift=drift, centre=centre, phi_rv=phi_rv,
-        rv_depth0=rv_depth0, rv_width=rv_width, rv_offset=rv_offset, rv_bend=rv_bend,
-        rv_length=rv_length, q_rv=q_rv, rv_wall=rv_wall,
-        pap_angles=pap_angles, pap_pos=pap_pos, pap_radius=pap_radius, trab_depth=trab_depth,
-        trab_a=trab_a, trab_b=trab_b, fat_max=fat_max, fat_angle=fat_angle, env_margin=env_margin,
-        heart_rate=heart_rate, t_es=t_es, fill=fill, diastasis=diastasis, atrial_start=atrial_start,
-        ef_target=ef, rv_ef_target=rv_ef, c_es=c_es, c_rv_es=c_rv_es, base_descent=base_descent,
-        kappa=kappa, n_phases=t_count, es_index=es_index, thickness=thickness, spacing=spacing,
-        z0=z0, n_slices=n_slices, pixel=pixel, matrix=(int(matrix[0]), int(matrix[1])),
-        rotation=rotation, gain=gain, body_centre=body_centre, body_axes=body_axes,
-        fat_thickness=fat_thickness, muscle_thickness=muscle_thickness, spine_centre=spine_centre,
-        vertebra_radius=vertebra_radius, aorta_centre=aorta_centre, aorta_radius=aorta_radius,
-        liver_centre=liver_centre, liver_axes=liver_axes, liver_angle=liver_angle,
-        lung_centres=lung_centres, lung_axes=lung_axes, vessels=vessels,
-        azimuth=u(30.0, 60.0), elevation=u(-45.0, -20.0),
-        origin_centre=np.array([u(-10.0, 30.0), u(-30.0, 10.0), u(-40.0, 40.0)]),
+        height_cm=round(height, 1),
+        weight_kg=weight,
+        sex=sex,
+        age_years=age,
+        group=group,
+        re0=re0,
+        rp0=rp0,
+        length=length,
+        length_endo=length_endo,
+        q_lv=q_lv,
+        fourier_a=fourier_a,
+        fourier_b=fourier_b,
+        fourier_twist=fourier_twist,
+        wall_var=wall_var,
+        wall_angle=wall_angle,
+        drift=drift,
+        centre=centre,
+        phi_rv=phi_rv,
+        rv_depth0=rv_depth0,
+        rv_half_angles=rv_half_angles,
+        rv_gamma=rv_gamma,
+        rv_length=rv_length,
+        q_rv=q_rv,
+        rv_wall=rv_wall,
+        pap_angles=pap_angles,
+        pap_pos=pap_pos,
+        pap_radius=pap_radius,
+        trab_depth=trab_depth,
+        trab_a=trab_a,
+        trab_b=trab_b,
+        fat_max=fat_max,
+        env_margin=env_margin,
+        heart_rate=heart_rate,
+        t_es=t_es,
+        fill=fill,
+        diastasis=diastasis,
+        atrial_start=atrial_start,
+        ef_target=ef,
+        rv_ef_target=rv_ef,
+        c_es=c_es,
+        c_rv_es=c_rv_es,
+        base_descent=base_descent,
+        kappa=kappa,
+        n_phases=t_count,
+        es_index=es_index,
+        thickness=thickness,
+        spacing=spacing,
+        z0=z0,
+        n_slices=n_slices,
+        pixel=pixel,
+        matrix=(int(matrix[0]), int(matrix[1])),
+        rotation=rotation,
+        gain=gain,
+        body_centre=body_centre,
+        body_axes=body_axes,
+        fat_thickness=fat_thickness,
+        muscle_thickness=muscle_thickness,
+        spine_centre=spine_centre,
+        vertebra_radius=vertebra_radius,
+        aorta_centre=aorta_centre,
+        aorta_radius=aorta_radius,
+        liver_centre=liver_centre,
+        liver_axes=liver_axes,
+        liver_angle=liver_angle,
+        lung_centres=lung_centres,
+        lung_axes=lung_axes,
+        vessels=vessels,
+        azimuth=azimuth,
+        elevation=elevation,
+        origin_centre=origin_centre,
     )
 
 
@@ -951,10 +1070,14 @@ class _Phase:
 def _phase_state(subj: _Subject, t: float) -> _Phase:
     """Heart state at R-R fraction `t`."""
     s = float(contraction_curve(t, subj.t_es, subj.fill, subj.diastasis, subj.atrial_start))
-    return _Phase(s=s, c_lv=1.0 - (1.0 - subj.c_es) * s, c_rv=1.0 - (1.0 - subj.c_rv_es) * s, base=subj.base_descent * s)
+    return _Phase(
+        s=s, c_lv=1.0 - (1.0 - subj.c_es) * s, c_rv=1.0 - (1.0 - subj.c_rv_es) * s, base=subj.base_descent * s
+    )
 
 
-def _scene_grid(ny: int, nx: int, pixel: float, factor: int, rotation: float) -> tuple[np.ndarray, np.ndarray]:
+def _scene_grid(
+    ny: int, nx: int, pixel: float, factor: int, rotation: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Scene coordinates (mm, x right, y down, rotated by `rotation`) of a supersampled grid."""
     offs = (np.arange(factor, dtype=np.float32) + 0.5) / factor - 0.5
     cols = ((np.arange(nx, dtype=np.float32)[:, None] + offs[None, :]).ravel() - (nx - 1) / 2) * pixel
@@ -990,7 +1113,11 @@ def _angle_tables(subj: _Subject, z: float) -> dict[str, np.ndarray]:
     wall = 1.0 + subj.wall_var * np.cos(theta - subj.wall_angle)
     trab = fourier_contour(theta, subj.trab_a, subj.trab_b) - 1.0
     trab_mask = trab > 0.9 * np.sqrt((np.sum(subj.trab_a**2) + np.sum(subj.trab_b**2)) / 2)
-    dist = np.minimum(np.abs(theta - subj.fat_angle), np.abs(theta + subj.fat_angle))
+    h_pos, h_neg = subj.rv_half_angles
+    half = np.where(theta >= 0, h_pos, h_neg)
+    rel = np.clip(np.abs(theta) / half, 0.0, 1.0)
+    rv = np.where(rel < 1.0, np.cos(0.5 * np.pi * rel) ** subj.rv_gamma, 0.0)
+    dist = np.minimum(np.abs(theta - h_pos), np.abs(theta + h_neg))
     groove = np.exp(-(((np.abs(theta) - np.pi) / 0.5) ** 2)) * max(0.0, 1.0 - z / subj.length) ** 2
     fat = subj.fat_max * (np.exp(-((dist / 0.35) ** 2)) + groove)
     return {
@@ -998,6 +1125,7 @@ def _angle_tables(subj: _Subject, z: float) -> dict[str, np.ndarray]:
         "wall": wall.astype(np.float32),
         "trab": trab_mask,
         "fat": fat.astype(np.float32),
+        "rv": rv.astype(np.float32),
     }
 
 
@@ -1019,12 +1147,14 @@ def _heart_frame(subj: _Subject, x: np.ndarray, y: np.ndarray, z: float) -> dict
     return frame
 
 
-def _heart_masks(subj: _Subject, fr: dict[str, np.ndarray], z: float, st: _Phase, full: bool) -> dict[str, np.ndarray] | None:
+def _heart_masks(
+    subj: _Subject, fr: dict[str, np.ndarray], z: float, st: _Phase, full: bool, margin: float | None = None
+) -> dict[str, np.ndarray] | None:
     """Boolean masks of the heart at slice position `z` and phase state `st`.
 
     Returns ``None`` beyond the apex; masks ``la``, ``la_wall``, ``ra``, ``ra_wall`` above the
     (descended) base; otherwise ``lv``, ``epi``, ``rv_in`` and, when `full`, ``rv_out``, ``pap``,
-    ``trab`` and ``fat``.
+    ``trab`` and ``fat``; with a `margin` (mm) only ``env``, the heart grown radially by it.
     """
     r2 = fr["r2"]
     u, v = fr["u"], fr["v"]
@@ -1033,9 +1163,8 @@ def _heart_masks(subj: _Subject, fr: dict[str, np.ndarray], z: float, st: _Phase
         ra0 = 0.85 * subj.re0
         la = r2 < np.float32(ra0**2)
         la_wall = r2 < np.float32((ra0 + 2.5) ** 2)
-        d = subj.rv_offset * subj.rp0
-        b = subj.rp0 + subj.rv_depth0 - d
-        a = subj.rv_width * subj.rp0
+        d = subj.rp0 + 0.3 * subj.rv_depth0
+        a, b = 0.9 * subj.rp0, 0.5 * subj.rv_depth0 + 0.3 * subj.rp0
         ra = ((u - d) / b) ** 2 + (v / a) ** 2 < 1.0
         ra_wall = ((u - d) / (b + 2.5)) ** 2 + (v / (a + 2.5)) ** 2 < 1.0
         return {"la": la, "la_wall": la_wall, "ra": ra & ~la_wall, "ra_wall": ra_wall & ~la_wall}
@@ -1052,22 +1181,27 @@ def _heart_masks(subj: _Subject, fr: dict[str, np.ndarray], z: float, st: _Phase
     epi = r2 < epi2
     out = {"lv": lv, "epi": epi}
     p_rv = float(superellipse_profile(z, subj.rv_length * subj.length, subj.q_rv))
-    rv_in = np.zeros_like(lv)
-    rv_out = np.zeros_like(lv)
+    epi_r = np.sqrt(epi2)
+    if margin is not None:
+        # everything is star-shaped about the LV centre: grow the outermost radius
+        reach = np.maximum(fr["fat"], fr["rv"] * np.float32(subj.rv_depth0 * p_rv * st.c_rv + subj.rv_wall))
+        env = epi_r + reach + np.float32(margin)
+        return {"env": r2 < env * env}
     if p_rv > 0:
-        depth = subj.rv_depth0 * p_rv * st.c_rv
-        a = subj.rv_width * rp * math.sqrt(p_rv) * math.sqrt(st.c_rv)
-        d = subj.rv_offset * rp
-        b = rp + depth - d
-        bent = u - np.float32(d) + np.float32(subj.rv_bend / max(rp, 1.0)) * v * v
-        rv_in = (bent / np.float32(b)) ** 2 + (v / np.float32(a)) ** 2 < 1.0
+        # crescent between the LV epicardium and epicardium + D(theta)
+        depth = fr["rv"] * np.float32(subj.rv_depth0 * p_rv * st.c_rv)
+        outer = epi_r + depth
+        rv_in = (r2 < outer * outer) & ~epi
         if full:
-            w = subj.rv_wall
-            rv_out = (bent / np.float32(b + w)) ** 2 + (v / np.float32(a + w)) ** 2 < 1.0
-    out["rv_in"] = rv_in & ~epi
+            outer_wall = outer + np.float32(subj.rv_wall) * np.minimum(fr["rv"] * 4.0, 1.0)
+            out["rv_out"] = (r2 < outer_wall * outer_wall) & ~epi
+    else:
+        rv_in = np.zeros_like(lv)
+        if full:
+            out["rv_out"] = rv_in
+    out["rv_in"] = rv_in
     if not full:
         return out
-    out["rv_out"] = rv_out & ~epi
     mean_re = st.c_lv * re
     pap = np.zeros_like(lv)
     zf = z / subj.length
@@ -1154,12 +1288,21 @@ def _background(subj: _Subject, x: np.ndarray, y: np.ndarray, static: np.ndarray
     liver_scale = float(np.clip(0.45 + 0.7 * zf, 0.3, 1.15))
     la, lb = subj.liver_axes
     _paint_ellipse(
-        tissue, x, y, subj, subj.liver_centre, (la * liver_scale, lb * liver_scale), _LIVER,
-        angle=subj.liver_angle, only=(_MEDIA, _LUNG, _BLOOD),
+        tissue,
+        x,
+        y,
+        subj,
+        subj.liver_centre,
+        (la * liver_scale, lb * liver_scale),
+        _LIVER,
+        angle=subj.liver_angle,
+        only=(_MEDIA, _LUNG, _BLOOD),
     )
     sx, sy = subj.spine_centre
     vr = subj.vertebra_radius
-    _paint_ellipse(tissue, x, y, subj, (sx, sy + vr + 28.0), (55.0, 30.0), _MUSCLE, only=(_MEDIA, _LUNG, _LIVER, _FAT))
+    _paint_ellipse(
+        tissue, x, y, subj, (sx, sy + vr + 28.0), (55.0, 30.0), _MUSCLE, only=(_MEDIA, _LUNG, _LIVER)
+    )
     _paint_ellipse(tissue, x, y, subj, (sx, sy), (vr * 1.15, vr), _MARROW)
     _paint_ellipse(tissue, x, y, subj, (sx, sy + vr + 8.0), (7.0, 6.0), _CSF)
     ar = subj.aorta_radius
@@ -1181,12 +1324,13 @@ def _static_body(subj: _Subject, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _crop_box(subj: _Subject) -> tuple[int, int, int, int]:
     """Native pixel box ``(y0, y1, x0, x1)`` that contains the heart in every slice and phase."""
+    grow = 1.0 + float(np.abs(subj.fourier_a).sum() + np.abs(subj.fourier_b).sum())
     reach = max(
-        subj.rp0 + subj.rv_depth0 + subj.rv_wall,
-        subj.rv_width * subj.rp0 + subj.rv_wall,
-        subj.rp0 + subj.fat_max,
+        grow * subj.rp0 + subj.rv_depth0 + subj.rv_wall,  # RV crescent and free wall
+        1.3 * subj.rp0 + 0.8 * subj.rv_depth0 + 3.0,  # atria
+        grow * subj.rp0 + 2.0 * subj.fat_max,  # epicardial fat
     )
-    half = 1.15 * reach + 12.0 + subj.env_margin + math.hypot(*subj.drift) / 2
+    half = reach + subj.env_margin + math.hypot(*subj.drift) / 2 + 4.0
     mid = _lv_centre(subj, subj.length / 2)
     r, c = _scene_to_index(subj, mid)
     hp = half / subj.pixel * (abs(math.cos(subj.rotation)) + abs(math.sin(subj.rotation)))
@@ -1220,7 +1364,10 @@ def _render(
     tex_rng = np.random.default_rng([seed, 1])
     sigma_tex = max(4.0 / subj.pixel, 1.0)
     texture = 0.6 * smooth_random_field((nz, ny, nx), sigma_tex, tex_rng)
-    texture += 0.4 * smooth_random_field((nz, ny, nx), 3.0 * sigma_tex, tex_rng)
+    # the coarse texture on a 4x coarser grid, linearly interpolated up (same statistics, cheaper)
+    coarse = smooth_random_field((nz, -(-ny // 4), -(-nx // 4)), 0.75 * sigma_tex, tex_rng)
+    zoom = (1.0, ny / coarse.shape[1], nx / coarse.shape[2])
+    texture += 0.4 * ndimage.zoom(coarse, zoom, order=1, mode="nearest")[:, :ny, :nx]
     texture *= np.float32(prof.texture_strength)
     bias = bias_field((ny, nx), prof.bias_strength, tex_rng)
     lut = np.array([prof.tissue_intensity[t] for t in TISSUES], dtype=np.float32)
@@ -1229,17 +1376,22 @@ def _render(
     xs, ys = _scene_grid(ny, nx, subj.pixel, ss, subj.rotation)
     static = _static_body(subj, xs, ys)
     y0, y1, x0, x1 = _crop_box(subj)
+    crop = (slice(y0, y1), slice(x0, x1))
     crop_ss = (slice(y0 * ss, y1 * ss), slice(x0 * ss, x1 * ss))
     xc, yc = xs[crop_ss], ys[crop_ss]
     xn, yn = _scene_grid(ny, nx, subj.pixel, 1, subj.rotation)
-    xn, yn = xn[y0:y1, x0:x1], yn[y0:y1, x0:x1]
+    xn, yn = xn[crop], yn[crop]
     states = [_phase_state(subj, k / subj.n_phases) for k in phase_indices]
     ed_state = _phase_state(subj, 0.0)
     sigma_psf = prof.psf_fwhm_mm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / subj.pixel
-    margin_px = max(1, int(round(subj.env_margin / subj.pixel * ss)))
-    disk = np.add.outer(np.arange(-margin_px, margin_px + 1) ** 2, np.arange(-margin_px, margin_px + 1) ** 2)
-    disk = disk <= margin_px**2
-    level = prof.blood_level * subj.gain
+    # the blur is linear: blur(frame) = blur(background) + blur(heart - background), and the
+    # difference is zero outside the crop, so only the crop plus the kernel radius is blurred
+    pad = int(4.0 * sigma_psf + 0.5) + 1
+    ey0, ey1, ex0, ex1 = max(0, y0 - pad), min(ny, y1 + pad), max(0, x0 - pad), min(nx, x1 + pad)
+    ext = (slice(ey0, ey1), slice(ex0, ex1))
+    inner = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
+    level = np.float32(prof.blood_level * subj.gain)
+    gamma = np.float32(prof.gamma)
 
     image = np.empty((len(phase_indices), nz, ny, nx), dtype=np.float32)
     label = np.zeros((len(phase_indices), nz, ny, nx), dtype=np.uint8)
@@ -1247,39 +1399,36 @@ def _render(
         z = subj.z0 + iz * subj.spacing
         bg = _background(subj, xs, ys, static, z)
         fr = _heart_frame(subj, xc, yc, z)
-        env = _heart_masks(subj, fr, z, ed_state, full=True)
+        env = _heart_masks(subj, fr, z, ed_state, full=True, margin=subj.env_margin)
+        crop_bg = bg[crop_ss]
         if env is not None:
-            union = np.zeros(xc.shape, dtype=bool)
-            for m in env.values():
-                union |= m
-            union = ndimage.binary_dilation(union, structure=disk)
-            crop_bg = bg[crop_ss]
-            crop_bg[union & (crop_bg != _AIR)] = _MEDIA
-        bg_int = area_downsample(lut[bg], ss)
-        bg_amp = area_downsample(amp[bg], ss)
+            crop_bg[env["env"] & (crop_bg != _AIR)] = _MEDIA
+        tex = texture[iz]
+        bg_signal = np.maximum(area_downsample(lut[bg], ss) * (1.0 + area_downsample(amp[bg], ss) * tex), 0.0)
+        bg_blurred = ndimage.gaussian_filter(bg_signal, sigma_psf, mode="nearest")
         frn = _heart_frame(subj, xn, yn, z)
         zsub = [z + f * subj.thickness for f in _SUBSLICE_FRACTIONS]
         for it, (k, st) in enumerate(zip(phase_indices, states, strict=True)):
             acc_int = np.zeros(xc.shape, dtype=np.float32)
             acc_amp = np.zeros(xc.shape, dtype=np.float32)
             for zz in zsub:
-                tissue = bg[crop_ss].copy()
+                tissue = crop_bg.copy()
                 _paint_heart(tissue, _heart_masks(subj, fr, zz, st, full=True))
                 acc_int += lut[tissue]
                 acc_amp += amp[tissue]
-            frame = bg_int.copy()
-            amp_frame = bg_amp.copy()
-            frame[y0:y1, x0:x1] = area_downsample(acc_int / len(zsub), ss)
-            amp_frame[y0:y1, x0:x1] = area_downsample(acc_amp / len(zsub), ss)
-            frame *= 1.0 + amp_frame * texture[iz]
+            heart = area_downsample(acc_int, ss) * (
+                1.0 + area_downsample(acc_amp, ss) / len(zsub) * tex[crop]
+            )
+            heart /= len(zsub)
+            delta = np.zeros((ey1 - ey0, ex1 - ex0), dtype=np.float32)
+            delta[inner] = np.maximum(heart, 0.0) - bg_signal[crop]
+            frame = bg_blurred.copy()
+            frame[ext] += ndimage.gaussian_filter(delta, sigma_psf, mode="constant")
             np.maximum(frame, 0.0, out=frame)
-            frame = ndimage.gaussian_filter(frame, sigma_psf, mode="nearest")
             frame *= bias
-            noise_rng = np.random.default_rng([seed, 2, k, iz])
-            frame = rician_noise(frame, prof.noise_sigma, noise_rng)
-            stored = np.float32(level) * frame ** np.float32(prof.gamma)
-            image[it, iz] = np.clip(np.rint(stored), 0.0, prof.stored_max)
-            label[it, iz, y0:y1, x0:x1] = _heart_label(_heart_masks(subj, frn, z, st, full=False), xn.shape)
+            frame = rician_noise(frame, prof.noise_sigma, np.random.default_rng([seed, 2, k, iz]))
+            image[it, iz] = np.clip(np.rint(level * frame**gamma), 0.0, prof.stored_max)
+            label[it, iz][crop] = _heart_label(_heart_masks(subj, frn, z, st, full=False), xn.shape)
     return image, label
 
 
@@ -1299,10 +1448,12 @@ def make_subject(
 
     Args:
         seed: non-negative integer; the same seed (and profile, `n_phases`) gives bit-identical
-            arrays. Anatomy, cycle and acquisition are drawn from ``np.random.default_rng(seed)``;
-            texture and bias from ``default_rng([seed, 1])``; the noise of phase ``k``, slice ``z``
-            from ``default_rng([seed, 2, k, z])``, so a frame does not depend on which others are
-            rendered.
+            arrays. Patient, anatomy and cycle are drawn from ``np.random.default_rng(seed)``
+            alone, so one seed is the same heart in every profile (use distinct seeds for
+            distinct sites); the acquisition (phases, slices, pixel, matrix, orientation) from
+            ``default_rng([seed, 3])``; texture and bias from ``default_rng([seed, 1])``; the
+            noise of phase ``k``, slice ``z`` from ``default_rng([seed, 2, k, z])``, so a frame
+            does not depend on which others are rendered.
         profile: a :data:`PROFILES` name or a :class:`ScannerProfile`.
         subject_id: identifier; default ``"<profile>-<seed:05d>"``.
         n_phases: number of cine phases T >= 2; default drawn from the profile's range.
@@ -1336,7 +1487,7 @@ def make_subject(
     if phases not in _PHASE_MODES:
         raise ValueError(f"`phases` must be one of {list(_PHASE_MODES)}, got {phases!r}.")
     seed = int(seed)
-    subj = _sample_subject(np.random.default_rng(seed), prof, None if n_phases is None else int(n_phases))
+    subj = _sample_subject(seed, prof, None if n_phases is None else int(n_phases))
 
     indices = list(range(subj.n_phases)) if phases == "all" else [0, subj.es_index]
     image, label = _render(subj, prof, seed, indices)

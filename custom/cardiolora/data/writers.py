@@ -351,7 +351,7 @@ def _nifti_gz_bytes(data_tzyx_or_zyx: np.ndarray, study: CineStudy, dtype: str) 
     if arr.ndim == 4:
         zooms = zooms + (_frame_interval_ms(study),)
     hdr.set_zooms(zooms)
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
 def _check_image_dtype(image_dtype: str) -> None:
