@@ -283,8 +283,8 @@ class SeriesInfo:
         phase_text = "/".join(str(p) for p in phases) if phases else "0"
         kind = " Enhanced MR" if self.is_enhanced_mr else (" multi-frame" if self.multiframe else "")
         return (
-            f"{self.label} ({self.modality or 'no modality'}{kind}, {len(self.frames)} frames): "
-            f"{self.n_positions} slice positions x {phase_text} phases, {self.rows}x{self.columns}, {spacing}"
+            f"{self.label} ({self.modality or 'no modality'}{kind}, {_plural(len(self.frames), 'frame')}): "
+            f"{_plural(self.n_positions, 'slice position')} x {phase_text} phases, {self.rows}x{self.columns}, {spacing}"
         )
 
 
@@ -1257,8 +1257,15 @@ def read_short_axis_cine(
             :func:`read_cine`.
     """
     scan = scan_folder(path)
-    info = select_short_axis_cine(scan, series)
-    study = read_cine(info, max_bytes=max_bytes)
+    try:
+        info = select_short_axis_cine(scan, series)
+        study = read_cine(info, max_bytes=max_bytes)
+    except DicomInputError as exc:
+        if not scan.problems or not scan.series:
+            raise
+        left_out = "; ".join(str(p) for p in scan.problems[:_MAX_NAMES])
+        more = f" ... ({len(scan.problems)} in all)" if len(scan.problems) > _MAX_NAMES else ""
+        raise DicomInputError(f"{exc} The scan of {scan.root} left out: {left_out}{more}") from exc
     study.meta["problems"] = [str(p) for p in scan.problems]
     study.meta["skipped"] = [str(p) for p in scan.skipped]
     return study
