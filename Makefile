@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/demo
 
-.PHONY: demo test lint bench clean-runs venv
+.PHONY: demo test lint bench-bundle clean-runs venv
 
 venv: $(STAMP)
 
@@ -26,8 +26,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check custom tests benchmarks jobs inference
 
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+bench-bundle: $(STAMP)
+	$(PY) benchmarks/bundle_bench.py $(if $(wildcard runs/demo/pretrain/model.pt),--weights runs/demo/pretrain/model.pt --sites runs/demo/phantoms/sites)
 
 clean-runs:
 	rm -rf runs

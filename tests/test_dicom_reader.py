@@ -37,7 +37,9 @@ try:  # the phantom generator is being finished elsewhere; fall back to a tiny s
 except ImportError:  # pragma: no cover - depends on the state of the phantom module
     make_subject = None
 
-RVSC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rvsc_dicom" / "patient09" / "P09dicom"
+RVSC = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rvsc_dicom" / "patient09" / "P09dicom"
+)
 #: float32 keeps ~7 significant digits: the round trip adds at most 4 float32 steps of the maximum
 #: to the writer's documented rescale error (slope / 2).
 F32_STEPS = 4 * float(np.finfo(np.float32).eps)
@@ -58,10 +60,10 @@ def _synthetic(seed: int, n_phases: int) -> CineStudy:
     affine[:3, :3] = q * np.array(spacing[::-1])
     affine[:3, 3] = rng.uniform(-100, 100, 3)
     yy, xx = np.mgrid[0:64, 0:64]
-    image = np.stack([
-        np.stack([200.0 * (np.hypot(yy - 32, xx - 30) < 10 - t + z) + rng.uniform(0, 30, (64, 64)) for z in range(6)])
-        for t in range(n_phases)
-    ]).astype(np.float32)  # fmt: skip
+    image = rng.uniform(0, 30, (n_phases, 6, 64, 64)).astype(np.float32)
+    for t in range(n_phases):
+        for z in range(6):
+            image[t, z] += 200.0 * (np.hypot(yy - 32, xx - 30) < 10 - t + z)
     return CineStudy(
         subject_id=f"synthetic-{seed:03d}",
         image=image,
@@ -79,9 +81,14 @@ def _synthetic(seed: int, n_phases: int) -> CineStudy:
 def make_study(profile: str, seed: int, n_phases: int, crop: tuple[int, int, int] | None = None) -> CineStudy:
     """A phantom cine from the project generator, optionally cropped to the first (Z, Y, X) voxels.
 
+    ``profile="synthetic"`` (or a missing phantom module) gives the small synthetic study instead.
+
     Cropping from index 0 keeps the affine valid (voxel (0, 0, 0) does not move).
     """
-    study = make_subject(seed, profile, n_phases=n_phases) if make_subject is not None else _synthetic(seed, n_phases)
+    if profile == "synthetic" or make_subject is None:
+        study = _synthetic(seed, n_phases)
+    else:
+        study = make_subject(seed, profile, n_phases=n_phases)
     if crop is None:
         return study
     z, y, x = crop
@@ -92,7 +99,9 @@ def flipped(study: CineStudy) -> CineStudy:
     """The same voxels described with the slice axis reversed (third affine column = -normal)."""
     flip = np.eye(4)
     flip[2, 2], flip[2, 3] = -1.0, study.n_slices - 1
-    return dataclasses.replace(study, image=study.image[:, ::-1].copy(), label=None, affine_lps=study.affine_lps @ flip)
+    return dataclasses.replace(
+        study, image=study.image[:, ::-1].copy(), label=None, affine_lps=study.affine_lps @ flip
+    )
 
 
 def rescale_tol(path: Path, study: CineStudy) -> float:
@@ -163,7 +172,11 @@ def to_enhanced_mr(paths: list[Path], out: Path, seed: int = 0) -> Path:
     plane = Dataset()
     plane.ImageOrientationPatient = first.ImageOrientationPatient
     transform = Dataset()
-    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = first.RescaleSlope, first.RescaleIntercept, "US"
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = (
+        first.RescaleSlope,
+        first.RescaleIntercept,
+        "US",
+    )
     shared = Dataset()
     shared.PixelMeasuresSequence = [measures]
     shared.PlaneOrientationSequence = [plane]
@@ -200,7 +213,11 @@ def to_legacy_enhanced(paths: list[Path], out: Path) -> Path:
     for ds in dss:
         ds.PatientName = f"{ds.PatientName}^"  # highdicom warns about one-component names
     image = hd.legacy.LegacyConvertedEnhancedMRImage(
-        dss, series_instance_uid=generate_uid(), series_number=9, sop_instance_uid=generate_uid(), instance_number=1
+        dss,
+        series_instance_uid=generate_uid(),
+        series_number=9,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save_as(out)
@@ -218,10 +235,13 @@ ROUND_TRIPS = [
     ("philips", "philips", 2, 3, False),
     ("siemens", "siemens", 3, 4, False),
     ("siemens-flipped", "siemens", 4, 2, True),
+    ("synthetic-fallback", "synthetic", 5, 3, False),
 ]
 
 
-@pytest.mark.parametrize(("profile", "seed", "n_phases", "flip"), [r[1:] for r in ROUND_TRIPS], ids=[r[0] for r in ROUND_TRIPS])
+@pytest.mark.parametrize(
+    ("profile", "seed", "n_phases", "flip"), [r[1:] for r in ROUND_TRIPS], ids=[r[0] for r in ROUND_TRIPS]
+)
 def test_phantom_round_trip(tmp_path, profile, seed, n_phases, flip):
     """Phantom -> write_dicom_cine -> read_short_axis_cine gives the same cine (flip documented)."""
     original = make_study(profile, seed, n_phases)
@@ -278,14 +298,20 @@ def test_scan_describes_every_series(base_folder, small_study):
     by_number = {s.series_number: s for s in scan.series}
     assert sorted(by_number) == [1, 2, 5]
     sa, lax, loc = by_number[5], by_number[2], by_number[1]
-    assert (sa.n_positions, sa.phases_per_position) == (small_study.n_slices, (small_study.n_phases,) * small_study.n_slices)
+    assert (sa.n_positions, sa.phases_per_position) == (
+        small_study.n_slices,
+        (small_study.n_phases,) * small_study.n_slices,
+    )
     assert (sa.rows, sa.columns) == small_study.image.shape[2:]
     assert sa.pixel_spacing == pytest.approx(small_study.spacing_zyx[1:])
     assert sa.modality == "MR" and sa.sop_class_uid == "1.2.840.10008.5.1.4.1.1.4" and not sa.is_enhanced_mr
     assert sa.orientation_consistent and sa.issues == ()
-    assert np.diff(sa.slice_positions_mm) == pytest.approx([small_study.spacing_zyx[0]] * (small_study.n_slices - 1))
+    assert np.diff(sa.slice_positions_mm) == pytest.approx(
+        [small_study.spacing_zyx[0]] * (small_study.n_slices - 1)
+    )
     assert (lax.n_positions, lax.n_phases, lax.description) == (1, 3, "4CH cine")
     assert loc.is_localizer and rejection_reasons(sa) == []
+    assert select_short_axis_cine(scan.series) is sa  # a plain list of series works too
     assert "1 slice position (need >= 2)" in rejection_reasons(lax)
 
 
@@ -337,11 +363,26 @@ def test_select_prefers_description_hint(tmp_path, small_study):
     """Two SA-like stacks: the one called 'sa cine' wins over a bigger unnamed one."""
     n_phases = 2 * small_study.n_phases
     bigger = dataclasses.replace(
-        small_study, image=np.concatenate([small_study.image] * 2), trigger_times_ms=np.arange(n_phases) * 30.0
+        small_study,
+        image=np.concatenate([small_study.image] * 2),
+        trigger_times_ms=np.arange(n_phases) * 30.0,
     )
-    write_dicom_cine(bigger, tmp_path, series_number=7, series_description="MOLLI 5(3)3", file_prefix="T1", uid_seed="a")
+    write_dicom_cine(
+        bigger, tmp_path, series_number=7, series_description="MOLLI 5(3)3", file_prefix="T1", uid_seed="a"
+    )
     write_dicom_cine(small_study, tmp_path, series_number=8, series_description="sa cine", uid_seed="a")
     assert select_short_axis_cine(scan_folder(tmp_path)).series_number == 8
+
+
+def test_select_ambiguous_name(tmp_path, small_study):
+    for number in (7, 8):
+        write_dicom_cine(
+            small_study, tmp_path, series_number=number, file_prefix=f"S{number}", uid_seed="amb"
+        )
+    scan = scan_folder(tmp_path)
+    with pytest.raises(DicomInputError, match=r"`series` 'sa cine' names 2 series: series 7 'SA cine'"):
+        select_short_axis_cine(scan, "sa cine")
+    assert select_short_axis_cine(scan).series_number == 8  # equal rank: the later (repeated) series
 
 
 def _layout_flat(src: Path, dst: Path, rng: np.random.Generator) -> None:
@@ -364,11 +405,15 @@ def _layout_renamed(src: Path, dst: Path, rng: np.random.Generator) -> None:
 def _layout_shuffled(src: Path, dst: Path, rng: np.random.Generator) -> None:
     dst.mkdir()
     paths = sorted(src.iterdir())
-    for path, k in zip(paths, rng.permutation(len(paths))):
+    for path, k in zip(paths, rng.permutation(len(paths)), strict=True):
         shutil.copy(path, dst / f"IM_{k:04d}.dcm")  # names in an order unrelated to the content
 
 
-LAYOUTS = [("nested", _layout_nested), ("renamed-no-extension", _layout_renamed), ("shuffled-names", _layout_shuffled)]
+LAYOUTS = [
+    ("nested", _layout_nested),
+    ("renamed-no-extension", _layout_renamed),
+    ("shuffled-names", _layout_shuffled),
+]
 
 
 @pytest.mark.parametrize("layout", [c[1] for c in LAYOUTS], ids=[c[0] for c in LAYOUTS])
@@ -393,7 +438,9 @@ MULTIFRAME = [
 ]
 
 
-@pytest.mark.parametrize(("convert", "sop_class", "enhanced"), [c[1:] for c in MULTIFRAME], ids=[c[0] for c in MULTIFRAME])
+@pytest.mark.parametrize(
+    ("convert", "sop_class", "enhanced"), [c[1:] for c in MULTIFRAME], ids=[c[0] for c in MULTIFRAME]
+)
 def test_multiframe_round_trip(tmp_path, small_study, convert, sop_class, enhanced):
     paths = write_dicom_cine(small_study, tmp_path / "classic", uid_seed="mf")
     classic = read_cine(paths)
@@ -415,7 +462,12 @@ def test_multiframe_round_trip(tmp_path, small_study, convert, sop_class, enhanc
 def test_multiframe_frame_without_position(tmp_path, small_study):
     paths = write_dicom_cine(small_study, tmp_path / "classic", uid_seed="mf")
     out = to_enhanced_mr(paths, tmp_path / "mf" / "enhanced.dcm")
-    edit(out, lambda ds: delattr(ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0], "ImagePositionPatient"))
+    edit(
+        out,
+        lambda ds: delattr(
+            ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0], "ImagePositionPatient"
+        ),
+    )
     with pytest.raises(DicomInputError, match=r"enhanced\.dcm \(frame 3\) lacks ImagePositionPatient"):
         read_cine([out])
 
@@ -483,17 +535,45 @@ def _copy_with_new_uid(change_pixels: bool) -> Callable[[Path], None]:
 # Each case: id, how to spoil the folder, what the DicomInputError must say (all parts).
 BAD_INPUTS = [
     ("missing-position", _delete("ImagePositionPatient"), ["IM_001_001.dcm lacks ImagePositionPatient"]),
-    ("missing-orientation", _delete("ImageOrientationPatient"), ["IM_001_001.dcm lacks ImageOrientationPatient"]),
+    (
+        "missing-orientation",
+        _delete("ImageOrientationPatient"),
+        ["IM_001_001.dcm lacks ImageOrientationPatient"],
+    ),
     ("missing-pixel-spacing", _delete("PixelSpacing"), ["IM_001_001.dcm lacks PixelSpacing"]),
     ("truncated-pixels", _truncate("IM_000_001.dcm", 0.7), ["IM_000_001.dcm: PixelData holds", "truncated"]),
-    ("truncated-header", _truncate("IM_003_002.dcm", 0.05), ["inconsistent number of phases", "IM_003_002.dcm: DICOM header lacks"]),
-    ("pixel-spacing-differs", _set("PixelSpacing", ["1.1", "1.1"]), ["PixelSpacing differs", "IM_002_001.dcm (1.1, 1.1)"]),
+    (
+        "truncated-header",
+        _truncate("IM_003_002.dcm", 0.05),
+        ["inconsistent number of phases", "IM_003_002.dcm: DICOM header lacks"],
+    ),
+    (
+        "pixel-spacing-differs",
+        _set("PixelSpacing", ["1.1", "1.1"]),
+        ["PixelSpacing differs", "IM_002_001.dcm (1.1, 1.1)"],
+    ),
     ("rows-differ", _set("Rows", 39), ["Rows x Columns differ", "IM_002_001.dcm (39x48)"]),
-    ("single-phase", _keep_first_phase, ["series 5 'SA cine': ", "1 phase per slice position (need >= 2 for a cine)"]),
-    ("phase-missing-at-one-slice", _remove("IM_002_001.dcm"), ["inconsistent number of phases across slice positions", "2 at ", "mm (IM_002_000.dcm)"]),
+    (
+        "single-phase",
+        _keep_first_phase,
+        ["series 5 'SA cine': ", "1 phase per slice position (need >= 2 for a cine)"],
+    ),
+    (
+        "phase-missing-at-one-slice",
+        _remove("IM_002_001.dcm"),
+        ["inconsistent number of phases across slice positions", "2 at ", "mm (IM_002_000.dcm)"],
+    ),
     ("slice-missing", _remove("IM_002_*.dcm"), ["not evenly spaced (a slice missing?)"]),
-    ("tilted-plane", _tilt, ["orientations are not all parallel"]),
-    ("two-different-images-same-phase", _copy_with_new_uid(True), ["two different images at the same slice position", "again and", "IM_002_002.dcm"]),
+    (
+        "tilted-plane",
+        _tilt,
+        ["series 5 'SA cine': ImageOrientationPatient is not parallel", "IM_001_002.dcm (15.0 deg)"],
+    ),
+    (
+        "two-different-images-same-phase",
+        _copy_with_new_uid(True),
+        ["two different images at the same slice position", "again and", "IM_002_002.dcm"],
+    ),
 ]
 
 
@@ -528,13 +608,19 @@ def test_memory_limit_raises_before_reading(folder, small_study):
     for path in folder.glob("IM_*.dcm"):  # pixels unreadable: the limit must fire first
         path.write_bytes(path.read_bytes()[:-100])
     need = small_study.image.size * 4
-    with pytest.raises(DicomInputError, match=rf"series 5 'SA cine' needs {need} bytes .* more than `max_bytes` = {need - 1}"):
+    with pytest.raises(
+        DicomInputError, match=rf"series 5 'SA cine' needs {need} bytes .* more than `max_bytes` = {need - 1}"
+    ):
         read_cine(info, max_bytes=need - 1)
 
 
 ARGUMENT_ERRORS = [
     # id, call, message part
-    ("max-bytes-zero", lambda f: read_cine(sorted(f.glob("IM_*")), max_bytes=0), "`max_bytes` must be a positive integer"),
+    (
+        "max-bytes-zero",
+        lambda f: read_cine(sorted(f.glob("IM_*")), max_bytes=0),
+        "`max_bytes` must be a positive integer",
+    ),
     ("folder-to-read-cine", lambda f: read_cine(f), "is a folder"),
     ("two-series", lambda f: read_cine(sorted(f.iterdir())), "the files hold 3 series, expected one"),
     ("no-such-folder", lambda f: scan_folder(f / "absent"), "no such file or folder"),
@@ -542,7 +628,9 @@ ARGUMENT_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("call", "part"), [c[1:] for c in ARGUMENT_ERRORS], ids=[c[0] for c in ARGUMENT_ERRORS])
+@pytest.mark.parametrize(
+    ("call", "part"), [c[1:] for c in ARGUMENT_ERRORS], ids=[c[0] for c in ARGUMENT_ERRORS]
+)
 def test_argument_errors(base_folder, call, part):
     with pytest.raises(DicomInputError, match=part.replace("`", ".")):
         call(base_folder)
@@ -564,6 +652,26 @@ def _dicomdir(folder: Path) -> None:
     ds.save_as(folder / "DICOMDIR", enforce_file_format=True)
 
 
+def _multiframe_without_groups(folder: Path) -> None:
+    ds = pydicom.dcmread(folder / "IM_000_000.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = "2"
+    ds.save_as(folder / "odd", enforce_file_format=True)
+
+
+def _report_without_pixels(folder: Path) -> None:
+    ref = pydicom.dcmread(folder / "IM_000_000.dcm", stop_before_pixels=True)
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = ref.StudyInstanceUID, generate_uid(), "SR"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(folder / "report", enforce_file_format=True)
+
+
 def _copy_same_uid(folder: Path) -> None:
     (folder / "z").mkdir()
     shutil.copy(folder / "IM_000_000.dcm", folder / "z" / "copy")
@@ -575,7 +683,19 @@ TOLERATED = [
     ("text-file-named-dcm", _text_file, "problems", "notes.dcm: not a DICOM file"),
     ("dicomdir", _dicomdir, "skipped", "DICOMDIR: DICOMDIR (a media directory"),
     ("same-file-twice", _copy_same_uid, "problems", "copy: duplicate SOPInstanceUID"),
-    ("same-image-new-uid", _copy_with_new_uid(False), "duplicates_dropped", "again (same position, phase and pixels as"),
+    (
+        "multiframe-without-groups",
+        _multiframe_without_groups,
+        "problems",
+        "odd: is a multi-frame file (2 frames)",
+    ),
+    ("report-without-pixels", _report_without_pixels, "skipped", "report: not an image (SOP class"),
+    (
+        "same-image-new-uid",
+        _copy_with_new_uid(False),
+        "duplicates_dropped",
+        "again (same position, phase and pixels as",
+    ),
 ]
 
 
@@ -593,7 +713,9 @@ def test_only_non_dicom_files(tmp_path):
     (tmp_path / "b").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     scan = scan_folder(tmp_path)
     assert scan.series == [] and len(scan.problems) == 2
-    with pytest.raises(DicomInputError, match=r"no DICOM image series found in .* \(2 files\).*a\.dcm: not a DICOM file"):
+    with pytest.raises(
+        DicomInputError, match=r"no DICOM image series found in .* \(2 files\).*a\.dcm: not a DICOM file"
+    ):
         select_short_axis_cine(scan)
 
 
@@ -624,11 +746,28 @@ def test_rvsc_scan(rvsc):
     assert info.phases_per_position == (2, 2, 20)
     for z_pos in info.slice_positions_mm:  # trigger times rise with InstanceNumber at each position
         frames = sorted(
-            (f for f in info.frames if abs(np.dot(f.position, np.cross(f.orientation[:3], f.orientation[3:])) - z_pos) < 0.1),
+            (
+                f
+                for f in info.frames
+                if abs(np.dot(f.position, np.cross(f.orientation[:3], f.orientation[3:])) - z_pos) < 0.1
+            ),
             key=lambda f: f.instance_number,
         )
         assert np.all(np.diff([f.trigger_time for f in frames]) > 0)
     assert select_short_axis_cine(scan) is info  # it qualifies: >= 2 positions, >= 2 phases each
+
+
+def test_rvsc_folder_with_contour_files(rvsc):
+    """The patient folder also holds contour text files: reported, and named after the read error."""
+    scan = scan_folder(rvsc.parent)
+    assert len(scan.series) == 1 and scan.series[0].n_positions == 3
+    assert scan.problems and all(
+        "not a DICOM file" in p.reason and p.path.parent != rvsc for p in scan.problems
+    )
+    with pytest.raises(
+        DicomInputError, match=r"inconsistent number of phases .* left out: .*not a DICOM file"
+    ):
+        read_short_axis_cine(rvsc.parent)
 
 
 def test_rvsc_whole_series_has_inconsistent_phases(rvsc):
@@ -636,18 +775,30 @@ def test_rvsc_whole_series_has_inconsistent_phases(rvsc):
         read_short_axis_cine(rvsc)
     text = str(info.value)
     assert "series 23 'PROT VD FEVD JC2' cannot be read" in text
-    for part in ("2 at -39.25 mm (P09-0022.dcm)", "2 at -30.85 mm (P09-0020.dcm)", "20 at -22.45 mm (P09-0000.dcm)"):
+    for part in (
+        "2 at -39.25 mm (P09-0022.dcm)",
+        "2 at -30.85 mm (P09-0020.dcm)",
+        "20 at -22.45 mm (P09-0000.dcm)",
+    ):
         assert part in text
 
 
 RVSC_SUBSETS = [
     # id, files, slice 0 file, mean trigger times, spread of phase 1 across slices
     ("two-slices", ("0000", "0001", "0020", "0021"), "P09-0020.dcm", (0.0, 48.75), 0.0),
-    ("three-slices", ("0000", "0001", "0020", "0021", "0022", "0023"), "P09-0022.dcm", (0.0, (322 + 2 * 48.75) / 3), 322 - 48.75),
+    (
+        "three-slices",
+        ("0000", "0001", "0020", "0021", "0022", "0023"),
+        "P09-0022.dcm",
+        (0.0, (322 + 2 * 48.75) / 3),
+        322 - 48.75,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("numbers", "first", "times", "spread"), [c[1:] for c in RVSC_SUBSETS], ids=[c[0] for c in RVSC_SUBSETS])
+@pytest.mark.parametrize(
+    ("numbers", "first", "times", "spread"), [c[1:] for c in RVSC_SUBSETS], ids=[c[0] for c in RVSC_SUBSETS]
+)
 def test_rvsc_consistent_subset(rvsc, numbers, first, times, spread):
     files = [rvsc / f"P09-{n}.dcm" for n in numbers]
     study = read_cine(files)
@@ -662,10 +813,18 @@ def test_rvsc_consistent_subset(rvsc, numbers, first, times, spread):
     for t in range(2):
         for z in range(n_slices):
             ds = pydicom.dcmread(study.meta["source_files"][t][z])
-            np.testing.assert_allclose(study.affine_lps @ [0, 0, z, 1], [*map(float, ds.ImagePositionPatient), 1], atol=1e-4)
-            np.testing.assert_array_equal(study.image[t, z], ds.pixel_array.astype(np.float32))  # no rescale tags
+            np.testing.assert_allclose(
+                study.affine_lps @ [0, 0, z, 1], [*map(float, ds.ImagePositionPatient), 1], atol=1e-4
+            )
+            np.testing.assert_array_equal(
+                study.image[t, z], ds.pixel_array.astype(np.float32)
+            )  # no rescale tags
     # Pixel (row 10, column 20) of slice 1 lies where DICOM's geometry puts it.
     ds = pydicom.dcmread(study.meta["source_files"][0][1])
     o = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-    expected = np.asarray(ds.ImagePositionPatient, dtype=np.float64) + 20 * 0.70140280561122 * o[:3] + 10 * 0.70140280561122 * o[3:]
+    expected = (
+        np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+        + 20 * 0.70140280561122 * o[:3]
+        + 10 * 0.70140280561122 * o[3:]
+    )
     np.testing.assert_allclose((study.affine_lps @ [20, 10, 1, 1])[:3], expected, atol=1e-4)

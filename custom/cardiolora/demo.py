@@ -50,7 +50,8 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True) -> di
     _stage("1/3 phantom sites")
     phantoms = workdir / "phantoms"
     manifest = generate_sites(phantoms, DEFAULT_SITES, progress=progress)
-    print(f"sites: {', '.join(f'{k} ({v['profile']}, {v['n_subjects']} subjects)' for k, v in manifest['sites'].items())}")
+    for name, info in manifest["sites"].items():
+        print(f"  {name:10s} profile {info['profile']:9s} {info['n_subjects']:3d} subjects")
     print(f"montage: {phantoms / 'montage.png'}")
 
     _stage("2/3 pretrain the base U-Net on the reference site")

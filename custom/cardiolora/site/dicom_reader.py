@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -121,10 +122,20 @@ ORIENTATION_TOL_DEG = 0.5
 _SPACING_RTOL = 1e-4
 #: Words in SeriesDescription / ProtocolName that hint at a short-axis cine (lower case). Short
 #: ones must be whole words; longer ones may be part of a word (``"sa_cine"``, ``"TrueFISP"``).
-SHORT_AXIS_HINTS: tuple[str, ...] = ("sa", "sax", "short", "cine", "btfe", "truefisp", "trufi", "fiesta", "ssfp")
+SHORT_AXIS_HINTS: tuple[str, ...] = (
+    "sa",
+    "sax",
+    "short",
+    "cine",
+    "btfe",
+    "truefisp",
+    "trufi",
+    "fiesta",
+    "ssfp",
+)
 #: Words that hint at something else (long-axis views, localisers).
 NON_SHORT_AXIS_HINTS: tuple[str, ...] = (
-    "2ch", "3ch", "4ch", "lax", "la", "lvot", "rvot", "loc", "localizer", "localiser", "scout", "survey",
+    "2ch", "3ch", "4ch", "lax", "lvot", "rvot", "loc", "localizer", "localiser", "scout", "survey",
 )  # fmt: skip
 _WHOLE_WORD_MAX = 3
 _MAX_NAMES = 3  # files named in one message before "…"
@@ -227,6 +238,7 @@ class SeriesInfo:
         header: a few patient / study / equipment attributes of the first instance, as text.
         problems: scan problems that concern this series (duplicate SOPInstanceUIDs).
         geometry_issues: frames with missing or malformed geometry tags.
+        orientation_issues: frames whose plane is tilted or rotated relative to the first one.
         issues: everything that stops :func:`read_cine` (geometry, matrix, spacing, orientation,
             phase counts, slice gaps ...), each naming files or positions.
     """
@@ -253,6 +265,7 @@ class SeriesInfo:
     header: dict[str, str] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     geometry_issues: tuple[str, ...] = ()
+    orientation_issues: tuple[str, ...] = ()
     issues: tuple[str, ...] = ()
 
     @property
@@ -278,13 +291,18 @@ class SeriesInfo:
 
     def summary(self) -> str:
         """One line: label, modality, positions × phases, matrix and pixel spacing."""
-        spacing = "?" if self.pixel_spacing is None else f"{self.pixel_spacing[0]:.4g}x{self.pixel_spacing[1]:.4g} mm"
+        spacing = (
+            "?"
+            if self.pixel_spacing is None
+            else f"{self.pixel_spacing[0]:.4g}x{self.pixel_spacing[1]:.4g} mm"
+        )
         phases = sorted(set(self.phases_per_position))
         phase_text = "/".join(str(p) for p in phases) if phases else "0"
         kind = " Enhanced MR" if self.is_enhanced_mr else (" multi-frame" if self.multiframe else "")
         return (
             f"{self.label} ({self.modality or 'no modality'}{kind}, {_plural(len(self.frames), 'frame')}): "
-            f"{_plural(self.n_positions, 'slice position')} x {phase_text} phases, {self.rows}x{self.columns}, {spacing}"
+            f"{_plural(self.n_positions, 'slice position')} x {phase_text} phases, "
+            f"{self.rows}x{self.columns}, {spacing}"
         )
 
 
@@ -350,7 +368,9 @@ def _attr_number(ds: Dataset | None, keyword: str) -> float | None:
     return _number(value)
 
 
-def _vector(ds: Dataset | None, keyword: str, n: int, where: str = "") -> tuple[tuple[float, ...] | None, str | None]:
+def _vector(
+    ds: Dataset | None, keyword: str, n: int, where: str = ""
+) -> tuple[tuple[float, ...] | None, str | None]:
     """Attribute `keyword` of `ds` as `n` finite floats, or ``(None, reason)``."""
     if ds is None or keyword not in ds or ds[keyword].value in (None, ""):
         return None, f"lacks {keyword}{where}"
@@ -517,7 +537,8 @@ def _frames_from_header(path: Path, ds: Dataset) -> list[FrameRef]:
     n_frames = _attr_number(ds, "NumberOfFrames")
     if n_frames is not None and n_frames > 1:
         raise _HeaderError(
-            f"is a multi-frame file ({int(n_frames)} frames) without per-frame functional groups; not supported"
+            f"is a multi-frame file ({int(n_frames)} frames) without per-frame functional groups; "
+            "not supported"
         )
     return [_classic_frame(path, ds, common)]
 
@@ -554,7 +575,7 @@ class _Layout:
     phase_order: str = "InstanceNumber"
     duplicates: list[tuple[FrameRef, FrameRef]] = field(default_factory=list)
     geometry_issues: list[str] = field(default_factory=list)
-    orientation_consistent: bool = True
+    orientation_issues: list[str] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
 
 
@@ -602,16 +623,20 @@ def _consistency_issues(frames: Sequence[FrameRef]) -> list[str]:
         odd = [
             f"{f.name} ({f.pixel_spacing[0]:g}, {f.pixel_spacing[1]:g})"
             for f in frames
-            if f.pixel_spacing is not None and not np.allclose(f.pixel_spacing, ref, rtol=_SPACING_RTOL, atol=0)
+            if f.pixel_spacing is not None
+            and not np.allclose(f.pixel_spacing, ref, rtol=_SPACING_RTOL, atol=0)
         ]
         if odd:
             issues.append(
-                f"PixelSpacing differs within the series: ({ref[0]:g}, {ref[1]:g}) mm in most frames, but {_names(odd)}"
+                f"PixelSpacing differs within the series: ({ref[0]:g}, {ref[1]:g}) mm in most frames, "
+                f"but {_names(odd)}"
             )
     return issues
 
 
-def _orientation_issues(frames: Sequence[FrameRef], row0: np.ndarray, col0: np.ndarray, ref: FrameRef) -> list[str]:
+def _orientation_issues(
+    frames: Sequence[FrameRef], row0: np.ndarray, col0: np.ndarray, ref: FrameRef
+) -> list[str]:
     """Frames whose plane is not parallel to, or is rotated within, the reference frame's plane."""
     normal0 = _unit(np.cross(row0, col0))
     tilted, rotated = [], []
@@ -627,13 +652,19 @@ def _orientation_issues(frames: Sequence[FrameRef], row0: np.ndarray, col0: np.n
     if tilted:
         issues.append(f"ImageOrientationPatient is not parallel to that of {ref.name}: {_names(tilted)}")
     if rotated:
-        issues.append(f"ImageOrientationPatient is rotated in-plane relative to {ref.name}: {_names(rotated)}")
+        issues.append(
+            f"ImageOrientationPatient is rotated in-plane relative to {ref.name}: {_names(rotated)}"
+        )
     return issues
 
 
-def _group_positions(frames: Sequence[FrameRef], normal: np.ndarray) -> tuple[list[list[FrameRef]], list[float]]:
+def _group_positions(
+    frames: Sequence[FrameRef], normal: np.ndarray
+) -> tuple[list[list[FrameRef]], list[float]]:
     """Group frames by their projection on `normal` (gap > POSITION_TOL_MM starts a new group)."""
-    proj = sorted(((float(np.dot(f.position, normal)), f) for f in frames), key=lambda pf: (pf[0], pf[1].name))
+    proj = sorted(
+        ((float(np.dot(f.position, normal)), f) for f in frames), key=lambda pf: (pf[0], pf[1].name)
+    )
     groups: list[list[tuple[float, FrameRef]]] = []
     for p, f in proj:
         if groups and p - groups[-1][-1][0] <= POSITION_TOL_MM:
@@ -659,13 +690,12 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
     o = np.asarray(ref.orientation, dtype=np.float64)
     lay.row_cos, lay.col_cos = _unit(o[:3]), _unit(o[3:])
     lay.normal = _unit(np.cross(lay.row_cos, lay.col_cos))
-    orientation = _orientation_issues(good, lay.row_cos, lay.col_cos, ref)
-    lay.orientation_consistent = not orientation
-    lay.issues.extend(orientation)
+    lay.orientation_issues = _orientation_issues(good, lay.row_cos, lay.col_cos, ref)
+    lay.issues.extend(lay.orientation_issues)
 
     groups, lay.projections = _group_positions(good, lay.normal)
     lay.phase_order = _phase_order(good)
-    for pos, group in zip(lay.projections, groups):
+    for pos, group in zip(lay.projections, groups, strict=True):
         origin = np.asarray(group[0].position)
         shifted = [f.name for f in group if np.linalg.norm(np.asarray(f.position) - origin) > POSITION_TOL_MM]
         if shifted:
@@ -673,7 +703,9 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
                 f"frames at slice position {pos:.2f} mm have different ImagePositionPatient "
                 f"(in-plane offset) from {group[0].name}: {_names(shifted)}"
             )
-        ordered = sorted(group, key=lambda f: (_phase_key(f, lay.phase_order), f.instance_number or 0, f.name))
+        ordered = sorted(
+            group, key=lambda f: (_phase_key(f, lay.phase_order), f.instance_number or 0, f.name)
+        )
         kept: list[FrameRef] = []
         for f in ordered:
             if kept and _phase_key(f, lay.phase_order) == _phase_key(kept[-1], lay.phase_order):
@@ -684,7 +716,10 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
 
     counts = [len(s) for s in lay.slices]
     if len(set(counts)) > 1:
-        parts = [f"{n} at {p:.2f} mm ({s[0].path.name})" for n, p, s in zip(counts, lay.projections, lay.slices)]
+        parts = [
+            f"{n} at {p:.2f} mm ({s[0].path.name})"
+            for n, p, s in zip(counts, lay.projections, lay.slices, strict=True)
+        ]
         lay.issues.append(
             "inconsistent number of phases across slice positions (position along the normal, first file): "
             + ", ".join(parts)
@@ -701,7 +736,7 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
                 + " mm"
             )
         origin0 = np.asarray(lay.slices[0][0].position)
-        for pos, s in zip(lay.projections[1:], lay.slices[1:]):
+        for pos, s in zip(lay.projections[1:], lay.slices[1:], strict=True):
             d = np.asarray(s[0].position) - origin0
             offset = float(np.linalg.norm(d - np.dot(d, lay.normal) * lay.normal))
             if offset > POSITION_TOL_MM:
@@ -734,7 +769,7 @@ def _describe(frames: list[FrameRef], first: Dataset, problems: list[Problem], l
         columns=ref.columns,
         pixel_spacing=ref.pixel_spacing,
         orientation=ref.orientation,
-        orientation_consistent=lay.orientation_consistent,
+        orientation_consistent=not lay.orientation_issues,
         slice_positions_mm=tuple(lay.projections),
         phases_per_position=tuple(len(s) for s in lay.slices),
         phase_order=lay.phase_order,
@@ -742,6 +777,7 @@ def _describe(frames: list[FrameRef], first: Dataset, problems: list[Problem], l
         header={k: _text(first, k) for k in _HEADER_KEYWORDS if _text(first, k)},
         problems=tuple(problems),
         geometry_issues=tuple(lay.geometry_issues),
+        orientation_issues=tuple(lay.orientation_issues),
         issues=tuple(lay.issues),
     )
 
@@ -760,57 +796,83 @@ def _walk(root: Path) -> list[Path]:
     return sorted(found)
 
 
+@dataclass
+class _Member:
+    """One readable image file of a series, as the scan found it."""
+
+    key: tuple[str, str]
+    header: Dataset
+    frames: list[FrameRef]
+    localizer: bool
+
+
+def _scan_one(path: Path, seen: dict[str, Path]) -> _Member | tuple[str, Problem, tuple[str, str] | None]:
+    """Describe one file: a :class:`_Member`, or ``("problem" | "skipped", Problem, series key)``.
+
+    `seen` maps the SOPInstanceUIDs found so far to their files; a repeated one is a problem that
+    also belongs to its series (the key is given; ``None`` for the other problems).
+    """
+    ds, reason = _read_header(path)
+    if ds is None:
+        return "problem", Problem(path, reason or "unreadable"), None
+    try:
+        if _is_dicomdir(ds):
+            return (
+                "skipped",
+                Problem(path, "DICOMDIR (a media directory; the files it lists are scanned as files)"),
+                None,
+            )
+        missing = [k for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not _text(ds, k)]
+        if missing:
+            return (
+                "problem",
+                Problem(path, f"DICOM header lacks {', '.join(missing)} (truncated or incomplete file)"),
+                None,
+            )
+        if "Rows" not in ds:
+            sop = _text(ds, "SOPClassUID") or "unknown SOP class"
+            return "skipped", Problem(path, f"not an image (SOP class {sop}, no Rows)"), None
+        sop_uid = _text(ds, "SOPInstanceUID")
+        key = (_text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"))
+        if sop_uid in seen:
+            reason = f"duplicate SOPInstanceUID {sop_uid} (same as {seen[sop_uid]}; that file is kept)"
+            return "problem", Problem(path, reason), key
+        frames = _frames_from_header(path, ds)
+        localizer = any("LOCALIZER" in str(v).upper() for v in (ds.get("ImageType") or []))
+    except _HeaderError as exc:
+        return "problem", Problem(path, str(exc)), None
+    except Exception as exc:  # noqa: BLE001 - lazily parsed values can fail on corrupt files
+        return "problem", Problem(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})"), None
+    seen[sop_uid] = path
+    return _Member(key, ds, frames, localizer)
+
+
 def _scan_files(files: Sequence[Path], root: Path) -> ScanResult:
     """Scan `files` (in this order: the first of two duplicate SOPInstanceUIDs is kept)."""
     problems: list[Problem] = []
     skipped: list[Problem] = []
-    series: dict[tuple[str, str], list[tuple[Path, Dataset, list[FrameRef]]]] = defaultdict(list)
-    series_problems: dict[tuple[str, str], list[Problem]] = defaultdict(list)
+    members: dict[tuple[str, str], list[_Member]] = defaultdict(list)
+    duplicates: dict[tuple[str, str], list[Problem]] = defaultdict(list)
     seen: dict[str, Path] = {}
-    for path in files:
-        ds, reason = _read_header(path)
-        if ds is None:
-            problems.append(Problem(path, reason or "unreadable"))
-            continue
-        try:
-            if _is_dicomdir(ds):
-                skipped.append(Problem(path, "DICOMDIR (a media directory; the files it lists are scanned as files)"))
-                continue
-            missing = [k for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not _text(ds, k)]
-            if missing:
-                problems.append(
-                    Problem(path, f"DICOM header lacks {', '.join(missing)} (truncated or incomplete file)")
-                )
-                continue
-            if "Rows" not in ds:
-                sop = _text(ds, "SOPClassUID") or "unknown SOP class"
-                skipped.append(Problem(path, f"not an image (SOP class {sop}, no Rows)"))
-                continue
-            key = (_text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"))
-            sop_uid = _text(ds, "SOPInstanceUID")
-            if sop_uid in seen:
-                problem = Problem(path, f"duplicate SOPInstanceUID {sop_uid} (same as {seen[sop_uid]}; that file is kept)")
-                problems.append(problem)
-                series_problems[key].append(problem)
-                continue
-            frames = _frames_from_header(path, ds)
-        except _HeaderError as exc:
-            problems.append(Problem(path, str(exc)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - lazily parsed values can fail on corrupt files
-            problems.append(Problem(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})"))
-            continue
-        seen[sop_uid] = path
-        series[key].append((path, ds, frames))
-
-    infos = []
-    for key, members in series.items():
-        frames = [f for _, _, fs in members for f in fs]
-        localizer = any(
-            "LOCALIZER" in str(v).upper() for _, ds, _ in members for v in (ds.get("ImageType") or [])
-        )
-        infos.append(_describe(frames, members[0][1], series_problems[key], localizer))
-    infos.sort(key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.series_uid))
+    with warnings.catch_warnings():
+        # pydicom warns about malformed values in corrupt files; the scan reports them as Problems.
+        warnings.simplefilter("ignore")
+        for path in files:
+            found = _scan_one(path, seen)
+            if isinstance(found, _Member):
+                members[found.key].append(found)
+            else:
+                kind, problem, key = found
+                (skipped if kind == "skipped" else problems).append(problem)
+                if key is not None:
+                    duplicates[key].append(problem)
+        infos = []
+        for key, group in members.items():
+            frames = [f for m in group for f in m.frames]
+            infos.append(_describe(frames, group[0].header, duplicates[key], any(m.localizer for m in group)))
+    infos.sort(
+        key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.series_uid)
+    )
     return ScanResult(root=root, series=infos, problems=problems, skipped=skipped, n_files=len(files))
 
 
@@ -870,7 +932,8 @@ def rejection_reasons(info: SeriesInfo) -> list[str]:
     if info.is_localizer:
         reasons.append("a localizer (ImageType LOCALIZER)")
     reasons.extend(f"missing geometry: {g}" for g in info.geometry_issues)
-    if not info.orientation_consistent:
+    reasons.extend(info.orientation_issues)
+    if not info.orientation_consistent and not info.orientation_issues:
         reasons.append("orientations are not all parallel")
     return reasons + _count_reasons(info.n_positions, info.n_phases)
 
@@ -926,10 +989,13 @@ def _named(infos: Sequence[SeriesInfo], name: str | int) -> SeriesInfo:
             return matches[0]
         if len(matches) > 1:
             listed = "; ".join(f"{s.label} (SeriesInstanceUID {s.series_uid})" for s in matches)
-            raise DicomInputError(f"`series` {name!r} names {len(matches)} series: {listed}. Name one by its SeriesInstanceUID.")
+            raise DicomInputError(
+                f"`series` {name!r} names {len(matches)} series: {listed}. Name one by its SeriesInstanceUID."
+            )
     available = "; ".join(s.summary() for s in infos) or "none"
     raise DicomInputError(
-        f"`series` {name!r} matches no SeriesInstanceUID, SeriesNumber or SeriesDescription. Available: {available}."
+        f"`series` {name!r} matches no SeriesInstanceUID, SeriesNumber or SeriesDescription. "
+        f"Available: {available}."
     )
 
 
@@ -993,7 +1059,9 @@ def _series_from_files(files: Iterable[str | os.PathLike]) -> SeriesInfo:
         raise DicomInputError("`series_info_or_files` is an empty list of files.")
     folders = [p for p in paths if p.is_dir()]
     if folders:
-        raise DicomInputError(f"{folders[0]} is a folder; pass files, a SeriesInfo, or use read_short_axis_cine(folder).")
+        raise DicomInputError(
+            f"{folders[0]} is a folder; pass files, a SeriesInfo, or use read_short_axis_cine(folder)."
+        )
     absent = [str(p) for p in paths if not p.exists()]
     if absent:
         raise DicomInputError(f"files do not exist: {_names(absent)}.")
@@ -1017,7 +1085,9 @@ def _pixels(path: Path, ds: Dataset, frames: int, rows: int, columns: int) -> np
             ``Rows × Columns × frames × BitsAllocated / 8``, undecodable, or of another shape.
     """
     if "PixelData" not in ds:
-        raise DicomInputError(f"{path}: no PixelData (FloatPixelData / compressed variants are not supported).")
+        raise DicomInputError(
+            f"{path}: no PixelData (FloatPixelData / compressed variants are not supported)."
+        )
     samples = int(_attr_number(ds, "SamplesPerPixel") or 1)
     photometric = _text(ds, "PhotometricInterpretation") or "MONOCHROME2"
     if samples != 1 or photometric != "MONOCHROME2":
@@ -1043,7 +1113,8 @@ def _pixels(path: Path, ds: Dataset, frames: int, rows: int, columns: int) -> np
     arr = arr.reshape((1, *arr.shape)) if arr.ndim == 2 else arr
     if arr.shape != (frames, rows, columns):
         raise DicomInputError(
-            f"{path}: pixel data has shape {arr.shape}, the header scanned before said {(frames, rows, columns)}; "
+            f"{path}: pixel data has shape {arr.shape}, the header scanned before said "
+            f"{(frames, rows, columns)}; "
             "was the file changed?"
         )
     return arr
@@ -1053,7 +1124,9 @@ def _read_file(path: Path) -> Dataset:
     try:
         return pydicom.dcmread(path)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
-        raise DicomInputError(f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc}).") from exc
+        raise DicomInputError(
+            f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc})."
+        ) from exc
 
 
 def _patient_meta(header: dict[str, str]) -> dict[str, object]:
@@ -1083,7 +1156,9 @@ def _patient_meta(header: dict[str, str]) -> dict[str, object]:
     return meta
 
 
-def _trigger_times(slices: Sequence[Sequence[FrameRef]], n_phases: int) -> tuple[np.ndarray, list[list[float | None]], float]:
+def _trigger_times(
+    slices: Sequence[Sequence[FrameRef]], n_phases: int
+) -> tuple[np.ndarray, list[list[float | None]], float]:
     """Mean trigger time per phase (NaN when no slice has one), the per-slice table ``[t][z]``, spread."""
     table = [[s[t].trigger_time for s in slices] for t in range(n_phases)]
     means, spread = [], 0.0
@@ -1150,16 +1225,17 @@ def read_cine(
     if n_bytes > max_bytes:
         raise DicomInputError(
             f"{info.label} needs {n_bytes} bytes ({n_bytes / 1024**3:.2f} GiB) of float32 pixel memory "
-            f"({n_phases} phases x {n_slices} slices x {rows} x {columns}), more than `max_bytes` = {max_bytes}."
+            f"({n_phases} phases x {n_slices} slices x {rows} x {columns}), "
+            f"more than `max_bytes` = {max_bytes}."
         )
 
     # Which frames of which file go where: (t, z) for kept frames, the kept twin for duplicates.
     wanted: dict[Path, list[tuple[FrameRef, tuple[int, int] | FrameRef]]] = defaultdict(list)
-    where: dict[int, tuple[int, int]] = {}
+    where: dict[FrameRef, tuple[int, int]] = {}
     for z, frames in enumerate(lay.slices):
         for t, f in enumerate(frames):
             wanted[f.path].append((f, (t, z)))
-            where[id(f)] = (t, z)
+            where[f] = (t, z)
     for dropped, kept in lay.duplicates:
         wanted[dropped.path].append((dropped, kept))
 
@@ -1178,11 +1254,12 @@ def read_cine(
                 image[target] = values
     dropped_notes = []
     for dropped, kept, values in twins:
-        if not np.array_equal(values, image[where[id(kept)]]):
-            pos = lay.projections[where[id(kept)][1]]
+        if not np.array_equal(values, image[where[kept]]):
+            pos = lay.projections[where[kept][1]]
             raise DicomInputError(
                 f"{info.label}: {dropped.name} and {kept.name} are two different images at the same slice "
-                f"position ({pos:.2f} mm) and phase ({lay.phase_order} {_phase_key(kept, lay.phase_order)[0]:g}); "
+                f"position ({pos:.2f} mm) and phase "
+                f"({lay.phase_order} {_phase_key(kept, lay.phase_order)[0]:g}); "
                 "remove one of them or pass the files to read."
             )
         dropped_notes.append(f"{dropped.name} (same position, phase and pixels as {kept.name})")
@@ -1211,7 +1288,9 @@ def read_cine(
         "source_sop_instance_uids": [
             [lay.slices[z][t].sop_instance_uid for z in range(n_slices)] for t in range(n_phases)
         ],
-        "source_frame_numbers": [[lay.slices[z][t].frame_index + 1 for z in range(n_slices)] for t in range(n_phases)],
+        "source_frame_numbers": [
+            [lay.slices[z][t].frame_index + 1 for z in range(n_slices)] for t in range(n_phases)
+        ],
         "phase_order": lay.phase_order,
         "slice_order": "ascending along row_cos x col_cos (ImagePositionPatient . normal)",
         "slice_positions_mm": list(lay.projections),
@@ -1254,7 +1333,8 @@ def read_short_axis_cine(
 
     Raises:
         DicomInputError: as :func:`scan_folder`, :func:`select_short_axis_cine` and
-            :func:`read_cine`.
+            :func:`read_cine`; when the scan left files out, the message ends with them (a
+            truncated header explains a missing phase).
     """
     scan = scan_folder(path)
     try:
