@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (the message names the file or argument), 1 o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -42,9 +43,15 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_datalist(args: argparse.Namespace) -> int:
+#: Nominal in-plane spacing assumed for the ACDC HDF5 layout, whose files carry none (ACDC's
+#: in-plane spacing is 1.37-1.88 mm; distances on those cases are in these nominal millimetres).
+H5_NOMINAL_SPACING_MM = 1.5
+
+
+def _build_datalist(args: argparse.Namespace, out: Path) -> Path:
+    """Index `args.source`, filter by --split-by/--value, split by patient and write the datalist."""
     from cardiolora.data.generate import site_datalist
-    from cardiolora.data.loaders import CaseRecord, index_dataset
+    from cardiolora.data.loaders import CaseRecord, detect_layout, index_dataset
 
     found = index_dataset(args.source, layout=args.layout, on_error="skip" if args.skip_bad else "raise")
     for p in found.problems:
@@ -60,12 +67,21 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
         records = keep
         if not records:
             raise ValueError(f"--split-by {args.split_by}: no case has a value in {args.value}.")
-    if args.in_plane_spacing:
+    spacing = args.in_plane_spacing
+    if spacing is None and (args.layout == "acdc_h5" or (args.layout == "auto" and detect_layout(args.source) == "acdc_h5")):
+        spacing = H5_NOMINAL_SPACING_MM
+        print(f"the HDF5 layout holds no voxel spacing: assuming {spacing} mm in-plane (--in-plane-spacing)",
+              file=sys.stderr)
+    if spacing:
         records = [
-            CaseRecord.from_dict({**r.to_dict(), "meta": {**r.meta, "in_plane_spacing_mm": args.in_plane_spacing}})
+            CaseRecord.from_dict({**r.to_dict(), "meta": {**r.meta, "in_plane_spacing_mm": spacing}})
             for r in records
         ]
-    path = site_datalist(records, args.out, args.seed, tuple(args.ratios), {"source": str(args.source)})
+    return site_datalist(records, out, args.seed, tuple(args.ratios), {"source": str(args.source)})
+
+
+def _cmd_datalist(args: argparse.Namespace) -> int:
+    path = _build_datalist(args, Path(args.out))
     content = json.loads(path.read_text())
     print(f"{path}: " + ", ".join(f"{k} {len(content[k])} cases" for k in ("train", "val", "test")))
     return 0
@@ -74,9 +90,19 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from cardiolora.bundle import run_workflow
 
+    from cardiolora.data.dataset import DATALIST_NAME
+
     out = Path(args.out)
+    data = Path(args.data)
+    if not (data / DATALIST_NAME).is_file():
+        # a raw data folder (ACDC, ACDC-HDF5, M&Ms-2): index and split it into the run folder once
+        data = out / "data"
+        if not (data / DATALIST_NAME).is_file():
+            args.source = args.data
+            path = _build_datalist(args, data)
+            print(f"datalist: {path}")
     overrides = {
-        "dataset_dir": str(Path(args.data).resolve()),
+        "dataset_dir": str(data.resolve()),
         "output_dir": str(out.resolve()),
         "model_dir": str(out.resolve()),
         "profile": args.profile,
@@ -91,8 +117,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         overrides["pretrained_path"] = str(Path(args.pretrained).resolve())
     start = time.time()
     run_workflow(kind, overrides)
-    print(f"weights: {out / 'model.pt'} (best validation mean Dice); curve: {out / 'val_curve.png'}; "
-          f"{time.time() - start:.0f} s")
+    digest = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
+    (out / "model.sha256").write_text(f"{digest}  model.pt\n")
+    print(f"weights: {out / 'model.pt'} (best validation mean Dice), sha256 {digest}; "
+          f"curve: {out / 'val_curve.png'}; {time.time() - start:.0f} s")
     return 0
 
 
@@ -118,6 +146,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_options(q: argparse.ArgumentParser) -> None:
+    """Options that select and split cases of a raw data folder."""
+    q.add_argument("--layout", default="auto", choices=["auto", "acdc", "acdc_h5", "mnms2"])
+    q.add_argument("--split-by", help="keep cases whose column (e.g. VENDOR, group) has one of --value")
+    q.add_argument("--value", nargs="+", default=[])
+    q.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1])
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--in-plane-spacing", type=float,
+                   help=f"mm, for sources without spacing (ACDC HDF5; default {H5_NOMINAL_SPACING_MM})")
+    q.add_argument("--skip-bad", action="store_true", help="report bad patients and go on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cardiolora` command."""
     p = argparse.ArgumentParser(prog="cardiolora", description=__doc__.splitlines()[0])
@@ -134,19 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("datalist", help="index a data folder and write a patient-level split datalist")
     q.add_argument("--source", required=True, help="folder in the ACDC, ACDC-HDF5 or M&Ms-2 layout")
-    q.add_argument("--layout", default="auto", choices=["auto", "acdc", "acdc_h5", "mnms2"])
     q.add_argument("--out", required=True, help="the site's dataset folder (datalist.json is written there)")
-    q.add_argument("--split-by", help="keep cases whose column (e.g. VENDOR, group) has one of --value")
-    q.add_argument("--value", nargs="+", default=[])
-    q.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1])
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--in-plane-spacing", type=float, help="mm, for sources without spacing (ACDC HDF5)")
-    q.add_argument("--skip-bad", action="store_true", help="report bad patients and go on")
+    _data_options(q)
     q.set_defaults(func=_cmd_datalist)
 
     q = sub.add_parser("pretrain", help="train the base U-Net (or a local LoRA with --lora-rank) with the bundle")
-    q.add_argument("--data", required=True, help="dataset folder holding datalist.json")
+    q.add_argument("--data", required=True,
+                   help="dataset folder holding datalist.json, or a raw ACDC / ACDC-HDF5 / M&Ms-2 folder")
     q.add_argument("--out", required=True, help="run folder (checkpoints, model.pt, curves)")
+    _data_options(q)
     q.add_argument("--profile", default="quick", choices=["quick", "paper"])
     q.add_argument("--epochs", type=int)
     q.add_argument("--lora-rank", type=int, default=0, help="fine-tune LoRA adapters of this rank instead")

@@ -12,6 +12,7 @@ inference on a DICOM study) are added by their issues.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -70,7 +71,9 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True) -> di
                 "progress": progress,
             },
         )
-    print(f"weights: {weights}; validation curve: {pre_dir / 'val_curve.png'}")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (pre_dir / "model.sha256").write_text(f"{digest}  model.pt\n")
+    print(f"weights: {weights} (sha256 {digest[:16]}...); validation curve: {pre_dir / 'val_curve.png'}")
 
     _stage("3/3 base model on every site's test split")
     net = lora_unet(profile)

@@ -17,11 +17,27 @@ import numpy as np
 import torch
 
 from cardiolora.data.loaders import CaseRecord, load_case
-from cardiolora.metrics import METRICS, aggregate_scores, mean_foreground_dice, segmentation_scores
+from cardiolora.labels import STRUCTURES
+from cardiolora.metrics import METRICS, aggregate_scores, dice, segmentation_scores
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import Profile
 
-__all__ = ["evaluate_records", "score_records", "evaluate_to_files"]
+__all__ = ["evaluate_records", "score_records", "evaluate_to_files", "mean_fg_dice_3d"]
+
+
+def mean_fg_dice_3d(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean 3D Dice over LV, MYO and RV of one case: ``(1/3) Σ_s Dice(pred == s, gt == s)``.
+
+    A structure absent from both counts 1 (`cardiolora.metrics` empty-structure policy).
+
+    Args:
+        pred: predicted label map.
+        gt: ground-truth label map of the same shape.
+
+    Returns:
+        The mean Dice in [0, 1].
+    """
+    return float(np.mean([dice(pred == s, gt == s) for s in STRUCTURES]))
 
 
 def _as_record(entry: CaseRecord | Mapping) -> CaseRecord:
@@ -78,7 +94,7 @@ def evaluate_records(
             "case_id": rec.case_id,
             "patient_id": rec.patient_id,
             "phase": rec.phase,
-            "mean_fg_dice": float(mean_foreground_dice(pred[None], case.label[None])),
+            "mean_fg_dice": mean_fg_dice_3d(pred, case.label),
         }
         if distances:
             row["scores"] = segmentation_scores(pred, case.label, spacing)

@@ -100,7 +100,7 @@ def predict_volume(
     with torch.inference_mode():
         logits = inferer(x.as_tensor()[None].to(device), network)[0]
         probs = torch.softmax(logits.float(), dim=0).cpu()
-    pred = MetaTensor(probs, affine=x.affine, meta=dict(x.meta))
+    pred = MetaTensor(probs, affine=x.affine, meta={k: v for k, v in x.meta.items() if k != "affine"})
     pred.applied_operations = list(x.applied_operations)
     data["pred"] = pred
     out = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)["pred"]

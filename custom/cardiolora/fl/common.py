@@ -1,0 +1,303 @@
+"""What server and sites share: the site-local configuration, the bundle's network, the task protocol.
+
+Site-local configuration. Where a site keeps its data is the site's business, not the job's: one
+job folder serves every site. Each participant (the server too) reads a JSON file:
+
+1. ``$CARDIOLORA_SITE_CONFIG`` if set: a file, or a folder holding ``<site name>.json`` (this is
+   how the simulator, where all sites share one environment, gives each site its own file);
+2. otherwise ``<site workspace>/local/cardiolora_site.json`` (the FLARE convention for site-local
+   settings; in POC / production the site admin writes it next to ``resources.json``).
+
+Fields (relative paths are resolved against the file's folder):
+
+* sites: ``dataset_dir`` (folder with ``datalist.json``; required), ``output_dir`` (required:
+  global and personalised models, logs), ``num_threads`` (optional: torch CPU threads);
+* server: ``pretrained_path`` (required: the base model ``W_0``), ``state_dir`` (optional:
+  where the server keeps its resumable state; default ``<server workspace>/cardiolora_state``).
+
+Protocol (task names and payloads) — see :mod:`cardiolora.fl.controller` for the sequence:
+
+* ``init``: down ``W`` (full, once); up ``|D_c|``, ``P_0^c`` and the checksum of the loaded ``W``;
+* ``train``: down the previous round's merge instruction (coefficients, scalings; no tensor); up
+  the site's adapter, ``|D_c|``, train loss and the checksum of ``W_{t-1}`` after the merge;
+* ``validate``: down every accepted adapter + equal-rating coefficients; up ``P_t^c``;
+* ``sync``: down ``W`` (full) to a site whose checksum disagreed; up the new checksum;
+* ``finalize``: down the last merge; up the checksum of ``W_T`` and the personal adapter;
+* ``cross_eval``: down all personal adapters; up the metric tables of every model on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "SITE_CONFIG_ENV",
+    "SITE_CONFIG_NAME",
+    "SiteConfig",
+    "site_config_path",
+    "load_site_config",
+    "bundle_network",
+    "Task",
+    "Meta",
+    "ADAPTER_KEY",
+    "is_adapter_key",
+    "pack_adapters",
+    "unpack_adapters",
+    "payload_bytes",
+    "to_numpy",
+    "to_torch",
+]
+
+#: Environment variable naming the site config file, or a folder of ``<site>.json`` files.
+SITE_CONFIG_ENV = "CARDIOLORA_SITE_CONFIG"
+#: File name of the site config in ``<site workspace>/local/``.
+SITE_CONFIG_NAME = "cardiolora_site.json"
+
+_SITE_FIELDS = {"dataset_dir", "output_dir", "num_threads", "pretrained_path", "state_dir"}
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """A participant's local settings (see the module docstring for the file format).
+
+    Attributes:
+        path: the file they were read from.
+        site: the participant's name.
+        dataset_dir: data folder with ``datalist.json`` (sites).
+        output_dir: where models and reports are written.
+        pretrained_path: the base model ``W_0`` (server).
+        state_dir: the server's resumable state folder.
+        num_threads: torch CPU threads, or None to leave torch's default.
+        extra: fields this version does not know (kept, and named in a warning by the caller).
+    """
+
+    path: Path
+    site: str
+    dataset_dir: Path | None = None
+    output_dir: Path | None = None
+    pretrained_path: Path | None = None
+    state_dir: Path | None = None
+    num_threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def site_config_path(site: str, workspace: str | os.PathLike | None = None) -> Path:
+    """Where participant `site` reads its config (``$CARDIOLORA_SITE_CONFIG`` or the workspace's ``local/``).
+
+    Args:
+        site: the FLARE site name (``"server"`` for the server).
+        workspace: the participant's workspace root (default: the current directory, which is the
+            workspace root for FLARE client and server job processes).
+
+    Returns:
+        The path (it may not exist).
+    """
+    env = os.environ.get(SITE_CONFIG_ENV)
+    if env:
+        p = Path(env)
+        return p / f"{site}.json" if p.is_dir() else p
+    return Path(workspace if workspace is not None else os.getcwd()) / "local" / SITE_CONFIG_NAME
+
+
+def load_site_config(
+    site: str,
+    required: Iterable[str] = ("dataset_dir", "output_dir"),
+    workspace: str | os.PathLike | None = None,
+) -> SiteConfig:
+    """Read and check a participant's local config.
+
+    Args:
+        site: the site name.
+        required: fields that must be present.
+        workspace: the workspace root (see :func:`site_config_path`).
+
+    Returns:
+        The config with absolute paths.
+
+    Raises:
+        FileNotFoundError: if the file does not exist (the message names it and shows the format).
+        ValueError: naming the file and the field: invalid JSON, a required field missing, a
+            field of the wrong type, a ``dataset_dir`` without ``datalist.json``, a missing
+            ``pretrained_path`` file.
+    """
+    path = site_config_path(site, workspace)
+    example = '{"dataset_dir": "/data/cardiac", "output_dir": "/data/cardiolora_out"}'
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no site config for `{site}`. Write it as JSON, e.g. {example} (sites) or "
+            f'{{"pretrained_path": "/models/base.pt"}} (server), or point ${SITE_CONFIG_ENV} at it.'
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object with fields {sorted(_SITE_FIELDS)}.")
+    for name in required:
+        if raw.get(name) in (None, ""):
+            raise ValueError(f"{path}: field `{name}` is required for `{site}` (e.g. {example}).")
+
+    def as_path(name: str) -> Path | None:
+        value = raw.get(name)
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: field `{name}` must be a path string, got {value!r}.")
+        p = Path(value).expanduser()
+        return (path.parent / p).resolve() if not p.is_absolute() else p
+
+    threads = raw.get("num_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"{path}: field `num_threads` must be an integer >= 1, got {threads!r}.")
+    cfg = SiteConfig(
+        path=path,
+        site=site,
+        dataset_dir=as_path("dataset_dir"),
+        output_dir=as_path("output_dir"),
+        pretrained_path=as_path("pretrained_path"),
+        state_dir=as_path("state_dir"),
+        num_threads=threads,
+        extra={k: v for k, v in raw.items() if k not in _SITE_FIELDS},
+    )
+    if cfg.dataset_dir is not None and not (cfg.dataset_dir / "datalist.json").is_file():
+        raise ValueError(
+            f"{path}: field `dataset_dir` = {cfg.dataset_dir} holds no datalist.json "
+            "(make one with `cardiolora datalist`)."
+        )
+    if cfg.pretrained_path is not None and not cfg.pretrained_path.is_file():
+        raise ValueError(f"{path}: field `pretrained_path` = {cfg.pretrained_path} does not exist.")
+    return cfg
+
+
+def bundle_network(profile: str, lora_rank: int = 0) -> nn.Module:
+    """The bundle's ``network_def`` (``train.json`` + ``lora.json``) for a profile and rank.
+
+    The one place the network of the federation comes from: the server builds its reference
+    models (expected adapter keys and shapes, scalings) with it, the sites' workflows parse the
+    same definition.
+
+    Args:
+        profile: run profile (``"quick"`` or ``"paper"``).
+        lora_rank: adapter rank; 0 for the plain network.
+
+    Returns:
+        The network on the CPU.
+    """
+    from monai.bundle import ConfigParser
+
+    from cardiolora.bundle import config_files
+    from cardiolora.paths import bundle_dir
+
+    parser = ConfigParser()
+    parser.read_config(config_files("lora"))
+    parser.update({"profile": profile, "lora_rank": int(lora_rank), "bundle_root": str(bundle_dir())})
+    return parser.get_parsed_content("network_def")
+
+
+class Task:
+    """Task names of the Rate-My-LoRA protocol (and ``train`` for FedAvg)."""
+
+    INIT = "init"
+    TRAIN = "train"
+    VALIDATE = "validate"
+    SYNC = "sync"
+    FINALIZE = "finalize"
+    CROSS_EVAL = "cross_eval"
+    ALL = (INIT, TRAIN, VALIDATE, SYNC, FINALIZE, CROSS_EVAL)
+
+
+class Meta:
+    """Keys of FLModel ``meta`` in the protocol."""
+
+    METHOD = "method"  # "rml" (Rate-My-LoRA / FedPETuning) or "fedavg"
+    ROUND = "round"
+    PROFILE = "profile"
+    LOCAL_EPOCHS = "local_epochs"
+    RANKS = "ranks"  # {site: r_c}
+    MERGE = "merge"  # {"round", "coefficients": {site: a}, "scalings": {site: s}} or None
+    COEFFICIENTS = "coefficients"
+    SCALINGS = "scalings"
+    N_CASES = "n_cases"  # |D_c| (training cases)
+    RANK = "rank"
+    CHECKSUM = "checksum"  # sha256 of the site's plain W
+    STATUS = "status"
+    SCORE = "score"  # P^c (mean foreground Dice on the validation split)
+    TRAIN_LOSS = "train_loss"
+
+
+#: Adapter keys: ``<module>.lora_A.weight``, ``<module>.lora_A_T.weight``, ``<module>.lora_B.weight``.
+ADAPTER_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.(lora_A|lora_A_T|lora_B)\.weight$")
+_SEP = "/"
+
+
+def is_adapter_key(key: object) -> bool:
+    """True if `key` names an adapter tensor (``<module>.lora_A[_T].weight`` / ``<module>.lora_B.weight``)."""
+    return isinstance(key, str) and ADAPTER_KEY.match(key) is not None
+
+
+def pack_adapters(adapters: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``{site: {key: t}}`` → ``{"<site>/<key>": t}`` (one flat FLModel params dict).
+
+    Raises:
+        ValueError: if a site name contains ``/`` or a key is not an adapter key.
+    """
+    out = {}
+    for site, state in adapters.items():
+        if _SEP in site:
+            raise ValueError(f"site name {site!r} must not contain {_SEP!r}.")
+        for key, value in state.items():
+            if not is_adapter_key(key):
+                raise ValueError(f"{site}: `{key}` is not an adapter key; only adapters are shipped.")
+            out[f"{site}{_SEP}{key}"] = value
+    return out
+
+
+def unpack_adapters(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Inverse of :func:`pack_adapters`.
+
+    Raises:
+        ValueError: naming keys that are not ``<site>/<adapter key>``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    bad = []
+    for k, v in params.items():
+        site, sep, key = str(k).partition(_SEP)
+        if not sep or not site or not is_adapter_key(key):
+            bad.append(str(k))
+            continue
+        out.setdefault(site, {})[key] = v
+    if bad:
+        raise ValueError(f"params are not packed adapters (<site>/<module>.lora_*.weight): {bad[:5]}.")
+    return out
+
+
+def payload_bytes(params: Mapping[str, Any] | None) -> int:
+    """Bytes of the tensors in a params dict (``Σ numel · itemsize``; numpy arrays or torch tensors)."""
+    total = 0
+    for v in (params or {}).values():
+        if isinstance(v, torch.Tensor):
+            total += v.numel() * v.element_size()
+        elif isinstance(v, np.ndarray):
+            total += int(v.nbytes)
+    return total
+
+
+def to_numpy(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Torch tensors → numpy arrays (what FLARE ships to a server expecting NUMPY)."""
+    return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in state.items()}
+
+
+def to_torch(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Numpy arrays (or tensors) → CPU torch tensors (copies, so later in-place ops are safe)."""
+    return {k: torch.as_tensor(np.array(v, copy=True)) if not isinstance(v, torch.Tensor) else v.detach().cpu().clone()
+            for k, v in state.items()}

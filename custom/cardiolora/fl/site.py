@@ -1,0 +1,456 @@
+"""What a site does with each task of the protocol, without FLARE (the Client API script drives it).
+
+:class:`SiteRunner` keeps the site's copy of the global weights ``W`` (a plain U-Net state dict),
+the adapters it received for the next merge, and answers the tasks listed in
+:mod:`cardiolora.fl.common`. The work itself (training a LoRA adapter or the full network for the
+local epochs, scoring a model on a split) is done by a backend: :class:`BundleBackend` runs the
+MONAI bundle's own workflows (``cardiolora.bundle.make_workflow("lora" | "train")``) and
+:mod:`cardiolora.evaluation`, so the network, transforms and training loop are the bundle's.
+Tests plug in a small backend on a tiny network; the task logic is the same.
+
+The site applies exactly the server's merge (:func:`cardiolora.fl.rml.apply_coefficients` on the
+adapters it got in ``validate``) and returns the checksum of its ``W``, which the server compares
+with its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from cardiolora.fl import rml
+from cardiolora.fl.common import Meta, SiteConfig, Task, to_torch, unpack_adapters
+
+__all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
+
+logger = logging.getLogger(__name__)
+
+
+class MergeError(RuntimeError):
+    """The site cannot apply the server's merge (it lacks adapters named in the instruction)."""
+
+
+@dataclass
+class Reply:
+    """What a site sends back for one task (becomes an ``FLModel``)."""
+
+    params: dict[str, torch.Tensor] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+
+
+class SiteBackend(Protocol):
+    """The work a site does on its own data (implemented by :class:`BundleBackend`)."""
+
+    def n_cases(self) -> int:
+        """``|D_c|``: training cases."""
+
+    def train_adapter(self, weights: Mapping[str, torch.Tensor], rank: int, epochs: int, seed: int) -> tuple[dict, float]:
+        """Train a fresh rank-`rank` adapter on top of `weights`; return (adapter state dict, mean loss)."""
+
+    def scalings(self, rank: int) -> dict[str, float]:
+        """``{module: alpha / r}`` of the site's adapters at `rank`."""
+
+    def train_full(self, weights: Mapping[str, torch.Tensor], epochs: int, seed: int) -> tuple[dict, float]:
+        """Train every weight starting from `weights`; return (plain state dict, mean loss)."""
+
+    def score(self, weights: Mapping[str, torch.Tensor], split: str) -> float:
+        """Mean foreground Dice of the plain network with `weights` on `split` (``P^c``)."""
+
+    def evaluate(self, weights: Mapping[str, torch.Tensor], split: str) -> dict:
+        """Dice / VOE / HD / HD95 / ASSD summary (``cardiolora.metrics.aggregate_scores``) on `split`."""
+
+
+def _mean_loss(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+class BundleBackend:
+    """Site work through the MONAI bundle: ``make_workflow("lora")`` / ``make_workflow("train")``.
+
+    Workflows are built once per (kind, rank) and reused every round: the site's ``W`` is loaded
+    into the network's base weights, the adapter is reset to identity (``B = 0``) and the
+    optimizer state cleared, then the trainer runs `epochs` more epochs. The bundle's per-epoch
+    validation handler is switched off (``val_interval`` beyond any epoch): the federation scores
+    models itself with :func:`cardiolora.evaluation.score_records`.
+
+    Args:
+        config: the site's local config (``dataset_dir``, ``output_dir``).
+        profile: run profile of the federation (from the job).
+        output_dir: where the bundle writes its run files (TensorBoard, loss curve).
+    """
+
+    #: An epoch interval no run reaches: the bundle's ValidationHandler never fires.
+    NO_VALIDATION = 10**9
+
+    def __init__(self, config: SiteConfig, profile: str, output_dir: Path) -> None:
+        if config.dataset_dir is None:
+            raise ValueError(f"{config.path}: field `dataset_dir` is required for a site.")
+        self.config = config
+        self.profile = profile
+        self.output_dir = Path(output_dir)
+        self._workflows: dict[tuple[str, int], Any] = {}
+        self._plain = None
+        self._losses: list[float] = []
+
+    def n_cases(self) -> int:
+        from cardiolora.data.dataset import load_datalist
+
+        return len(load_datalist(self.config.dataset_dir, "train"))
+
+    def _workflow(self, kind: str, rank: int):
+        key = (kind, rank)
+        if key not in self._workflows:
+            from ignite.engine import Events
+
+            from cardiolora.bundle import make_workflow
+
+            run_dir = self.output_dir / "bundle" / (f"lora_r{rank}" if kind == "lora" else "full")
+            overrides = {
+                "dataset_dir": str(self.config.dataset_dir),
+                "output_dir": str(run_dir),
+                "model_dir": str(run_dir),
+                "profile": self.profile,
+                "max_epochs": 0,
+                "val_interval": self.NO_VALIDATION,
+                "resume": False,
+                "progress": False,
+                "load_pretrain": False,
+            }
+            if kind == "lora":
+                overrides["lora_rank"] = rank
+            wf = make_workflow(kind, overrides)
+            wf.initialize()
+            wf.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._record_loss)
+            self._workflows[key] = wf
+        return self._workflows[key]
+
+    def _record_loss(self, engine) -> None:
+        out = engine.state.output
+        out = out[0] if isinstance(out, list) and out else out
+        if isinstance(out, Mapping) and "loss" in out:
+            self._losses.append(float(out["loss"]))
+
+    def _run(self, wf, weights: Mapping[str, torch.Tensor], epochs: int, seed: int, adapters: bool) -> float:
+        from cardiolora.lora import reset_lora
+        from cardiolora.networks import load_weights
+
+        net = wf.parser.get_parsed_content("network")
+        load_weights(net, weights)
+        torch.manual_seed(seed)
+        if adapters:
+            reset_lora(net)
+        wf.trainer.optimizer.state.clear()
+        self._losses = []
+        trainer = wf.trainer
+        trainer.state.max_epochs = trainer.state.epoch + epochs
+        if trainer.state.epoch_length:
+            trainer.state.iteration = trainer.state.epoch_length * trainer.state.epoch
+        trainer.run()
+        return _mean_loss(self._losses)
+
+    def train_adapter(self, weights, rank, epochs, seed):
+        from cardiolora.lora import lora_state_dict
+
+        wf = self._workflow("lora", rank)
+        loss = self._run(wf, weights, epochs, seed, adapters=True)
+        return lora_state_dict(wf.parser.get_parsed_content("network")), loss
+
+    def scalings(self, rank):
+        from cardiolora.lora import lora_scalings
+
+        return lora_scalings(self._workflow("lora", rank).parser.get_parsed_content("network"))
+
+    def train_full(self, weights, epochs, seed):
+        from cardiolora.networks import plain_state_dict
+
+        wf = self._workflow("train", 0)
+        loss = self._run(wf, weights, epochs, seed, adapters=False)
+        return plain_state_dict(wf.parser.get_parsed_content("network")), loss
+
+    def _plain_network(self, weights):
+        from cardiolora.fl.common import bundle_network
+        from cardiolora.networks import load_weights
+
+        if self._plain is None:
+            self._plain = bundle_network(self.profile, 0)
+        load_weights(self._plain, weights)
+        self._plain.eval()
+        return self._plain
+
+    def score(self, weights, split):
+        from cardiolora.data.dataset import load_datalist
+        from cardiolora.evaluation import score_records
+
+        return score_records(self._plain_network(weights), load_datalist(self.config.dataset_dir, split), self.profile)
+
+    def evaluate(self, weights, split):
+        from cardiolora.data.dataset import load_datalist
+        from cardiolora.evaluation import evaluate_records
+        from cardiolora.metrics import aggregate_scores
+
+        rows = evaluate_records(
+            self._plain_network(weights), load_datalist(self.config.dataset_dir, split), self.profile, distances=True
+        )
+        return {"n_cases": len(rows), "summary": aggregate_scores([r["scores"] for r in rows])}
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN / inf floats by None, recursively (for JSON and for the metrics sent up)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+class SiteRunner:
+    """The site's side of the protocol (see :mod:`cardiolora.fl.common` for the tasks).
+
+    Args:
+        site: the site's name.
+        backend: does the training and scoring (:class:`BundleBackend`).
+        output_dir: where the site writes ``global_model.pt``, ``personalised_model.pt`` (plain
+            merged U-Net weights, loadable by :func:`cardiolora.networks.load_weights`) and
+            ``site_summary.json``.
+        local_epochs: local epochs per round (from the job).
+        profile: run profile (from the job); a task announcing another profile is refused.
+        fail_at: test-only fault injection ``{"task": name, "round": t}``: raise at that task, as
+            a site that crashes would (read from the site config's ``test_fail_at``).
+    """
+
+    def __init__(
+        self,
+        site: str,
+        backend: SiteBackend,
+        output_dir: str | Path,
+        local_epochs: int,
+        profile: str,
+        fail_at: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.site = site
+        self.backend = backend
+        self.output_dir = Path(output_dir)
+        self.local_epochs = int(local_epochs)
+        self.profile = profile
+        self.fail_at = dict(fail_at or {})
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.rank: int | None = None
+        self.received: dict[str, dict[str, torch.Tensor]] = {}
+        self.received_round: int | None = None
+        self.summary: dict[str, Any] = {"site": site, "rounds": []}
+
+    # ------------------------------------------------------------------ helpers
+    def _seed(self, round_index: int) -> int:
+        return (zlib.crc32(self.site.encode()) + 7919 * int(round_index)) % (2**31)
+
+    def checksum(self) -> str:
+        """SHA-256 of the site's ``W`` (:func:`cardiolora.fl.rml.state_checksum`)."""
+        if self.weights is None:
+            raise RuntimeError(f"{self.site}: no global weights yet (the `init` task comes first).")
+        return rml.state_checksum(self.weights)
+
+    def _need_weights(self, task: str) -> dict[str, torch.Tensor]:
+        if self.weights is None:
+            raise RuntimeError(f"{self.site}: task `{task}` before `init`: the site holds no global weights.")
+        return self.weights
+
+    def apply_merge(self, merge: Mapping[str, Any] | None) -> str:
+        """Apply the server's Eq. 2 merge to the site's ``W`` with the adapters received in ``validate``.
+
+        Args:
+            merge: ``{"round", "coefficients": {site: a}, "scalings": {site: s}}`` or None.
+
+        Returns:
+            ``"merged"``, ``"nothing_to_merge"`` or ``"merge_failed: <reason>"`` (the site keeps its ``W``;
+            the server sees the checksum differ and re-synchronises it).
+        """
+        weights = self._need_weights(Task.TRAIN)
+        if not merge:
+            return "nothing_to_merge"
+        coefficients = {s: float(a) for s, a in dict(merge.get(Meta.COEFFICIENTS) or {}).items()}
+        scalings = dict(merge.get(Meta.SCALINGS) or {})
+        round_index = merge.get(Meta.ROUND)
+        needed = [s for s, a in coefficients.items() if a != 0]
+        if not needed:
+            self.received = {}
+            return "nothing_to_merge"
+        missing = [s for s in needed if s not in self.received]
+        if missing or self.received_round != round_index:
+            return (
+                f"merge_failed: round {round_index} needs adapters of {missing or needed}; "
+                f"this site holds adapters of round {self.received_round} for {sorted(self.received)}"
+            )
+        try:
+            self.weights = rml.apply_coefficients(weights, self.received, scalings, coefficients)
+        except ValueError as err:
+            return f"merge_failed: {err}"
+        self.received = {}
+        return "merged"
+
+    def _maybe_fail(self, task: str, round_index: Any) -> None:
+        if self.fail_at and self.fail_at.get("task") == task and self.fail_at.get("round", round_index) == round_index:
+            raise RuntimeError(f"{self.site}: test fault injection `test_fail_at` = {self.fail_at}: the site drops out.")
+
+    def _save(self, weights: Mapping[str, torch.Tensor], name: str) -> Path:
+        from cardiolora.handlers import atomic_torch_save
+
+        return atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, self.output_dir / name)
+
+    def _write_summary(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "site_summary.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(_finite_or_none(self.summary), indent=1))
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------ tasks
+    def handle(self, task: str, params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> Reply:
+        """Answer one task.
+
+        Args:
+            task: the task name (:class:`cardiolora.fl.common.Task`).
+            params: the task's tensors (numpy arrays or torch tensors).
+            meta: the task's meta.
+
+        Returns:
+            The reply.
+
+        Raises:
+            ValueError: for an unknown task, or a task announcing another profile than the job's.
+            RuntimeError: for a task that needs global weights before ``init``.
+        """
+        params = dict(params or {})
+        meta = dict(meta or {})
+        profile = meta.get(Meta.PROFILE)
+        if profile is not None and profile != self.profile:
+            raise ValueError(
+                f"{self.site}: the server runs profile {profile!r} but this site's job says {self.profile!r}."
+            )
+        self._maybe_fail(task, meta.get(Meta.ROUND))
+        handler = {
+            Task.INIT: self.on_init,
+            Task.TRAIN: self.on_train,
+            Task.VALIDATE: self.on_validate,
+            Task.SYNC: self.on_sync,
+            Task.FINALIZE: self.on_finalize,
+            Task.CROSS_EVAL: self.on_cross_eval,
+        }.get(task)
+        if handler is None:
+            raise ValueError(f"{self.site}: unknown task `{task}` (expected one of {list(Task.ALL)}).")
+        return handler(params, meta)
+
+    def on_init(self, params: dict, meta: dict) -> Reply:
+        """Load the server's ``W`` (``W_0``, or ``W_t`` when the server resumes) and score it: ``P_0^c``."""
+        self.weights = to_torch(params)
+        self.received = {}
+        score = self.backend.score(self.weights, "val")
+        n = self.backend.n_cases()
+        self.summary["init"] = {"round": meta.get(Meta.ROUND), "score": score, "n_cases": n}
+        return Reply(meta={Meta.N_CASES: n, Meta.CHECKSUM: self.checksum()}, metrics={Meta.SCORE: score})
+
+    def on_train(self, params: dict, meta: dict) -> Reply:
+        """Apply the previous round's merge, then train a fresh adapter of this site's rank on ``W_{t-1}``."""
+        status = self.apply_merge(meta.get(Meta.MERGE))
+        round_index = int(meta.get(Meta.ROUND, 0))
+        ranks = dict(meta.get(Meta.RANKS) or {})
+        if self.site not in ranks:
+            raise ValueError(f"{self.site}: the train task's `ranks` {ranks} names no rank for this site.")
+        self.rank = int(ranks[self.site])
+        epochs = int(meta.get(Meta.LOCAL_EPOCHS, self.local_epochs))
+        adapter, loss = self.backend.train_adapter(self._need_weights(Task.TRAIN), self.rank, epochs, self._seed(round_index))
+        self.summary["rounds"].append({"round": round_index, "merge": status, "train_loss": loss, "rank": self.rank})
+        return Reply(
+            params=adapter,
+            meta={Meta.N_CASES: self.backend.n_cases(), Meta.RANK: self.rank, Meta.CHECKSUM: self.checksum(),
+                  Meta.STATUS: status},
+            metrics={Meta.TRAIN_LOSS: loss},
+        )
+
+    def on_validate(self, params: dict, meta: dict) -> Reply:
+        """Score the equal-rating candidate ``W_{t-1} + Σ |D_c| ΔW_c / Σ|D|`` built from the adapters: ``P_t^c``."""
+        weights = self._need_weights(Task.VALIDATE)
+        adapters = {s: to_torch(a) for s, a in unpack_adapters(params).items()}
+        coefficients = {s: float(a) for s, a in dict(meta.get(Meta.COEFFICIENTS) or {}).items()}
+        scalings = dict(meta.get(Meta.SCALINGS) or {})
+        candidate = rml.apply_coefficients(weights, adapters, scalings, coefficients)
+        score = self.backend.score(candidate, "val")
+        self.received = adapters
+        self.received_round = meta.get(Meta.ROUND)
+        if self.summary["rounds"]:
+            self.summary["rounds"][-1]["score"] = score
+        return Reply(meta={Meta.ROUND: self.received_round}, metrics={Meta.SCORE: score})
+
+    def on_sync(self, params: dict, meta: dict) -> Reply:
+        """Replace ``W`` by the server's (after a checksum mismatch)."""
+        self.weights = to_torch(params)
+        self.received = {}
+        return Reply(meta={Meta.CHECKSUM: self.checksum(), Meta.STATUS: "synced"}, metrics={})
+
+    def on_finalize(self, params: dict, meta: dict) -> Reply:
+        """Merge the last round (``W_T``), personalise one local epoch, save both models.
+
+        Writes ``global_model.pt`` (``W_T``) and ``personalised_model.pt`` (``W_T + ΔW_c`` of the
+        personal adapter, merged) as plain U-Net weights, and returns the personal adapter so the
+        other sites can evaluate this site's personalised model (as an adapter relative to ``W_T``).
+        """
+        status = self.apply_merge(meta.get(Meta.MERGE))
+        weights = self._need_weights(Task.FINALIZE)
+        round_index = int(meta.get(Meta.ROUND, 0))
+        rank = int(dict(meta.get(Meta.RANKS) or {}).get(self.site, self.rank or 0))
+        if rank < 1:
+            raise ValueError(f"{self.site}: the finalize task names no rank for this site.")
+        epochs = int(meta.get(Meta.LOCAL_EPOCHS, 1))
+        adapter, loss = self.backend.train_adapter(weights, rank, epochs, self._seed(round_index))
+        scaling = self.backend.scalings(rank)
+        personal = rml.apply_coefficients(weights, {self.site: adapter}, {self.site: scaling}, {self.site: 1.0})
+        global_path = self._save(weights, "global_model.pt")
+        personal_path = self._save(personal, "personalised_model.pt")
+        self.personal_weights = personal
+        self.summary["final"] = {
+            "merge": status,
+            "checksum": self.checksum(),
+            "personalisation_loss": loss,
+            "global_model": str(global_path),
+            "personalised_model": str(personal_path),
+        }
+        self._write_summary()
+        return Reply(
+            params=adapter,
+            meta={Meta.CHECKSUM: self.checksum(), Meta.STATUS: status, Meta.RANK: rank},
+            metrics={Meta.TRAIN_LOSS: loss},
+        )
+
+    def on_cross_eval(self, params: dict, meta: dict) -> Reply:
+        """Evaluate ``W_T`` and every site's personalised model ``W_T + ΔW_c`` on this site's test split."""
+        weights = self._need_weights(Task.CROSS_EVAL)
+        adapters = {s: to_torch(a) for s, a in unpack_adapters(params).items()}
+        scalings = dict(meta.get(Meta.SCALINGS) or {})
+        results = {"global": self.backend.evaluate(weights, "test")}
+        for owner in sorted(adapters):
+            personal = rml.apply_coefficients(weights, {owner: adapters[owner]}, scalings, {owner: 1.0})
+            results[owner] = self.backend.evaluate(personal, "test")
+        self.summary["cross_eval"] = results
+        self._write_summary()
+        return Reply(meta={}, metrics={"models": _finite_or_none(results)})
+
+    def on_fedavg_train(self, params: dict, meta: dict) -> Reply:
+        """Full-weight FedAvg (the paper's † baseline): train the whole network from the received ``W``."""
+        round_index = int(meta.get("current_round", 0) or 0)
+        weights = to_torch(params)
+        new, loss = self.backend.train_full(weights, self.local_epochs, self._seed(round_index))
+        self.weights = new
+        self._save(weights, "global_model.pt")
+        self.summary["rounds"].append({"round": round_index, "train_loss": loss})
+        self._write_summary()
+        return Reply(params=new, meta={Meta.N_CASES: self.backend.n_cases()}, metrics={Meta.TRAIN_LOSS: loss})
