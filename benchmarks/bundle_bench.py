@@ -62,9 +62,15 @@ def forward_times(profile: str = "paper", rank: int = 16, batch: int = 8, repeat
     merge_lora(lora)
     t_merged = timed(lora)
     return {
-        "profile": profile, "rank": rank, "batch": batch, "threads": torch.get_num_threads(),
-        "base_s": t_base, "lora_unmerged_s": t_unmerged, "merged_s": t_merged,
-        "unmerged_over_base": t_unmerged / t_base, "merged_over_base": t_merged / t_base,
+        "profile": profile,
+        "rank": rank,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "base_s": t_base,
+        "lora_unmerged_s": t_unmerged,
+        "merged_s": t_merged,
+        "unmerged_over_base": t_unmerged / t_base,
+        "merged_over_base": t_merged / t_base,
     }
 
 
@@ -89,26 +95,46 @@ def domain_gap(weights: Path, sites: Path, profile: str) -> dict:
 
 def markdown(res: dict) -> str:
     s = res["sizes"]
-    lines = [f"Command: `{COMMAND}{res['args']}` — {res['machine']}", "",
-             f"Adapter size vs full model ({s['profile']} profile, fp32 state dicts; the paper: 1.8 MB at "
-             "rank 16 vs 28 MB):", "", "| rank | adapter MB | full model MB | adapter / full |", "|---|---|---|---|"]
+    lines = [
+        f"Command: `{COMMAND}{res['args']}` — {res['machine']}",
+        "",
+        f"Adapter size vs full model ({s['profile']} profile, fp32 state dicts; the paper: 1.8 MB at "
+        "rank 16 vs 28 MB):",
+        "",
+        "| rank | adapter MB | full model MB | adapter / full |",
+        "|---|---|---|---|",
+    ]
     for r, v in s["ranks"].items():
         lines.append(f"| {r} | {v['adapter_bytes'] / 1e6:.2f} | {s['full_bytes'] / 1e6:.2f} | {v['fraction']:.3f} |")
     f = res["forward"]
-    lines += ["", f"CPU forward time, {f['profile']} profile, batch {f['batch']}, {f['threads']} threads, "
-              f"rank {f['rank']} (median of runs):", "",
-              "| model | seconds | / base |", "|---|---|---|",
-              f"| base | {f['base_s']:.3f} | 1.00 |",
-              f"| LoRA unmerged | {f['lora_unmerged_s']:.3f} | {f['unmerged_over_base']:.2f} |",
-              f"| LoRA merged | {f['merged_s']:.3f} | {f['merged_over_base']:.2f} |"]
-    for key, title in (("phantom_gap", "Base model (pretrained on the reference site) on each phantom site's test split"),
-                       ("acdc", "Base model trained on ACDC, on ACDC test patients")):
+    lines += [
+        "",
+        f"CPU forward time, {f['profile']} profile, batch {f['batch']}, {f['threads']} threads, "
+        f"rank {f['rank']} (median of runs):",
+        "",
+        "| model | seconds | / base |",
+        "|---|---|---|",
+        f"| base | {f['base_s']:.3f} | 1.00 |",
+        f"| LoRA unmerged | {f['lora_unmerged_s']:.3f} | {f['unmerged_over_base']:.2f} |",
+        f"| LoRA merged | {f['merged_s']:.3f} | {f['merged_over_base']:.2f} |",
+    ]
+    for key, title in (
+        ("phantom_gap", "Base model (pretrained on the reference site) on each phantom site's test split"),
+        ("acdc", "Base model trained on ACDC, on ACDC test patients"),
+    ):
         if res.get(key):
-            lines += ["", f"{title}:", "", "| site | cases | Dice | VOE % | HD mm | HD95 mm | ASSD mm |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"{title}:",
+                "",
+                "| site | cases | Dice | VOE % | HD mm | HD95 mm | ASSD mm |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for site, v in res[key].items():
-                lines.append(f"| {site} | {v['n_cases']} | {v['dice']:.3f} | {v['voe']:.1f} | {v['hd']:.1f} | "
-                             f"{v['hd95']:.1f} | {v['assd']:.2f} |")
+                lines.append(
+                    f"| {site} | {v['n_cases']} | {v['dice']:.3f} | {v['voe']:.1f} | {v['hd']:.1f} | "
+                    f"{v['hd95']:.1f} | {v['assd']:.2f} |"
+                )
     return "\n".join(lines)
 
 

@@ -39,8 +39,12 @@ def test_workflow_properties_pass(kind, workflow_type, tiny_sites, tmp_path):
     root, _ = tiny_sites
     data = root / "sites" / "site-1" if workflow_type == "train" else tmp_path
     wf = ConfigWorkflow(
-        config_file=config_files(kind), meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False, workflow_type=workflow_type, dataset_dir=str(data), output_dir=str(tmp_path),
+        config_file=config_files(kind),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        dataset_dir=str(data),
+        output_dir=str(tmp_path),
         **({} if workflow_type == "infer" else {"load_pretrain": False, "model_dir": str(tmp_path)}),
     )
     wf.initialize()
@@ -53,8 +57,9 @@ def test_workflow_properties_catch_a_missing_trainer(tmp_path, tiny_sites):
     del cfg["train"]["trainer"]
     bad = tmp_path / "train.json"
     bad.write_text(json.dumps(cfg))
-    wf = ConfigWorkflow(config_file=str(bad), logging_file=False, workflow_type="train",
-                        dataset_dir=str(root / "sites" / "site-1"))
+    wf = ConfigWorkflow(
+        config_file=str(bad), logging_file=False, workflow_type="train", dataset_dir=str(root / "sites" / "site-1")
+    )
     wf.initialize()
     with pytest.raises(KeyError, match="train::trainer"):
         wf.check_properties()
@@ -67,8 +72,13 @@ def pretrained(tiny_sites, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain")
     run_workflow(
         "train",
-        {"dataset_dir": str(root / "sites" / "reference"), "output_dir": str(out), "model_dir": str(out),
-         "max_epochs": 1, "progress": False},
+        {
+            "dataset_dir": str(root / "sites" / "reference"),
+            "output_dir": str(out),
+            "model_dir": str(out),
+            "max_epochs": 1,
+            "progress": False,
+        },
     )
     return root, out
 
@@ -94,8 +104,13 @@ def test_pretraining_resumes_after_interruption(pretrained, tmp_path):
     before = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     wf = make_workflow(
         "train",
-        {"dataset_dir": str(root / "sites" / "reference"), "output_dir": str(run_dir), "model_dir": str(run_dir),
-         "max_epochs": 2, "progress": False},
+        {
+            "dataset_dir": str(root / "sites" / "reference"),
+            "output_dir": str(run_dir),
+            "model_dir": str(run_dir),
+            "max_epochs": 2,
+            "progress": False,
+        },
     )
     wf.initialize()
     wf.run()
@@ -110,8 +125,15 @@ def test_lora_override_trains_only_adapters_and_saves_a_plain_model(pretrained, 
     root, out = pretrained
     wf = make_workflow(
         "lora",
-        {"dataset_dir": str(root / "sites" / "site-1"), "output_dir": str(tmp_path), "model_dir": str(tmp_path),
-         "pretrained_path": str(out / "model.pt"), "lora_rank": 4, "max_epochs": 1, "progress": False},
+        {
+            "dataset_dir": str(root / "sites" / "site-1"),
+            "output_dir": str(tmp_path),
+            "model_dir": str(tmp_path),
+            "pretrained_path": str(out / "model.pt"),
+            "lora_rank": 4,
+            "max_epochs": 1,
+            "progress": False,
+        },
     )
     wf.initialize()
     net = wf.parser.get_parsed_content("network")
@@ -136,10 +158,20 @@ def test_monai_algo_drives_a_round(pretrained, tmp_path):
         local_epochs=1,
         config_train_filename=["configs/train.json"],
         config_evaluate_filename=["configs/train.json", "configs/evaluate.json"],
-        train_kwargs={"dataset_dir": str(root / "sites" / "site-1"), "output_dir": str(tmp_path / "t"),
-                      "model_dir": str(tmp_path / "t"), "progress": False, "resume": False},
-        eval_kwargs={"dataset_dir": str(root / "sites" / "site-1"), "output_dir": str(tmp_path / "e"),
-                     "model_dir": str(tmp_path / "e"), "progress": False, "eval_split": "val"},
+        train_kwargs={
+            "dataset_dir": str(root / "sites" / "site-1"),
+            "output_dir": str(tmp_path / "t"),
+            "model_dir": str(tmp_path / "t"),
+            "progress": False,
+            "resume": False,
+        },
+        eval_kwargs={
+            "dataset_dir": str(root / "sites" / "site-1"),
+            "output_dir": str(tmp_path / "e"),
+            "model_dir": str(tmp_path / "e"),
+            "progress": False,
+            "eval_split": "val",
+        },
     )
     algo.initialize(extra={ExtraItems.CLIENT_NAME: "site-1", ExtraItems.APP_ROOT: ""})
     global_weights = torch.load(out / "model.pt", weights_only=True)

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from cardiolora.clinical import (
     MYOCARDIAL_DENSITY_G_PER_ML,
     cardiac_function,
@@ -42,9 +43,7 @@ def _cine(lv: list[int], myo: list[int], rv: list[int]) -> np.ndarray:
 
 VOLUME_CASES = [
     # voxel 8 * 1.5 * 1.25 = 15 mm^3 = 0.015 mL
-    pytest.param(
-        {LV: 7, MYO: 5, RV: 3}, (8.0, 1.5, 1.25), {"LV": 0.105, "MYO": 0.075, "RV": 0.045}, id="aniso"
-    ),
+    pytest.param({LV: 7, MYO: 5, RV: 3}, (8.0, 1.5, 1.25), {"LV": 0.105, "MYO": 0.075, "RV": 0.045}, id="aniso"),
     # voxel 10 * 1 * 1 = 0.01 mL; RV absent
     pytest.param({LV: 100, MYO: 40}, (10.0, 1.0, 1.0), {"LV": 1.0, "MYO": 0.4, "RV": 0.0}, id="no_rv"),
     pytest.param({}, (5.0, 0.5, 0.5), {"LV": 0.0, "MYO": 0.0, "RV": 0.0}, id="background_only"),
@@ -245,17 +244,13 @@ ILL_CASES = [
         r"`label_zyx`: label values must be integers",
         id="float",
     ),
-    pytest.param(
-        lambda: structure_volumes_ml(_P, (1.0, 1.0)), r"`spacing_zyx` must have 3 values", id="spacing_len"
-    ),
+    pytest.param(lambda: structure_volumes_ml(_P, (1.0, 1.0)), r"`spacing_zyx` must have 3 values", id="spacing_len"),
     pytest.param(
         lambda: structure_volumes_ml(_P, (1.0, 0.0, 1.0)),
         r"`spacing_zyx` values must be positive",
         id="spacing_0",
     ),
-    pytest.param(
-        lambda: volume_curve(_P, _SPACING), r"`label_tzyx` must be 4D \(T, Z, Y, X\)", id="curve_3d"
-    ),
+    pytest.param(lambda: volume_curve(_P, _SPACING), r"`label_tzyx` must be 4D \(T, Z, Y, X\)", id="curve_3d"),
     pytest.param(
         lambda: volume_curve(_LAB, (1.0, -2.0, 1.0)),
         r"`spacing_zyx` values must be positive",
@@ -266,9 +261,7 @@ ILL_CASES = [
     pytest.param(lambda: find_ed_es([1.0, float("nan")]), r"`lv_volumes` must be finite", id="ed_es_nan"),
     pytest.param(lambda: ejection_fraction(0.0, 0.0), r"`edv` must be positive", id="ef_edv_zero"),
     pytest.param(lambda: ejection_fraction(-5.0, 1.0), r"`edv` must be positive", id="ef_edv_negative"),
-    pytest.param(
-        lambda: ejection_fraction(float("inf"), 1.0), r"`edv` must be positive and finite", id="ef_edv_inf"
-    ),
+    pytest.param(lambda: ejection_fraction(float("inf"), 1.0), r"`edv` must be positive and finite", id="ef_edv_inf"),
     pytest.param(lambda: ejection_fraction(100.0, -1.0), r"`esv` must be non-negative", id="ef_esv_negative"),
     pytest.param(
         lambda: ejection_fraction(100.0, float("nan")),
@@ -277,9 +270,7 @@ ILL_CASES = [
     ),
     pytest.param(lambda: mosteller_bsa(0.0, 70.0), r"`height_cm` must be positive", id="bsa_height"),
     pytest.param(lambda: mosteller_bsa(170.0, -1.0), r"`weight_kg` must be positive", id="bsa_weight"),
-    pytest.param(
-        lambda: cardiac_function(_LAB, _SPACING, ed=3), r"`ed` must be in \[0, 3\), got 3", id="ed_range"
-    ),
+    pytest.param(lambda: cardiac_function(_LAB, _SPACING, ed=3), r"`ed` must be in \[0, 3\), got 3", id="ed_range"),
     pytest.param(
         lambda: cardiac_function(_LAB, _SPACING, es=-1), r"`es` must be in \[0, 3\), got -1", id="es_negative"
     ),
@@ -296,9 +287,7 @@ ILL_CASES = [
     pytest.param(
         lambda: cardiac_function(_LAB, _SPACING, height_cm=170.0), r"must be given together", id="height_only"
     ),
-    pytest.param(
-        lambda: cardiac_function(_LAB, _SPACING, weight_kg=70.0), r"must be given together", id="weight_only"
-    ),
+    pytest.param(lambda: cardiac_function(_LAB, _SPACING, weight_kg=70.0), r"must be given together", id="weight_only"),
     pytest.param(
         lambda: cardiac_function(_LAB, _SPACING, height_cm=170.0, weight_kg=0.0),
         r"`weight_kg` must be positive",

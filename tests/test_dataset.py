@@ -7,12 +7,11 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import shared_data
 from monai.transforms import LoadImage, ScaleIntensityRangePercentiles
 
 from cardiolora.data.dataset import CardiacSliceDataset, expand_slices, load_datalist, write_datalist
 from cardiolora.data.loaders import CaseRecord, index_acdc_h5
-
-from conftest import shared_data
 
 
 def test_slices_match_monai_nifti_loading(tiny_sites):
@@ -66,8 +65,9 @@ def test_load_datalist_errors(tmp_path, content, key, exc, match):
 
 
 def test_datalist_relative_paths_resolve(tmp_path):
-    write_datalist({"train": [{"image": "a/b.nii.gz", "label": "a/b_gt.nii.gz"}]}, tmp_path / "datalist.json",
-                   meta={"seed": 0})
+    write_datalist(
+        {"train": [{"image": "a/b.nii.gz", "label": "a/b_gt.nii.gz"}]}, tmp_path / "datalist.json", meta={"seed": 0}
+    )
     entry = load_datalist(tmp_path, "train")[0]
     assert entry["image"] == str((tmp_path / "a" / "b.nii.gz").resolve())
     assert json.loads((tmp_path / "datalist.json").read_text())["meta"] == {"seed": 0}

@@ -37,9 +37,7 @@ try:  # the phantom generator is being finished elsewhere; fall back to a tiny s
 except ImportError:  # pragma: no cover - depends on the state of the phantom module
     make_subject = None
 
-RVSC = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rvsc_dicom" / "patient09" / "P09dicom"
-)
+RVSC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rvsc_dicom" / "patient09" / "P09dicom"
 #: float32 keeps ~7 significant digits: the round trip adds at most 4 float32 steps of the maximum
 #: to the writer's documented rescale error (slope / 2).
 F32_STEPS = 4 * float(np.finfo(np.float32).eps)
@@ -99,9 +97,7 @@ def flipped(study: CineStudy) -> CineStudy:
     """The same voxels described with the slice axis reversed (third affine column = -normal)."""
     flip = np.eye(4)
     flip[2, 2], flip[2, 3] = -1.0, study.n_slices - 1
-    return dataclasses.replace(
-        study, image=study.image[:, ::-1].copy(), label=None, affine_lps=study.affine_lps @ flip
-    )
+    return dataclasses.replace(study, image=study.image[:, ::-1].copy(), label=None, affine_lps=study.affine_lps @ flip)
 
 
 def rescale_tol(path: Path, study: CineStudy) -> float:
@@ -306,9 +302,7 @@ def test_scan_describes_every_series(base_folder, small_study):
     assert sa.pixel_spacing == pytest.approx(small_study.spacing_zyx[1:])
     assert sa.modality == "MR" and sa.sop_class_uid == "1.2.840.10008.5.1.4.1.1.4" and not sa.is_enhanced_mr
     assert sa.orientation_consistent and sa.issues == ()
-    assert np.diff(sa.slice_positions_mm) == pytest.approx(
-        [small_study.spacing_zyx[0]] * (small_study.n_slices - 1)
-    )
+    assert np.diff(sa.slice_positions_mm) == pytest.approx([small_study.spacing_zyx[0]] * (small_study.n_slices - 1))
     assert (lax.n_positions, lax.n_phases, lax.description) == (1, 3, "4CH cine")
     assert loc.is_localizer and rejection_reasons(sa) == []
     assert select_short_axis_cine(scan.series) is sa  # a plain list of series works too
@@ -376,9 +370,7 @@ def test_select_prefers_description_hint(tmp_path, small_study):
 
 def test_select_ambiguous_name(tmp_path, small_study):
     for number in (7, 8):
-        write_dicom_cine(
-            small_study, tmp_path, series_number=number, file_prefix=f"S{number}", uid_seed="amb"
-        )
+        write_dicom_cine(small_study, tmp_path, series_number=number, file_prefix=f"S{number}", uid_seed="amb")
     scan = scan_folder(tmp_path)
     with pytest.raises(DicomInputError, match=r"`series` 'sa cine' names 2 series: series 7 'SA cine'"):
         select_short_axis_cine(scan, "sa cine")
@@ -464,9 +456,7 @@ def test_multiframe_frame_without_position(tmp_path, small_study):
     out = to_enhanced_mr(paths, tmp_path / "mf" / "enhanced.dcm")
     edit(
         out,
-        lambda ds: delattr(
-            ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0], "ImagePositionPatient"
-        ),
+        lambda ds: delattr(ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0], "ImagePositionPatient"),
     )
     with pytest.raises(DicomInputError, match=r"enhanced\.dcm \(frame 3\) lacks ImagePositionPatient"):
         read_cine([out])
@@ -628,9 +618,7 @@ ARGUMENT_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("call", "part"), [c[1:] for c in ARGUMENT_ERRORS], ids=[c[0] for c in ARGUMENT_ERRORS]
-)
+@pytest.mark.parametrize(("call", "part"), [c[1:] for c in ARGUMENT_ERRORS], ids=[c[0] for c in ARGUMENT_ERRORS])
 def test_argument_errors(base_folder, call, part):
     with pytest.raises(DicomInputError, match=part.replace("`", ".")):
         call(base_folder)
@@ -761,12 +749,8 @@ def test_rvsc_folder_with_contour_files(rvsc):
     """The patient folder also holds contour text files: reported, and named after the read error."""
     scan = scan_folder(rvsc.parent)
     assert len(scan.series) == 1 and scan.series[0].n_positions == 3
-    assert scan.problems and all(
-        "not a DICOM file" in p.reason and p.path.parent != rvsc for p in scan.problems
-    )
-    with pytest.raises(
-        DicomInputError, match=r"inconsistent number of phases .* left out: .*not a DICOM file"
-    ):
+    assert scan.problems and all("not a DICOM file" in p.reason and p.path.parent != rvsc for p in scan.problems)
+    with pytest.raises(DicomInputError, match=r"inconsistent number of phases .* left out: .*not a DICOM file"):
         read_short_axis_cine(rvsc.parent)
 
 
@@ -816,9 +800,7 @@ def test_rvsc_consistent_subset(rvsc, numbers, first, times, spread):
             np.testing.assert_allclose(
                 study.affine_lps @ [0, 0, z, 1], [*map(float, ds.ImagePositionPatient), 1], atol=1e-4
             )
-            np.testing.assert_array_equal(
-                study.image[t, z], ds.pixel_array.astype(np.float32)
-            )  # no rescale tags
+            np.testing.assert_array_equal(study.image[t, z], ds.pixel_array.astype(np.float32))  # no rescale tags
     # Pixel (row 10, column 20) of slice 1 lies where DICOM's geometry puts it.
     ds = pydicom.dcmread(study.meta["source_files"][0][1])
     o = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)

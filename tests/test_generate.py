@@ -84,8 +84,9 @@ def test_truth_table_and_datalists(tiny_sites):
 def test_rerun_reuses_and_other_settings_are_refused(tiny_sites):
     root, manifest = tiny_sites
     before = (root / "truth.csv").stat().st_mtime_ns
-    again = generate_sites(root, [SiteSpec(**s) for s in manifest["settings"]["sites"]], seed=7,
-                           dicom_subjects=1, progress=False)
+    again = generate_sites(
+        root, [SiteSpec(**s) for s in manifest["settings"]["sites"]], seed=7, dicom_subjects=1, progress=False
+    )
     assert again == manifest
     assert (root / "truth.csv").stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="manifest.json: this folder holds phantoms generated with other settings"):
@@ -118,11 +119,24 @@ def test_bad_site_lists(tmp_path, sites, match):
 
 def test_cli_phantoms_and_datalist(tmp_path, capsys):
     out = tmp_path / "ph"
-    assert main(["phantoms", "--out", str(out), "--site", "x:philips:3", "--dicom-subjects", "0",
-                 "--no-progress"]) == 0
+    assert main(["phantoms", "--out", str(out), "--site", "x:philips:3", "--dicom-subjects", "0", "--no-progress"]) == 0
     assert "montage" in capsys.readouterr().out
-    assert main(["datalist", "--source", str(out / "mnms2"), "--out", str(tmp_path / "ds"),
-                 "--split-by", "VENDOR", "--value", "philips"]) == 0
+    assert (
+        main(
+            [
+                "datalist",
+                "--source",
+                str(out / "mnms2"),
+                "--out",
+                str(tmp_path / "ds"),
+                "--split-by",
+                "VENDOR",
+                "--value",
+                "philips",
+            ]
+        )
+        == 0
+    )
     dl = json.loads((tmp_path / "ds" / "datalist.json").read_text())
     assert len(dl["train"]) + len(dl["val"]) + len(dl["test"]) == 6
 

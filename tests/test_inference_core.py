@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
@@ -18,8 +19,6 @@ from cardiolora.networks import lora_unet
 from cardiolora.predict import predict_volume, predict_zyx
 from cardiolora.transforms import SpacingFromPixdim, affine_with_spacing
 
-from conftest import shared_data
-
 
 def test_predict_keeps_the_input_grid():
     torch.manual_seed(0)
@@ -27,8 +26,9 @@ def test_predict_keeps_the_input_grid():
     img = np.random.default_rng(0).random((5, 90, 70)).astype(np.float32)  # (Z, Y, X)
     lab = predict_zyx(net, img, (8.0, 1.3, 1.1), "quick")
     assert lab.shape == img.shape and lab.dtype == np.uint8
-    probs = predict_volume(net, img.transpose(2, 1, 0), np.diag([1.1, 1.3, 8.0, 1.0]), "quick",
-                           return_probabilities=True)
+    probs = predict_volume(
+        net, img.transpose(2, 1, 0), np.diag([1.1, 1.3, 8.0, 1.0]), "quick", return_probabilities=True
+    )
     assert probs.shape == (4, 70, 90, 5)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-4)  # interpolated softmax still sums to one
     np.testing.assert_array_equal(probs.argmax(0).transpose(2, 1, 0), lab)

@@ -94,9 +94,7 @@ def make_acdc(root: Path, n: int = 2) -> Path:
         pdir.mkdir(parents=True)
         es = 9 + i
         group = "DCM" if i % 2 else "NOR"
-        (pdir / "Info.cfg").write_text(
-            f"ED: 1\nES: {es}\nGroup: {group}\nHeight: 17{i}.0\nNbFrame: 30\nWeight: 7{i}\n"
-        )
+        (pdir / "Info.cfg").write_text(f"ED: 1\nES: {es}\nGroup: {group}\nHeight: 17{i}.0\nNbFrame: 30\nWeight: 7{i}\n")
         for frame, shift in ((1, 0), (es, 1)):
             label = to_acdc(phantom_label(shift=shift))
             affine = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -252,9 +250,7 @@ def test_index_acdc_meta(tmp_path: Path, layout: str) -> None:
     by_id = {r.case_id: r for r in records}
     assert by_id["patient002_ED"].meta == {"frame": 1, "n_frames": 30, "height_cm": 172.0, "weight_kg": 72.0}
     assert by_id["patient002_ES"].meta["frame"] == 11
-    assert by_id["patient002_ES"].image.endswith(
-        "patient002_frame11" + (".h5" if layout == "acdc_h5" else ".nii.gz")
-    )
+    assert by_id["patient002_ES"].image.endswith("patient002_frame11" + (".h5" if layout == "acdc_h5" else ".nii.gz"))
 
 
 def test_index_mnms2_meta(tmp_path: Path) -> None:
@@ -262,11 +258,7 @@ def test_index_mnms2_meta(tmp_path: Path) -> None:
     r = records[2]
     assert (r.case_id, r.group, r.vendor) == ("002_ED", "LV", "GE")
     assert r.meta == {"subject_code": 2, "sex": "M", "age": 42, "scanner": "Signa", "field": 3.0}
-    assert (
-        r.image.endswith("002_SA_ED.nii.gz")
-        and r.label is not None
-        and r.label.endswith("002_SA_ED_gt.nii.gz")
-    )
+    assert r.image.endswith("002_SA_ED.nii.gz") and r.label is not None and r.label.endswith("002_SA_ED_gt.nii.gz")
 
 
 MNMS2_VARIANTS = [
@@ -291,9 +283,7 @@ def test_index_acdc_official_subfolders(tmp_path: Path) -> None:
     make_acdc(tmp_path / "database" / "training", n=2)
     make_acdc(tmp_path / "database" / "testing_tmp", n=1)
     (tmp_path / "database" / "testing_tmp").rename(tmp_path / "database" / "testing")
-    shutil.move(
-        tmp_path / "database" / "testing" / "patient001", tmp_path / "database" / "testing" / "patient101"
-    )
+    shutil.move(tmp_path / "database" / "testing" / "patient001", tmp_path / "database" / "testing" / "patient101")
     for f in sorted((tmp_path / "database" / "testing" / "patient101").iterdir()):
         f.rename(f.with_name(f.name.replace("patient001", "patient101")))
     records = index_acdc(tmp_path / "database")
@@ -451,9 +441,7 @@ INDEX_ILL = [
 ]
 
 
-@pytest.mark.parametrize(
-    "name,layout,breaker,path_part,reason_part,n_left", INDEX_ILL, ids=[c[0] for c in INDEX_ILL]
-)
+@pytest.mark.parametrize("name,layout,breaker,path_part,reason_part,n_left", INDEX_ILL, ids=[c[0] for c in INDEX_ILL])
 def test_index_ill(
     tmp_path: Path,
     name: str,
@@ -537,9 +525,7 @@ def test_detect_layout_several(tmp_path: Path) -> None:
     assert len(index_dataset(tmp_path, layout="acdc")) == 4
 
 
-@pytest.mark.parametrize(
-    "kwargs,match", [({"layout": "nifti"}, "`layout`"), ({"on_error": "ignore"}, "`on_error`")]
-)
+@pytest.mark.parametrize("kwargs,match", [({"layout": "nifti"}, "`layout`"), ({"on_error": "ignore"}, "`on_error`")])
 def test_index_dataset_ill_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     make_acdc(tmp_path)
     with pytest.raises(ValueError, match=match):
@@ -800,9 +786,7 @@ def test_load_case_ill(tmp_path: Path, name: str) -> None:
     assert reason_part in info.value.reason, info.value.reason
 
 
-@pytest.mark.parametrize(
-    "name", ["shape_mismatch", "affine_mismatch", "spacing_mismatch", "non_finite_image"]
-)
+@pytest.mark.parametrize("name", ["shape_mismatch", "affine_mismatch", "spacing_mismatch", "non_finite_image"])
 def test_load_case_check_false(tmp_path: Path, name: str) -> None:
     """check=False skips the consistency checks (not the label values, which remapping needs)."""
     record, _, _ = LOAD_ILL[name](tmp_path)
@@ -848,9 +832,7 @@ REAL_INDEX = [
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(
-    "folder,indexer,n_patients,n_records,groups", REAL_INDEX, ids=[c[0] for c in REAL_INDEX]
-)
+@pytest.mark.parametrize("folder,indexer,n_patients,n_records,groups", REAL_INDEX, ids=[c[0] for c in REAL_INDEX])
 def test_real_index(
     folder: str, indexer: Callable[..., IndexResult], n_patients: int, n_records: int, groups: dict[str, int]
 ) -> None:

@@ -172,9 +172,7 @@ UNET_ARGS = {
 }
 
 
-def _make_layer(
-    conv_type: type[nn.Module], kwargs: dict, rank: int, alpha: float | None = None, seed: int = 0
-):
+def _make_layer(conv_type: type[nn.Module], kwargs: dict, rank: int, alpha: float | None = None, seed: int = 0):
     torch.manual_seed(seed)
     base = conv_type(**kwargs)
     reference = copy.deepcopy(base)
@@ -296,9 +294,7 @@ def test_reset_adapter_is_deterministic_and_commits_a_merge(name, conv_type, kwa
 @pytest.mark.parametrize("conv_type", [nn.ConvTranspose2d, nn.ConvTranspose3d])
 def test_transposed_output_size(conv_type):
     dims = 2 if conv_type is nn.ConvTranspose2d else 3
-    layer, reference = _make_layer(
-        conv_type, {"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2}, 2
-    )
+    layer, reference = _make_layer(conv_type, {"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2}, 2)
     x = _input((1, 2) + (3,) * dims)
     size = (8,) * dims  # 7 without output_size; 8 needs output_padding 1
     assert torch.equal(layer(x, output_size=size), reference(x, output_size=size))
@@ -387,9 +383,7 @@ def test_bad_hyperparameters(kwargs, match):
     ids=["groups", "groups_transposed", "padding_mode", "conv1d", "linear", "lazy"],
 )
 def test_unsupported_module(module, match):
-    with pytest.raises(
-        ValueError, match=rf"`enc\.conv`.*{match}|{match}.*`enc\.conv`|`enc\.conv` has {match}"
-    ):
+    with pytest.raises(ValueError, match=rf"`enc\.conv`.*{match}|{match}.*`enc\.conv`|`enc\.conv` has {match}"):
         LoRAConv(module, rank=2, name="enc.conv")
 
 

@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from cardiolora.labels import LV, MYO, RV
 from cardiolora.metrics import (
     METRICS,
@@ -21,7 +23,6 @@ from cardiolora.metrics import (
     surface_distances,
     voe,
 )
-from scipy import ndimage
 
 TOL = 1e-5
 NAN = float("nan")
@@ -325,9 +326,7 @@ MFD_CASES = [
         id="torch_one_hot_BCHW",
     ),
     pytest.param(lambda x: torch.as_tensor(x)[:, None].float(), torch.as_tensor, id="torch_B1HW_vs_BHW"),
-    pytest.param(
-        lambda x: torch.as_tensor(_one_hot(x) * 5.0 - 1.0), lambda x: x[:, None], id="scores_vs_numpy_B1HW"
-    ),
+    pytest.param(lambda x: torch.as_tensor(_one_hot(x) * 5.0 - 1.0), lambda x: x[:, None], id="scores_vs_numpy_B1HW"),
 ]
 
 
@@ -423,20 +422,12 @@ _L2 = np.zeros((4, 4), dtype=np.uint8)
 _OK_SCORES = segmentation_scores(_L2, _L2, (1.0, 1.0))
 
 ILL_CASES = [
-    pytest.param(
-        lambda: dice(_M2, np.zeros((4, 5))), r"same shape, got \(4, 4\) and \(4, 5\)", id="dice_shape"
-    ),
-    pytest.param(
-        lambda: voe(_M2, np.zeros((3, 4))), r"same shape, got \(4, 4\) and \(3, 4\)", id="voe_shape"
-    ),
+    pytest.param(lambda: dice(_M2, np.zeros((4, 5))), r"same shape, got \(4, 4\) and \(4, 5\)", id="dice_shape"),
+    pytest.param(lambda: voe(_M2, np.zeros((3, 4))), r"same shape, got \(4, 4\) and \(3, 4\)", id="voe_shape"),
     pytest.param(lambda: dice(_L2 + 2, _M2), r"`pred` must be a binary mask", id="dice_not_binary"),
-    pytest.param(
-        lambda: dice(_M2, np.full((4, 4), 0.5)), r"`gt` must hold integer values", id="dice_non_integer"
-    ),
+    pytest.param(lambda: dice(_M2, np.full((4, 4), 0.5)), r"`gt` must hold integer values", id="dice_non_integer"),
     pytest.param(lambda: dice(np.full((4, 4), "a"), _M2), r"`pred` has dtype", id="dice_bad_dtype"),
-    pytest.param(
-        lambda: surface(np.full((3, 3), 2)), r"`mask` must be a binary mask", id="surface_not_binary"
-    ),
+    pytest.param(lambda: surface(np.full((3, 3), 2)), r"`mask` must be a binary mask", id="surface_not_binary"),
     pytest.param(
         lambda: surface_distances(_M2, np.zeros((2, 4, 4)), (1.0, 1.0)),
         r"`pred` and `gt` must have the same shape, got \(4, 4\) and \(2, 4, 4\)",
@@ -452,9 +443,7 @@ ILL_CASES = [
     ),
     pytest.param(lambda: assd(_M2, _M2, 1.0), r"`spacing` must have one value per axis", id="spacing_scalar"),
     pytest.param(lambda: assd(_M2, _M2, (1.0, 0.0)), r"`spacing` values must be positive", id="spacing_zero"),
-    pytest.param(
-        lambda: assd(_M2, _M2, (-1.0, 1.0)), r"`spacing` values must be positive", id="spacing_negative"
-    ),
+    pytest.param(lambda: assd(_M2, _M2, (-1.0, 1.0)), r"`spacing` values must be positive", id="spacing_negative"),
     pytest.param(
         lambda: assd(_M2, _M2, (np.inf, 1.0)),
         r"`spacing` values must be positive and finite",

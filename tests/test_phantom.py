@@ -32,9 +32,7 @@ TOL = 1e-5
 
 
 @cache
-def _subject(
-    seed: int, profile: str = "reference", phases: str = "ed_es", n_phases: int | None = None
-) -> CineStudy:
+def _subject(seed: int, profile: str = "reference", phases: str = "ed_es", n_phases: int | None = None) -> CineStudy:
     """Cached subjects: rendering is the slow part, every test only reads them."""
     return make_subject(seed, profile, phases=phases, n_phases=n_phases)
 

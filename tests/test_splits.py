@@ -19,9 +19,7 @@ def ids(n: int, prefix: str = "patient") -> list[str]:
     return [f"{prefix}{i:03d}" for i in range(1, n + 1)]
 
 
-def records_of(
-    patients: list[str], group_of: dict[str, str] | None = None, source: str = "acdc"
-) -> list[CaseRecord]:
+def records_of(patients: list[str], group_of: dict[str, str] | None = None, source: str = "acdc") -> list[CaseRecord]:
     """ED and ES records of each patient."""
     return [
         CaseRecord(
@@ -184,9 +182,7 @@ def test_real_acdc_split() -> None:
     """The 80 HDF5 patients split by group; the NIfTI copies of the same patients follow them."""
     h5_root, nifti_root = SHARED_DATA / "acdc_h5", SHARED_DATA / "acdc"
     if not (h5_root.is_dir() and nifti_root.is_dir()):
-        pytest.skip(
-            f"real data folders {h5_root} / {nifti_root} absent (only CI and development machines have them)"
-        )
+        pytest.skip(f"real data folders {h5_root} / {nifti_root} absent (only CI and development machines have them)")
     records = list(index_acdc_h5(h5_root)) + list(index_acdc(nifti_root))
     parts = split_records(records, seed=0, stratify="group")
     patients = {name: {r.patient_id for r in part} for name, part in parts.items()}

@@ -325,18 +325,14 @@ def test_acdc_layout_reads_back(tmp_path: Path, n_phases: int, ed: int, es: int)
     root = write_acdc([study], tmp_path / "acdc", start_index=3)
     folder = root / "patient003"
     names = sorted(p.name for p in folder.iterdir())
-    expected = ["Info.cfg"] + [
-        f"patient003_frame{p + 1:02d}{gt}.nii.gz" for p in (ed, es) for gt in ("", "_gt")
-    ]
+    expected = ["Info.cfg"] + [f"patient003_frame{p + 1:02d}{gt}.nii.gz" for p in (ed, es) for gt in ("", "_gt")]
     if n_phases > 2:
         expected.append("patient003_4d.nii.gz")
     assert names == sorted(expected)
     for phase in (ed, es):
         stem = folder / f"patient003_frame{phase + 1:02d}"
         _check_nifti(Path(f"{stem}.nii.gz"), study, study.image[phase], "float32")
-        gt = _check_nifti(
-            Path(f"{stem}_gt.nii.gz"), study, project_to_source(study.label[phase], "acdc"), "uint8"
-        )
+        gt = _check_nifti(Path(f"{stem}_gt.nii.gz"), study, project_to_source(study.label[phase], "acdc"), "uint8")
         gt_tzyx = _nib_to_tzyx(np.asarray(gt.dataobj))
         # ACDC convention: 3 is the LV cavity, 1 the RV cavity.
         assert np.array_equal(gt_tzyx == 3, study.label[phase] == 1)
@@ -492,9 +488,7 @@ def test_dicom_read_by_highdicom(tmp_path: Path, flip_slices: bool) -> None:
         volume = hd.get_volume_from_series(datasets)
         assert volume.array.shape == (study.n_slices, 20, 24)
         reversed_slices = float(np.dot(volume.affine[:3, 0], study.affine_lps[:3, 2])) < 0
-        np.testing.assert_allclose(
-            volume.affine, _expected_highdicom_affine(study, reversed_slices), atol=1e-4
-        )
+        np.testing.assert_allclose(volume.affine, _expected_highdicom_affine(study, reversed_slices), atol=1e-4)
         array = volume.array[::-1] if reversed_slices else volume.array
         np.testing.assert_allclose(array, study.image[t], rtol=0, atol=slope / 2 * (1 + 1e-9) + 1e-9)
         assert volume.frame_of_reference_uid == datasets[0].FrameOfReferenceUID

@@ -47,7 +47,9 @@ def config_files(kind: str, bundle: str | os.PathLike | None = None) -> list[str
 
 
 def make_workflow(
-    kind: str, overrides: Mapping[str, Any] | None = None, bundle: str | os.PathLike | None = None,
+    kind: str,
+    overrides: Mapping[str, Any] | None = None,
+    bundle: str | os.PathLike | None = None,
     extra_configs: Sequence[str] = (),
 ) -> ConfigWorkflow:
     """Build (not run) a bundle workflow with overrides.

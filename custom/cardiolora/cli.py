@@ -37,7 +37,8 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"phantom sites in {out}:")
     for name, info in manifest["sites"].items():
-        print(f"  {name:10s} profile={info['profile']:9s} subjects={info['n_subjects']:3d} datalist={out / info['datalist']}")
+        print(f"  {name:10s} profile={info['profile']:9s} subjects={info['n_subjects']:3d} ", end="")
+        print(f"datalist={out / info['datalist']}")
     print(f"  layouts: {out / 'mnms2'}, {out / 'acdc'}, {out / 'dicom'}; truth: {out / 'truth.csv'}")
     print(f"  montage: {out / 'montage.png'}")
     return 0
@@ -68,14 +69,17 @@ def _build_datalist(args: argparse.Namespace, out: Path) -> Path:
         if not records:
             raise ValueError(f"--split-by {args.split_by}: no case has a value in {args.value}.")
     spacing = args.in_plane_spacing
-    if spacing is None and (args.layout == "acdc_h5" or (args.layout == "auto" and detect_layout(args.source) == "acdc_h5")):
+    if spacing is None and (
+        args.layout == "acdc_h5" or (args.layout == "auto" and detect_layout(args.source) == "acdc_h5")
+    ):
         spacing = H5_NOMINAL_SPACING_MM
-        print(f"the HDF5 layout holds no voxel spacing: assuming {spacing} mm in-plane (--in-plane-spacing)",
-              file=sys.stderr)
+        print(
+            f"the HDF5 layout holds no voxel spacing: assuming {spacing} mm in-plane (--in-plane-spacing)",
+            file=sys.stderr,
+        )
     if spacing:
         records = [
-            CaseRecord.from_dict({**r.to_dict(), "meta": {**r.meta, "in_plane_spacing_mm": spacing}})
-            for r in records
+            CaseRecord.from_dict({**r.to_dict(), "meta": {**r.meta, "in_plane_spacing_mm": spacing}}) for r in records
         ]
     return site_datalist(records, out, args.seed, tuple(args.ratios), {"source": str(args.source)})
 
@@ -89,7 +93,6 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from cardiolora.bundle import run_workflow
-
     from cardiolora.data.dataset import DATALIST_NAME
 
     out = Path(args.out)
@@ -119,8 +122,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     run_workflow(kind, overrides)
     digest = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     (out / "model.sha256").write_text(f"{digest}  model.pt\n")
-    print(f"weights: {out / 'model.pt'} (best validation mean Dice), sha256 {digest}; "
-          f"curve: {out / 'val_curve.png'}; {time.time() - start:.0f} s")
+    print(
+        f"weights: {out / 'model.pt'} (best validation mean Dice), sha256 {digest}; "
+        f"curve: {out / 'val_curve.png'}; {time.time() - start:.0f} s"
+    )
     return 0
 
 
@@ -153,8 +158,11 @@ def _data_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--value", nargs="+", default=[])
     q.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1])
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--in-plane-spacing", type=float,
-                   help=f"mm, for sources without spacing (ACDC HDF5; default {H5_NOMINAL_SPACING_MM})")
+    q.add_argument(
+        "--in-plane-spacing",
+        type=float,
+        help=f"mm, for sources without spacing (ACDC HDF5; default {H5_NOMINAL_SPACING_MM})",
+    )
     q.add_argument("--skip-bad", action="store_true", help="report bad patients and go on")
 
 
@@ -166,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("phantoms", help="generate multi-vendor phantom sites (NIfTI, ACDC, M&Ms-2, DICOM)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--site", type=_site_arg, action="append",
-                   help="NAME:PROFILE:N_SUBJECTS (repeat); default: reference + 3 sites")
+    q.add_argument(
+        "--site", type=_site_arg, action="append", help="NAME:PROFILE:N_SUBJECTS (repeat); default: reference + 3 sites"
+    )
     q.add_argument("--dicom-subjects", type=int, default=1, help="subjects per site also written as DICOM cines")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_phantoms)
@@ -179,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_datalist)
 
     q = sub.add_parser("pretrain", help="train the base U-Net (or a local LoRA with --lora-rank) with the bundle")
-    q.add_argument("--data", required=True,
-                   help="dataset folder holding datalist.json, or a raw ACDC / ACDC-HDF5 / M&Ms-2 folder")
+    q.add_argument(
+        "--data", required=True, help="dataset folder holding datalist.json, or a raw ACDC / ACDC-HDF5 / M&Ms-2 folder"
+    )
     q.add_argument("--out", required=True, help="run folder (checkpoints, model.pt, curves)")
     _data_options(q)
     q.add_argument("--profile", default="quick", choices=["quick", "paper"])

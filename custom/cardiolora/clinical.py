@@ -67,9 +67,7 @@ def _voxel_ml(spacing_zyx: Any) -> float:
     """Voxel volume in mL of a positive finite 3-element `spacing_zyx` (mm)."""
     s = np.atleast_1d(np.asarray(_to_numpy(spacing_zyx), dtype=np.float64))
     if s.ndim != 1 or s.size != 3:
-        raise ValueError(
-            f"`spacing_zyx` must have 3 values (slice, row, column spacing in mm), got {s.tolist()}."
-        )
+        raise ValueError(f"`spacing_zyx` must have 3 values (slice, row, column spacing in mm), got {s.tolist()}.")
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise ValueError(f"`spacing_zyx` values must be positive and finite (mm), got {s.tolist()}.")
     return float(np.prod(s)) / 1000.0

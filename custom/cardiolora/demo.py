@@ -80,12 +80,17 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True) -> di
     load_weights(net, weights)
     base = {}
     for name in manifest["sites"]:
-        rows = evaluate_records(net, load_datalist(phantoms / "sites" / name, "test"), profile, torch.device("cpu"),
-                                distances=False)
+        rows = evaluate_records(
+            net, load_datalist(phantoms / "sites" / name, "test"), profile, torch.device("cpu"), distances=False
+        )
         base[name] = sum(r["mean_fg_dice"] for r in rows) / len(rows)
         print(f"  {name:10s} mean foreground Dice {base[name]:.3f} ({len(rows)} test cases)")
-    summary = {"phantoms": str(phantoms), "pretrain": str(weights), "base_dice": base,
-               "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "phantoms": str(phantoms),
+        "pretrain": str(weights),
+        "base_dice": base,
+        "seconds": round(time.time() - t0, 1),
+    }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\ndone in {summary['seconds']} s; summary: {workdir / 'summary.json'}")
     return summary

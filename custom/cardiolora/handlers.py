@@ -121,8 +121,9 @@ class MetricCurve:
         stem: file stem.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, metric_name: str, evaluator: Engine,
-                 stem: str = "val_curve") -> None:
+    def __init__(
+        self, output_dir: str | os.PathLike, metric_name: str, evaluator: Engine, stem: str = "val_curve"
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.metric_name = metric_name
         self.evaluator = evaluator
@@ -141,8 +142,10 @@ class MetricCurve:
     def record(self, engine: Engine) -> None:
         """Append this epoch's values and redraw the curve."""
         value = self.evaluator.state.metrics.get(self.metric_name)
-        row: dict[str, Any] = {"epoch": int(engine.state.epoch),
-                               self.metric_name: None if value is None else float(value)}
+        row: dict[str, Any] = {
+            "epoch": int(engine.state.epoch),
+            self.metric_name: None if value is None else float(value),
+        }
         out = engine.state.output
         out = out[0] if isinstance(out, list) and out else out
         if isinstance(out, Mapping) and "loss" in out:

@@ -123,8 +123,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray, names: tuple[str, str] = ("pre
     """Raise ValueError unless `pred` and `gt` have the same 2D or 3D shape."""
     if pred.shape != gt.shape:
         raise ValueError(
-            f"`{names[0]}` and `{names[1]}` must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(gt.shape)}."
+            f"`{names[0]}` and `{names[1]}` must have the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}."
         )
     if pred.ndim not in (2, 3):
         raise ValueError(
@@ -136,9 +135,7 @@ def _check_spacing(spacing: Any, ndim: int) -> np.ndarray:
     """Return `spacing` as a float64 vector of length `ndim` of positive finite values."""
     s = np.atleast_1d(np.asarray(_to_numpy(spacing), dtype=np.float64))
     if s.ndim != 1 or s.size != ndim:
-        raise ValueError(
-            f"`spacing` must have one value per axis ({ndim} for {ndim}D arrays), got {s.tolist()}."
-        )
+        raise ValueError(f"`spacing` must have one value per axis ({ndim} for {ndim}D arrays), got {s.tolist()}.")
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise ValueError(f"`spacing` values must be positive and finite (mm), got {s.tolist()}.")
     return s
@@ -527,8 +524,7 @@ def aggregate_scores(
     for i, case in enumerate(scores):
         if list(case.keys()) != keys:
             raise ValueError(
-                f"`scores` cases must have the same entries: case 0 has {keys}, case {i} has "
-                f"{list(case.keys())}."
+                f"`scores` cases must have the same entries: case 0 has {keys}, case {i} has {list(case.keys())}."
             )
         for name in keys:
             missing = [m for m in METRICS if m not in case[name]]
@@ -605,8 +601,7 @@ def mean_foreground_dice(pred_label: Any, gt_label: Any) -> float:
     g = _batch_labels(gt_label, "gt_label")
     if p.shape != g.shape:
         raise ValueError(
-            f"`pred_label` and `gt_label` must have the same batch and spatial shape, got {p.shape} "
-            f"and {g.shape}."
+            f"`pred_label` and `gt_label` must have the same batch and spatial shape, got {p.shape} and {g.shape}."
         )
     b = p.shape[0]
     if b == 0 or p[0].size == 0:

@@ -22,9 +22,7 @@ def project_root() -> Path:
     env = os.environ.get("CARDIOLORA_HOME")
     root = Path(env) if env else Path(__file__).resolve().parents[2]
     if not (root / "bundles").is_dir():
-        raise FileNotFoundError(
-            f"{root / 'bundles'}: not found; set CARDIOLORA_HOME to the project checkout."
-        )
+        raise FileNotFoundError(f"{root / 'bundles'}: not found; set CARDIOLORA_HOME to the project checkout.")
     return root
 
 

@@ -77,7 +77,9 @@ class SpacingFromPixdim(Transform):
         fixed = affine_with_spacing(affine, pixdim[1:4])
         logger.warning(
             "%s: affine voxel sizes %s differ from the header pixdim %s; using pixdim",
-            img.meta.get("filename_or_obj", "image"), np.round(norms, 4).tolist(), pixdim[1:4].tolist(),
+            img.meta.get("filename_or_obj", "image"),
+            np.round(norms, 4).tolist(),
+            pixdim[1:4].tolist(),
         )
         img.affine = torch.as_tensor(fixed, dtype=img.affine.dtype)
         return img

@@ -187,9 +187,7 @@ def write_datalist(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    content: dict = {
-        k: [r.to_dict() if isinstance(r, CaseRecord) else dict(r) for r in v] for k, v in splits.items()
-    }
+    content: dict = {k: [r.to_dict() if isinstance(r, CaseRecord) else dict(r) for r in v] for k, v in splits.items()}
     if meta:
         content["meta"] = dict(meta)
     tmp = path.with_name(path.name + ".tmp")

@@ -121,7 +121,13 @@ def generate_sites(
     from tqdm.auto import tqdm
 
     from cardiolora.data.phantom import make_subject
-    from cardiolora.data.writers import write_acdc, write_dicom_cine, write_dicom_localizers, write_mnms2, write_truth
+    from cardiolora.data.writers import (
+        write_acdc,
+        write_dicom_cine,
+        write_dicom_localizers,
+        write_mnms2,
+        write_truth,
+    )
 
     _check_sites(sites)
     out = Path(out_dir)
@@ -187,8 +193,11 @@ def generate_sites(
     bar.close()
     write_truth(all_studies, out / "truth.csv")
     write_truth(all_studies, out / "truth.json")
-    montage(out / "montage.png", {s.name: [st for st in all_studies if st.meta["site"] == s.name] for s in sites},
-            {s.name: s.profile for s in sites})
+    montage(
+        out / "montage.png",
+        {s.name: [st for st in all_studies if st.meta["site"] == s.name] for s in sites},
+        {s.name: s.profile for s in sites},
+    )
     manifest = {"settings": settings, "complete": True, "sites": site_info}
     tmp = manifest_path.with_name("manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1))

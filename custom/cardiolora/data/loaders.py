@@ -231,9 +231,7 @@ class CaseRecord:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(
-                f"CaseRecord.from_dict: unknown keys {unknown}; expected a subset of {sorted(names)}."
-            )
+            raise ValueError(f"CaseRecord.from_dict: unknown keys {unknown}; expected a subset of {sorted(names)}.")
         required = ("case_id", "patient_id", "phase", "image", "source")
         missing = [k for k in required if k not in data]
         if missing:

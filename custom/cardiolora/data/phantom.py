@@ -177,14 +177,10 @@ class ScannerProfile:
         object.__setattr__(self, "tissue_intensity", MappingProxyType(dict(self.tissue_intensity)))
         for name in ("field_strength_t", "gamma", "blood_level", "stored_max", "psf_fwhm_mm"):
             if not getattr(self, name) > 0:
-                raise ValueError(
-                    f"`{name}` of profile {self.name!r} must be positive, got {getattr(self, name)}."
-                )
+                raise ValueError(f"`{name}` of profile {self.name!r} must be positive, got {getattr(self, name)}.")
         for name in ("bias_strength", "noise_sigma", "texture_strength"):
             if not getattr(self, name) >= 0:
-                raise ValueError(
-                    f"`{name}` of profile {self.name!r} must be >= 0, got {getattr(self, name)}."
-                )
+                raise ValueError(f"`{name}` of profile {self.name!r} must be >= 0, got {getattr(self, name)}.")
         if self.blood_level >= self.stored_max:
             raise ValueError(f"`blood_level` of profile {self.name!r} must be below `stored_max`.")
         _check_range("pixel_spacing_mm", self.pixel_spacing_mm)
@@ -195,8 +191,7 @@ class ScannerProfile:
             raise ValueError(f"`n_phases` of profile {self.name!r} must start at >= 2, got {self.n_phases}.")
         if not self.matrix_sizes or any(len(m) != 2 or min(m) < 32 for m in self.matrix_sizes):
             raise ValueError(
-                f"`matrix_sizes` of profile {self.name!r} must be (rows, cols) pairs >= 32, "
-                f"got {self.matrix_sizes}."
+                f"`matrix_sizes` of profile {self.name!r} must be (rows, cols) pairs >= 32, got {self.matrix_sizes}."
             )
 
 
@@ -266,8 +261,7 @@ PROFILES: dict[str, ScannerProfile] = {
             slice_thickness_mm=(7.0, 8.0),
             slice_gap_mm=(1.0, 3.0),
             n_phases=(22, 28),
-            description="Stylised Siemens 3 T site: sharper, higher SNR, darker myocardium and a "
-            "strong B1 bias field.",
+            description="Stylised Siemens 3 T site: sharper, higher SNR, darker myocardium and a strong B1 bias field.",
         ),
         ScannerProfile(
             name="ge",
@@ -355,9 +349,7 @@ def get_profile(name_or_profile: str | ScannerProfile) -> ScannerProfile:
     if isinstance(name_or_profile, ScannerProfile):
         return name_or_profile
     if not isinstance(name_or_profile, str):
-        raise ValueError(
-            f"`profile` must be a profile name or a ScannerProfile, got {type(name_or_profile).__name__}."
-        )
+        raise ValueError(f"`profile` must be a profile name or a ScannerProfile, got {type(name_or_profile).__name__}.")
     key = name_or_profile.strip().lower()
     if key not in PROFILES:
         raise ValueError(f"`profile` {name_or_profile!r} is unknown; known profiles: {sorted(PROFILES)}.")
@@ -413,8 +405,7 @@ def contraction_curve(
         raise ValueError(f"`diastasis_level` must be in [0, 1), got {diastasis_level}.")
     if not t_es + fill_duration <= atrial_start < 1:
         raise ValueError(
-            f"`atrial_start` must be in [t_es + fill_duration, 1) = [{t_es + fill_duration}, 1), "
-            f"got {atrial_start}."
+            f"`atrial_start` must be in [t_es + fill_duration, 1) = [{t_es + fill_duration}, 1), got {atrial_start}."
         )
     tt = np.mod(np.asarray(t, dtype=np.float64), 1.0)
 
@@ -469,9 +460,7 @@ def fourier_contour(theta: np.ndarray, cos_coeffs: np.ndarray, sin_coeffs: np.nd
     a = np.asarray(cos_coeffs, dtype=np.float64).ravel()
     b = np.asarray(sin_coeffs, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(
-            f"`cos_coeffs` and `sin_coeffs` must have the same length, got {a.size} and {b.size}."
-        )
+        raise ValueError(f"`cos_coeffs` and `sin_coeffs` must have the same length, got {a.size} and {b.size}.")
     th = np.asarray(theta)
     out = np.ones_like(th, dtype=np.result_type(th.dtype, np.float32))
     for k in range(1, a.size + 1):
@@ -535,9 +524,7 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
         raise ValueError(f"`image` size {(h, w)} is not a multiple of `factor` {factor}.")
     if factor == 1:
         return image
-    out = np.zeros(
-        image.shape[:-2] + (h // factor, w // factor), dtype=np.result_type(image.dtype, np.float32)
-    )
+    out = np.zeros(image.shape[:-2] + (h // factor, w // factor), dtype=np.result_type(image.dtype, np.float32))
     for i in range(factor):
         for j in range(factor):
             out += image[..., i::factor, j::factor]
@@ -572,9 +559,7 @@ def smooth_random_field(shape: tuple[int, ...], sigma_px: float, rng: np.random.
     return field_
 
 
-def bias_field(
-    shape: tuple[int, int], strength: float, rng: np.random.Generator, n_terms: int = 4
-) -> np.ndarray:
+def bias_field(shape: tuple[int, int], strength: float, rng: np.random.Generator, n_terms: int = 4) -> np.ndarray:
     """Smooth multiplicative coil-sensitivity field ``exp(strength * f)`` with ``max |f| = 1``.
 
     ``f`` is a sum of `n_terms` random plane cosines of at most one cycle across the image plus a
@@ -963,20 +948,12 @@ def _sample_subject(seed: int, prof: ScannerProfile, n_phases: int | None) -> _S
     ang = u(0, 2 * np.pi, n_vessels)
     rad = np.sqrt(u(0, 1, n_vessels)) * 0.85
     vx = np.array(
-        [
-            lung_centres[s][0] + r * lung_axes[s][0] * math.cos(a)
-            for s, r, a in zip(side, rad, ang, strict=True)
-        ]
+        [lung_centres[s][0] + r * lung_axes[s][0] * math.cos(a) for s, r, a in zip(side, rad, ang, strict=True)]
     )
     vy = np.array(
-        [
-            lung_centres[s][1] + r * lung_axes[s][1] * math.sin(a)
-            for s, r, a in zip(side, rad, ang, strict=True)
-        ]
+        [lung_centres[s][1] + r * lung_axes[s][1] * math.sin(a) for s, r, a in zip(side, rad, ang, strict=True)]
     )
-    vessels = np.stack(
-        [vx, vy, u(1.2, 4.0, n_vessels), u(-0.4, 0.4, n_vessels), u(-0.4, 0.4, n_vessels)], axis=1
-    )
+    vessels = np.stack([vx, vy, u(1.2, 4.0, n_vessels), u(-0.4, 0.4, n_vessels), u(-0.4, 0.4, n_vessels)], axis=1)
 
     return _Subject(
         height_cm=round(height, 1),
@@ -1075,9 +1052,7 @@ def _phase_state(subj: _Subject, t: float) -> _Phase:
     )
 
 
-def _scene_grid(
-    ny: int, nx: int, pixel: float, factor: int, rotation: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _scene_grid(ny: int, nx: int, pixel: float, factor: int, rotation: float) -> tuple[np.ndarray, np.ndarray]:
     """Scene coordinates (mm, x right, y down, rotated by `rotation`) of a supersampled grid."""
     offs = (np.arange(factor, dtype=np.float32) + 0.5) / factor - 0.5
     cols = ((np.arange(nx, dtype=np.float32)[:, None] + offs[None, :]).ravel() - (nx - 1) / 2) * pixel
@@ -1300,9 +1275,7 @@ def _background(subj: _Subject, x: np.ndarray, y: np.ndarray, static: np.ndarray
     )
     sx, sy = subj.spine_centre
     vr = subj.vertebra_radius
-    _paint_ellipse(
-        tissue, x, y, subj, (sx, sy + vr + 28.0), (55.0, 30.0), _MUSCLE, only=(_MEDIA, _LUNG, _LIVER)
-    )
+    _paint_ellipse(tissue, x, y, subj, (sx, sy + vr + 28.0), (55.0, 30.0), _MUSCLE, only=(_MEDIA, _LUNG, _LIVER))
     _paint_ellipse(tissue, x, y, subj, (sx, sy), (vr * 1.15, vr), _MARROW)
     _paint_ellipse(tissue, x, y, subj, (sx, sy + vr + 8.0), (7.0, 6.0), _CSF)
     ar = subj.aorta_radius
@@ -1354,9 +1327,7 @@ def _affine(subj: _Subject) -> np.ndarray:
     return aff
 
 
-def _render(
-    subj: _Subject, prof: ScannerProfile, seed: int, phase_indices: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
+def _render(subj: _Subject, prof: ScannerProfile, seed: int, phase_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Render image and label ``(len(phase_indices), Z, Y, X)`` of the given cine phases."""
     ny, nx = subj.matrix
     nz = subj.n_slices
@@ -1416,9 +1387,7 @@ def _render(
                 _paint_heart(tissue, _heart_masks(subj, fr, zz, st, full=True))
                 acc_int += lut[tissue]
                 acc_amp += amp[tissue]
-            heart = area_downsample(acc_int, ss) * (
-                1.0 + area_downsample(acc_amp, ss) / len(zsub) * tex[crop]
-            )
+            heart = area_downsample(acc_int, ss) * (1.0 + area_downsample(acc_amp, ss) / len(zsub) * tex[crop])
             heart /= len(zsub)
             delta = np.zeros((ey1 - ey0, ex1 - ex0), dtype=np.float32)
             delta[inner] = np.maximum(heart, 0.0) - bg_signal[crop]

@@ -240,6 +240,5 @@ def _stratum_key(
         return lambda r: r.meta[stratify]
     fields = sorted(f for f in CaseRecord.__dataclass_fields__ if f != "meta")
     raise ValueError(
-        f"`stratify` must be a CaseRecord field {fields} or a key present in every record's meta, "
-        f"got {stratify!r}."
+        f"`stratify` must be a CaseRecord field {fields} or a key present in every record's meta, got {stratify!r}."
     )

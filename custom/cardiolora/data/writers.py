@@ -634,9 +634,7 @@ def _rr_interval_ms(study: CineStudy) -> float:
     return float(times.max()) + _frame_interval_ms(study)
 
 
-def _patient_study_attrs(
-    study: CineStudy, patient_id: str, study_uid: str, for_uid: str
-) -> dict[str, object]:
+def _patient_study_attrs(study: CineStudy, patient_id: str, study_uid: str, for_uid: str) -> dict[str, object]:
     """Patient, study, frame-of-reference and equipment attributes of `study`."""
     manufacturer, model = _manufacturer_and_model(study)
     date = str(study.meta.get("study_date", "20240101"))
@@ -811,9 +809,7 @@ def write_dicom_cine(
     if not _is_positive_int(series_number):
         raise ValueError(f"`series_number` must be an integer >= 1, got {series_number!r}.")
     if not series_description or len(series_description) > 64 or "\\" in series_description:
-        raise ValueError(
-            f"`series_description` must be 1-64 characters without backslash, got {series_description!r}."
-        )
+        raise ValueError(f"`series_description` must be 1-64 characters without backslash, got {series_description!r}.")
     if not file_prefix or not all(c.isalnum() or c in "-_" for c in file_prefix):
         raise ValueError(f"`file_prefix` must be letters, digits, '-' or '_', got {file_prefix!r}.")
     if study_uid is not None and (len(study_uid) > 64 or not pydicom.uid.RE_VALID_UID.match(study_uid)):
@@ -974,9 +970,7 @@ def write_dicom_localizers(
 
     centre = (
         study.affine_lps
-        @ np.array(
-            [(study.image.shape[3] - 1) / 2, (study.image.shape[2] - 1) / 2, (study.n_slices - 1) / 2, 1.0]
-        )
+        @ np.array([(study.image.shape[3] - 1) / 2, (study.image.shape[2] - 1) / 2, (study.n_slices - 1) / 2, 1.0])
     )[:3]
     extent = np.array(study.image.shape[:0:-1], dtype=np.float64) * np.asarray(study.spacing_zyx[::-1])
     paths: list[Path] = []
@@ -1108,9 +1102,7 @@ def _truth_rows(items: Sequence[CineStudy]) -> tuple[list[str], list[dict[str, o
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise ValueError(
-                    f"`truth['{key}']` of {study.subject_id} must be a number, got {value!r}."
-                ) from None
+                raise ValueError(f"`truth['{key}']` of {study.subject_id} must be a number, got {value!r}.") from None
             if not math.isfinite(number):
                 raise ValueError(f"`truth['{key}']` of {study.subject_id} must be finite, got {number}.")
             row[key] = number

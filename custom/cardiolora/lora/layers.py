@@ -90,12 +90,7 @@ def check_rank_alpha_dropout(rank: int, alpha: float | None, dropout: float) -> 
         raise ValueError(f"`rank` must be an int >= 1, got {rank!r}.")
     if alpha is None:
         alpha = float(rank)
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float))
-        or not math.isfinite(alpha)
-        or alpha <= 0
-    ):
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"`alpha` must be a finite number > 0 (or None for alpha = rank), got {alpha!r}.")
     if (
         isinstance(dropout, bool)
@@ -132,9 +127,7 @@ def check_supported(module: nn.Module, name: str = "module") -> None:
     if module.groups != 1:
         raise ValueError(f"`{name}` has groups={module.groups}; LoRAConv supports only groups=1.")
     if module.padding_mode != "zeros":
-        raise ValueError(
-            f"`{name}` has padding_mode={module.padding_mode!r}; LoRAConv supports only 'zeros'."
-        )
+        raise ValueError(f"`{name}` has padding_mode={module.padding_mode!r}; LoRAConv supports only 'zeros'.")
 
 
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, transposed: bool) -> torch.Tensor:
@@ -323,8 +316,7 @@ class LoRAConv(nn.Module):
                 merged = self.merged_weight()
                 if not torch.isfinite(merged).all():
                     raise ValueError(
-                        f"`{self.name}`: merging the adapter gives non-finite weights; "
-                        "weights left unchanged."
+                        f"`{self.name}`: merging the adapter gives non-finite weights; weights left unchanged."
                     )
                 self.base.weight.copy_(merged)
             else:

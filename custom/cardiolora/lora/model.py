@@ -217,8 +217,7 @@ def inject_lora(
     matched = [
         n
         for n in convs
-        if any(fnmatch.fnmatchcase(n, p) for p in targets)
-        and not any(fnmatch.fnmatchcase(n, p) for p in excludes)
+        if any(fnmatch.fnmatchcase(n, p) for p in targets) and not any(fnmatch.fnmatchcase(n, p) for p in excludes)
     ]
     if not matched:
         raise ValueError(
@@ -304,9 +303,7 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     if unexpected:
         problems.append(f"unexpected keys: {_preview(unexpected)}")
     present = [k for k in expected if k in state]
-    not_tensor = [
-        k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()
-    ]
+    not_tensor = [k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
     if not_tensor:
         problems.append(f"not floating-point tensors: {_preview(not_tensor)}")
     tensors = [k for k in present if k not in not_tensor]
@@ -349,9 +346,7 @@ def lora_delta_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         0.0
     """
     with torch.no_grad():
-        return {
-            f"{n}.weight": m.delta_weight().detach().cpu().clone() for n, m in _require_lora(model).items()
-        }
+        return {f"{n}.weight": m.delta_weight().detach().cpu().clone() for n, m in _require_lora(model).items()}
 
 
 def wrap_key(key: str, lora_names: Collection[str]) -> str:
@@ -504,12 +499,7 @@ def reset_lora(model: nn.Module) -> None:
 
 
 def _check_scaling(value: object, arg: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"`{arg}` must be a finite number > 0, got {value!r}.")
     return float(value)
 
@@ -598,9 +588,7 @@ def adapter_delta_from_state(
         transposed = LORA_A_TRANSPOSED in p
         a_key = f"{name}.{LORA_A_TRANSPOSED if transposed else LORA_A}.weight"
         try:
-            delta = lora_delta(
-                p[LORA_A_TRANSPOSED if transposed else LORA_A], p[LORA_B], scales[name], transposed
-            )
+            delta = lora_delta(p[LORA_A_TRANSPOSED if transposed else LORA_A], p[LORA_B], scales[name], transposed)
         except ValueError as err:
             raise ValueError(f"`state`: `{a_key}` and `{name}.{LORA_B}.weight`: {err}") from err
         out[f"{name}.weight"] = delta
@@ -630,8 +618,7 @@ def state_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None = N
         raise ValueError(f"`state`: values are not tensors for keys {_preview(not_tensor)}.")
     size = torch.tensor([], dtype=dtype).element_size() if dtype is not None else None
     return sum(
-        v.numel() * (size if size is not None and v.is_floating_point() else v.element_size())
-        for v in state.values()
+        v.numel() * (size if size is not None and v.is_floating_point() else v.element_size()) for v in state.values()
     )
 
 

@@ -291,11 +291,7 @@ class SeriesInfo:
 
     def summary(self) -> str:
         """One line: label, modality, positions × phases, matrix and pixel spacing."""
-        spacing = (
-            "?"
-            if self.pixel_spacing is None
-            else f"{self.pixel_spacing[0]:.4g}x{self.pixel_spacing[1]:.4g} mm"
-        )
+        spacing = "?" if self.pixel_spacing is None else f"{self.pixel_spacing[0]:.4g}x{self.pixel_spacing[1]:.4g} mm"
         phases = sorted(set(self.phases_per_position))
         phase_text = "/".join(str(p) for p in phases) if phases else "0"
         kind = " Enhanced MR" if self.is_enhanced_mr else (" multi-frame" if self.multiframe else "")
@@ -368,9 +364,7 @@ def _attr_number(ds: Dataset | None, keyword: str) -> float | None:
     return _number(value)
 
 
-def _vector(
-    ds: Dataset | None, keyword: str, n: int, where: str = ""
-) -> tuple[tuple[float, ...] | None, str | None]:
+def _vector(ds: Dataset | None, keyword: str, n: int, where: str = "") -> tuple[tuple[float, ...] | None, str | None]:
     """Attribute `keyword` of `ds` as `n` finite floats, or ``(None, reason)``."""
     if ds is None or keyword not in ds or ds[keyword].value in (None, ""):
         return None, f"lacks {keyword}{where}"
@@ -537,8 +531,7 @@ def _frames_from_header(path: Path, ds: Dataset) -> list[FrameRef]:
     n_frames = _attr_number(ds, "NumberOfFrames")
     if n_frames is not None and n_frames > 1:
         raise _HeaderError(
-            f"is a multi-frame file ({int(n_frames)} frames) without per-frame functional groups; "
-            "not supported"
+            f"is a multi-frame file ({int(n_frames)} frames) without per-frame functional groups; not supported"
         )
     return [_classic_frame(path, ds, common)]
 
@@ -614,8 +607,7 @@ def _consistency_issues(frames: Sequence[FrameRef]) -> list[str]:
         common = matrices.most_common(1)[0][0]
         odd = [f"{f.name} ({f.rows}x{f.columns})" for f in frames if (f.rows, f.columns) != common]
         issues.append(
-            f"Rows x Columns differ within the series: {common[0]}x{common[1]} in most frames, "
-            f"but {_names(odd)}"
+            f"Rows x Columns differ within the series: {common[0]}x{common[1]} in most frames, but {_names(odd)}"
         )
     spacings = [f.pixel_spacing for f in frames if f.pixel_spacing is not None]
     if spacings:
@@ -623,20 +615,16 @@ def _consistency_issues(frames: Sequence[FrameRef]) -> list[str]:
         odd = [
             f"{f.name} ({f.pixel_spacing[0]:g}, {f.pixel_spacing[1]:g})"
             for f in frames
-            if f.pixel_spacing is not None
-            and not np.allclose(f.pixel_spacing, ref, rtol=_SPACING_RTOL, atol=0)
+            if f.pixel_spacing is not None and not np.allclose(f.pixel_spacing, ref, rtol=_SPACING_RTOL, atol=0)
         ]
         if odd:
             issues.append(
-                f"PixelSpacing differs within the series: ({ref[0]:g}, {ref[1]:g}) mm in most frames, "
-                f"but {_names(odd)}"
+                f"PixelSpacing differs within the series: ({ref[0]:g}, {ref[1]:g}) mm in most frames, but {_names(odd)}"
             )
     return issues
 
 
-def _orientation_issues(
-    frames: Sequence[FrameRef], row0: np.ndarray, col0: np.ndarray, ref: FrameRef
-) -> list[str]:
+def _orientation_issues(frames: Sequence[FrameRef], row0: np.ndarray, col0: np.ndarray, ref: FrameRef) -> list[str]:
     """Frames whose plane is not parallel to, or is rotated within, the reference frame's plane."""
     normal0 = _unit(np.cross(row0, col0))
     tilted, rotated = [], []
@@ -652,19 +640,13 @@ def _orientation_issues(
     if tilted:
         issues.append(f"ImageOrientationPatient is not parallel to that of {ref.name}: {_names(tilted)}")
     if rotated:
-        issues.append(
-            f"ImageOrientationPatient is rotated in-plane relative to {ref.name}: {_names(rotated)}"
-        )
+        issues.append(f"ImageOrientationPatient is rotated in-plane relative to {ref.name}: {_names(rotated)}")
     return issues
 
 
-def _group_positions(
-    frames: Sequence[FrameRef], normal: np.ndarray
-) -> tuple[list[list[FrameRef]], list[float]]:
+def _group_positions(frames: Sequence[FrameRef], normal: np.ndarray) -> tuple[list[list[FrameRef]], list[float]]:
     """Group frames by their projection on `normal` (gap > POSITION_TOL_MM starts a new group)."""
-    proj = sorted(
-        ((float(np.dot(f.position, normal)), f) for f in frames), key=lambda pf: (pf[0], pf[1].name)
-    )
+    proj = sorted(((float(np.dot(f.position, normal)), f) for f in frames), key=lambda pf: (pf[0], pf[1].name))
     groups: list[list[tuple[float, FrameRef]]] = []
     for p, f in proj:
         if groups and p - groups[-1][-1][0] <= POSITION_TOL_MM:
@@ -703,9 +685,7 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
                 f"frames at slice position {pos:.2f} mm have different ImagePositionPatient "
                 f"(in-plane offset) from {group[0].name}: {_names(shifted)}"
             )
-        ordered = sorted(
-            group, key=lambda f: (_phase_key(f, lay.phase_order), f.instance_number or 0, f.name)
-        )
+        ordered = sorted(group, key=lambda f: (_phase_key(f, lay.phase_order), f.instance_number or 0, f.name))
         kept: list[FrameRef] = []
         for f in ordered:
             if kept and _phase_key(f, lay.phase_order) == _phase_key(kept[-1], lay.phase_order):
@@ -717,8 +697,7 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
     counts = [len(s) for s in lay.slices]
     if len(set(counts)) > 1:
         parts = [
-            f"{n} at {p:.2f} mm ({s[0].path.name})"
-            for n, p, s in zip(counts, lay.projections, lay.slices, strict=True)
+            f"{n} at {p:.2f} mm ({s[0].path.name})" for n, p, s in zip(counts, lay.projections, lay.slices, strict=True)
         ]
         lay.issues.append(
             "inconsistent number of phases across slice positions (position along the normal, first file): "
@@ -870,9 +849,7 @@ def _scan_files(files: Sequence[Path], root: Path) -> ScanResult:
         for key, group in members.items():
             frames = [f for m in group for f in m.frames]
             infos.append(_describe(frames, group[0].header, duplicates[key], any(m.localizer for m in group)))
-    infos.sort(
-        key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.series_uid)
-    )
+    infos.sort(key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.series_uid))
     return ScanResult(root=root, series=infos, problems=problems, skipped=skipped, n_files=len(files))
 
 
@@ -994,8 +971,7 @@ def _named(infos: Sequence[SeriesInfo], name: str | int) -> SeriesInfo:
             )
     available = "; ".join(s.summary() for s in infos) or "none"
     raise DicomInputError(
-        f"`series` {name!r} matches no SeriesInstanceUID, SeriesNumber or SeriesDescription. "
-        f"Available: {available}."
+        f"`series` {name!r} matches no SeriesInstanceUID, SeriesNumber or SeriesDescription. Available: {available}."
     )
 
 
@@ -1085,9 +1061,7 @@ def _pixels(path: Path, ds: Dataset, frames: int, rows: int, columns: int) -> np
             ``Rows × Columns × frames × BitsAllocated / 8``, undecodable, or of another shape.
     """
     if "PixelData" not in ds:
-        raise DicomInputError(
-            f"{path}: no PixelData (FloatPixelData / compressed variants are not supported)."
-        )
+        raise DicomInputError(f"{path}: no PixelData (FloatPixelData / compressed variants are not supported).")
     samples = int(_attr_number(ds, "SamplesPerPixel") or 1)
     photometric = _text(ds, "PhotometricInterpretation") or "MONOCHROME2"
     if samples != 1 or photometric != "MONOCHROME2":
@@ -1124,9 +1098,7 @@ def _read_file(path: Path) -> Dataset:
     try:
         return pydicom.dcmread(path)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
-        raise DicomInputError(
-            f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc})."
-        ) from exc
+        raise DicomInputError(f"{path}: unreadable or truncated DICOM file ({type(exc).__name__}: {exc}).") from exc
 
 
 def _patient_meta(header: dict[str, str]) -> dict[str, object]:
@@ -1288,9 +1260,7 @@ def read_cine(
         "source_sop_instance_uids": [
             [lay.slices[z][t].sop_instance_uid for z in range(n_slices)] for t in range(n_phases)
         ],
-        "source_frame_numbers": [
-            [lay.slices[z][t].frame_index + 1 for z in range(n_slices)] for t in range(n_phases)
-        ],
+        "source_frame_numbers": [[lay.slices[z][t].frame_index + 1 for z in range(n_slices)] for t in range(n_phases)],
         "phase_order": lay.phase_order,
         "slice_order": "ascending along row_cos x col_cos (ImagePositionPatient . normal)",
         "slice_positions_mm": list(lay.projections),
