@@ -1,0 +1,103 @@
+"""Per-round records of a federated run: JSON for machines, a PNG of the curves for people.
+
+One record per round ``t`` (round 0 is the base model)::
+
+    {"round": t, "lambda": λ_t, "checksum": sha256 of W_t, "note": "...",
+     "sites": {site: {"rank", "n_cases", "accepted", "reason", "train_loss", "score" (P_t^c),
+                      "previous_score" (P_{t-1}^c), "rating" (w_t(c)), "coefficient",
+                      "bytes_up", "bytes_down"}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_json", "plot_history", "finite"]
+
+
+def finite(obj: Any) -> Any:
+    """NaN / inf → None, recursively (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write `obj` as strict JSON (NaN → null) atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(finite(obj), indent=1, allow_nan=False))
+    os.replace(tmp, path)
+    return path
+
+
+def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "Rate-My-LoRA") -> Path:
+    """Draw P_t^c, w_t(c), λ_t and the bytes per round and site into one PNG.
+
+    Args:
+        rounds: the round records (see the module docstring).
+        path: the PNG to write.
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rounds = [r for r in rounds if r.get("task") in (None, "init")]  # rounds 0..T, not finalize / cross_eval
+    sites = sorted({s for r in rounds for s in r.get("sites", {})})
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=100)
+    ax_p, ax_w, ax_l, ax_b = axes.ravel()
+
+    def series(site: str, key: str) -> tuple[list[int], list[float]]:
+        xs, ys = [], []
+        for r in rounds:
+            v = r.get("sites", {}).get(site, {}).get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                xs.append(int(r["round"]))
+                ys.append(float(v))
+        return xs, ys
+
+    for site in sites:
+        ax_p.plot(*series(site, "score"), "o-", label=site)
+        ax_w.plot(*series(site, "rating"), "s-", label=site)
+        xs, up = series(site, "bytes_up")
+        ax_b.plot(xs, up, "^-", label=f"{site} up")
+        xs, down = series(site, "bytes_down")
+        ax_b.plot(xs, down, "v--", label=f"{site} down")
+    lam = [(int(r["round"]), r["lambda"]) for r in rounds if isinstance(r.get("lambda"), (int, float))]
+    if lam:
+        ax_l.plot([x for x, _ in lam], [y for _, y in lam], "o-", color="black")
+    ax_p.set(title="P_t^c (candidate, val mean fg Dice)", xlabel="round", ylim=(0, 1))
+    ax_w.set(title="rating w_t(c) (Eq. 1)", xlabel="round", ylim=(0, 1.05))
+    ax_l.set(title="λ_t", xlabel="round")
+    ax_b.set(title="payload bytes per site", xlabel="round")
+    if any(series(s, "bytes_up")[1] or series(s, "bytes_down")[1] for s in sites):
+        ax_b.set_yscale("log")
+    for ax in (ax_p, ax_w, ax_b):
+        if sites:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    ax_l.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
