@@ -241,7 +241,9 @@ def test_eq2_mixed_ranks(mixed_rank_sites):
     assert {tuple(v.shape) for k, v in adapters["site-1"].items() if k == "0.lora_A.weight"} == {(2, 1, 3, 3)}
     assert adapters["site-2"]["0.lora_A.weight"].shape == (4, 1, 3, 3)
     assert adapters["site-2"]["2.lora_A_T.weight"].shape == (4, 4, 2, 2)
-    ratings = rml.rate_sites({"site-1": 0.5, "site-2": 0.5, "site-3": 0.5}, {"site-1": 0.6, "site-2": 0.4, "site-3": 0.5}, 0.2)
+    ratings = rml.rate_sites(
+        {"site-1": 0.5, "site-2": 0.5, "site-3": 0.5}, {"site-1": 0.6, "site-2": 0.4, "site-3": 0.5}, 0.2
+    )
     assert ratings == {"site-1": 0.8, "site-2": 1.0, "site-3": 1.0}
     coeffs = rml.merge_coefficients(sizes, ratings)
     out = rml.apply_coefficients(w0, adapters, scalings, coeffs)
@@ -281,7 +283,9 @@ def test_lambda_zero_is_fedpetuning(mixed_rank_sites):
     for k in rml_w:
         torch.testing.assert_close(rml_w[k], fedpet[k].float(), **TOL)
     # and with λ > 0 the same scores give a different W (the rating matters)
-    rated = rml.apply_coefficients(w0, adapters, scalings, rml.merge_coefficients(sizes, rml.rate_sites(previous, current, 0.2)))
+    rated = rml.apply_coefficients(
+        w0, adapters, scalings, rml.merge_coefficients(sizes, rml.rate_sites(previous, current, 0.2))
+    )
     assert not torch.allclose(rated["0.weight"], rml_w["0.weight"], **TOL)
 
 

@@ -151,6 +151,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from cardiolora.site.command import segment_command
+
+    return segment_command(args)
+
+
 def _data_options(q: argparse.ArgumentParser) -> None:
     """Options that select and split cases of a raw data folder."""
     q.add_argument("--layout", default="auto", choices=["auto", "acdc", "acdc_h5", "mnms2"])
@@ -214,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--profile", default="quick", choices=["quick", "paper"])
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_demo)
+
+    q = sub.add_parser(
+        "segment",
+        help="segment DICOM / NIfTI cine studies: DICOM SEG, NIfTI, report and pictures (inference/README.md)",
+        description="Exit codes: 0 all studies done; 3 a batch with skipped studies (see DIR/studies.csv); "
+        "2 bad input or arguments; 1 unexpected error.",
+    )
+    from cardiolora.site.command import add_segment_arguments
+
+    add_segment_arguments(q)
+    q.set_defaults(func=_cmd_segment)
     return p
 
 

@@ -13,7 +13,9 @@ Fields (relative paths are resolved against the file's folder):
 * sites: ``dataset_dir`` (folder with ``datalist.json``; required), ``output_dir`` (required:
   global and personalised models, logs), ``num_threads`` (optional: torch CPU threads);
 * server: ``pretrained_path`` (required: the base model ``W_0``), ``state_dir`` (optional:
-  where the server keeps its resumable state; default ``<server workspace>/cardiolora_state``).
+  where the server keeps its resumable state; default ``<server workspace>/cardiolora_state``);
+* tests only: ``test_fail_at`` = ``{"task": name, "round": t}`` makes a site fail at that task
+  (fault injection for the dropped-site tests; see :class:`cardiolora.fl.site.SiteRunner`).
 
 Protocol (task names and payloads) — see :mod:`cardiolora.fl.controller` for the sequence:
 
@@ -299,5 +301,7 @@ def to_numpy(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def to_torch(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Numpy arrays (or tensors) → CPU torch tensors (copies, so later in-place ops are safe)."""
-    return {k: torch.as_tensor(np.array(v, copy=True)) if not isinstance(v, torch.Tensor) else v.detach().cpu().clone()
-            for k, v in state.items()}
+    return {
+        k: torch.as_tensor(np.array(v, copy=True)) if not isinstance(v, torch.Tensor) else v.detach().cpu().clone()
+        for k, v in state.items()
+    }

@@ -90,6 +90,20 @@ class RateMyLoRAController(ModelController):
         ValueError: naming the argument that is out of range.
     """
 
+    #: Written into the exported job even when equal to the default, so the job file says them.
+    _always_serialize_args = (
+        "num_rounds",
+        "lambda0",
+        "decay",
+        "profile",
+        "local_epochs",
+        "ranks",
+        "min_clients",
+        "task_timeout",
+        "straggler_grace",
+        "state_name",
+    )
+
     def __init__(
         self,
         num_rounds: int = 5,
@@ -157,6 +171,8 @@ class RateMyLoRAController(ModelController):
         self._specs: dict[int, dict[str, tuple[int, ...]]] = {}
         self._scalings: dict[int, dict[str, float]] = {}
         self._saved_round = 0
+        self._last_plot = time.monotonic()
+        self._t0 = time.monotonic()
 
     # ------------------------------------------------------------------ environment (overridable in tests)
     @property
@@ -202,8 +218,9 @@ class RateMyLoRAController(ModelController):
         from nvflare.apis.analytix import AnalyticsDataType, LogWriterName
         from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
 
-        dxo = create_analytic_dxo(tag, float(value), AnalyticsDataType.SCALAR, writer=LogWriterName.TORCH_TB,
-                                  global_step=int(step))
+        dxo = create_analytic_dxo(
+            tag, float(value), AnalyticsDataType.SCALAR, writer=LogWriterName.TORCH_TB, global_step=int(step)
+        )
         send_analytic_dxo(self, dxo, self.fl_ctx)
 
     # ------------------------------------------------------------------ references built from the bundle
@@ -224,8 +241,14 @@ class RateMyLoRAController(ModelController):
 
     # ------------------------------------------------------------------ state
     def _fingerprint(self) -> dict:
-        return {"profile": self.profile, "lambda0": self.lambda0, "decay": self.decay, "ranks": list(self.ranks),
-                "rank_threshold": self.rank_threshold, "method": self.method}
+        return {
+            "profile": self.profile,
+            "lambda0": self.lambda0,
+            "decay": self.decay,
+            "ranks": list(self.ranks),
+            "rank_threshold": self.rank_threshold,
+            "method": self.method,
+        }
 
     def save_state(self, status: str) -> Path:
         """Persist the server state (atomically) to ``<state_dir>/state.pt``."""
@@ -304,8 +327,8 @@ class RateMyLoRAController(ModelController):
         missing = [s for s in targets if s not in out]
         if missing:
             self.warning(
-                f"`{task}` (round {self.round}): no valid answer from {missing} within the time limits; "
-                "they are dropped for the rest of the job."
+                f"`{task}` (round {self.round}): no valid answer from {missing} (an error, a blocked result or "
+                "nothing within the time limits); they are dropped for the rest of the job."
             )
             self.active = [s for s in self.active if s not in missing]
             for s in missing:
@@ -370,8 +393,15 @@ class RateMyLoRAController(ModelController):
             try:
                 if rank is None:
                     raise ValueError(f"{site}: no rank assigned (it did not answer `init`).")
-                rml.validate_adapter(r.params or {}, self.spec(rank), self.weights, self.scaling(rank),
-                                     self.max_delta_ratio, site=site, rank=rank)
+                rml.validate_adapter(
+                    r.params or {},
+                    self.spec(rank),
+                    self.weights,
+                    self.scaling(rank),
+                    self.max_delta_ratio,
+                    site=site,
+                    rank=rank,
+                )
             except ValueError as err:
                 self.warning(f"{stage} of round {self.round}: {err} The round goes on without it.")
                 rec["accepted"] = False
@@ -381,11 +411,25 @@ class RateMyLoRAController(ModelController):
             rec["accepted"] = True
         return accepted
 
-    def _write_outputs(self) -> None:
+    def _write_outputs(self, final: bool = False) -> None:
+        """History JSON every time; the PNG at the end and at most once a minute in between."""
         out = self.output_dir()
-        write_json({"method": self.method, "profile": self.profile, "lambda0": self.lambda0, "decay": self.decay,
-                    "ranks": self.site_ranks, "sizes": self.sizes, "rounds": self.history,
-                    "received_keys": self.received_keys}, out / "rml_history.json")
+        write_json(
+            {
+                "method": self.method,
+                "profile": self.profile,
+                "lambda0": self.lambda0,
+                "decay": self.decay,
+                "ranks": self.site_ranks,
+                "sizes": self.sizes,
+                "rounds": self.history,
+                "received_keys": self.received_keys,
+            },
+            out / "rml_history.json",
+        )
+        if not final and time.monotonic() - self._last_plot < 60:
+            return
+        self._last_plot = time.monotonic()
         try:
             plot_history(self.history, out / "rml_curves.png", title=f"{self.method} ({self.profile})")
         except Exception as err:  # a plot must never stop a federation
@@ -403,6 +447,17 @@ class RateMyLoRAController(ModelController):
 
     # ------------------------------------------------------------------ the workflow
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            if self.history:  # what was done so far stays readable (JSON + curves)
+                try:
+                    self._write_outputs(final=True)
+                except Exception as err:
+                    self.warning(f"could not write the outputs after the failure: {err}")
+            raise
+
+    def _run(self) -> None:
         self._saved_round = 0
         self.info(f"{self.method}: {self.num_rounds} rounds, λ_0 = {self.lambda0}, profile {self.profile}")
         state = self.load_state()
@@ -419,7 +474,9 @@ class RateMyLoRAController(ModelController):
             self.site_ranks = dict(state["ranks"])
             self.scores = dict(state["scores"])
             self.history = list(state["history"])
-            self.info(f"resuming after round {self.round} from {self.state_dir()} (W checksum {state['checksum'][:12]})")
+            self.info(
+                f"resuming after round {self.round} from {self.state_dir()} (W checksum {state['checksum'][:12]})"
+            )
         self.checksum = rml.state_checksum(self.weights)
         self._saved_round = self.round
         self.active = self.sample_clients()
@@ -432,12 +489,21 @@ class RateMyLoRAController(ModelController):
         if self.cross_eval and personal:
             self._cross_eval(personal)
         self.save_state("done")
-        self._write_outputs()
+        self._write_outputs(final=True)
         self.info(f"{self.method} finished; outputs in {self.output_dir()}")
 
     def _init(self, resumed: bool) -> None:
-        self.history.append({"round": self.round, "lambda": None, "checksum": self.checksum, "task": "init",
-                             "resumed": resumed, "sites": {}})
+        t0 = time.monotonic()
+        self.history.append(
+            {
+                "round": self.round,
+                "lambda": None,
+                "checksum": self.checksum,
+                "task": "init",
+                "resumed": resumed,
+                "sites": {},
+            }
+        )
         results = self._send(Task.INIT, self._model(to_numpy(self.weights)), list(self.active))
         mismatched = self._verify(results, Task.INIT)
         self._resync(mismatched)
@@ -465,15 +531,18 @@ class RateMyLoRAController(ModelController):
                 self.site_ranks[site] = rank_for_dataset_size(n, largest, tuple(self.ranks), self.rank_threshold)
             self._site_record(site)["rank"] = self.site_ranks[site]
         self.info(f"init: |D| {sizes}, ranks {self.site_ranks}, P {self.scores}")
+        self.history[-1]["seconds"] = round(time.monotonic() - t0, 3)
         self._write_outputs()
         self._track_round()
 
     def _round(self, t: int) -> None:
         lam = rml.lambda_at_round(self.lambda0, t, self.decay)
+        self._t0 = time.monotonic()
         self.history.append({"round": t, "lambda": lam, "sites": {}})
         # 1. train (with the merge of round t-1)
         model = self._model(
-            None, **{Meta.RANKS: dict(self.site_ranks), Meta.LOCAL_EPOCHS: self.local_epochs, Meta.MERGE: self.pending_merge}
+            None,
+            **{Meta.RANKS: dict(self.site_ranks), Meta.LOCAL_EPOCHS: self.local_epochs, Meta.MERGE: self.pending_merge},
         )
         results = self._send(Task.TRAIN, model, list(self.active))
         mismatched = self._verify(results, Task.TRAIN)
@@ -489,10 +558,12 @@ class RateMyLoRAController(ModelController):
             rec["train_loss"] = self._finite_metric(r, Meta.TRAIN_LOSS)
             n = (r.meta or {}).get(Meta.N_CASES)
             if n != self.sizes.get(site):
-                self.warning(f"{site}: |D_c| changed from {self.sizes.get(site)} to {n}; the ranks stay as fixed at init.")
+                self.warning(
+                    f"{site}: |D_c| changed from {self.sizes.get(site)} to {n}; the ranks stay as fixed at init."
+                )
         accepted = self._validated_adapters(results, "train")
         if not accepted:
-            self.warning(f"round {t}: every adapter was rejected or missing; W stays W_{t-1} (nothing to merge).")
+            self.warning(f"round {t}: every adapter was rejected or missing; W stays W_{t - 1} (nothing to merge).")
             self.history[-1].update({"checksum": self.checksum, "note": "all adapters rejected: W unchanged"})
             self._end_round(t)
             return
@@ -532,6 +603,7 @@ class RateMyLoRAController(ModelController):
         self._end_round(t)
 
     def _end_round(self, t: int) -> None:
+        self.history[-1]["seconds"] = round(time.monotonic() - self._t0, 3)
         self.save_state("running")
         self._saved_round = t
         if self.persistor is not None:
@@ -541,10 +613,15 @@ class RateMyLoRAController(ModelController):
 
     def _finalize(self) -> dict[str, dict[str, torch.Tensor]]:
         """Merge round T at the sites, personalise, collect the personal adapters."""
-        self.history.append({"round": self.round, "lambda": None, "task": "finalize", "checksum": self.checksum,
-                             "sites": {}})
-        meta = {Meta.RANKS: dict(self.site_ranks), Meta.LOCAL_EPOCHS: self.personalise_epochs,
-                Meta.MERGE: self.pending_merge}
+        t0 = time.monotonic()
+        self.history.append(
+            {"round": self.round, "lambda": None, "task": "finalize", "checksum": self.checksum, "sites": {}}
+        )
+        meta = {
+            Meta.RANKS: dict(self.site_ranks),
+            Meta.LOCAL_EPOCHS: self.personalise_epochs,
+            Meta.MERGE: self.pending_merge,
+        }
         results = self._send(Task.FINALIZE, self._model(None, **meta), list(self.active))
         mismatched = self._verify(results, Task.FINALIZE)
         if mismatched:
@@ -558,12 +635,14 @@ class RateMyLoRAController(ModelController):
         for site, r in results.items():
             self._site_record(site)["train_loss"] = self._finite_metric(r, Meta.TRAIN_LOSS)
         personal = self._validated_adapters(results, "finalize")
+        self.history[-1]["seconds"] = round(time.monotonic() - t0, 3)
         self._write_outputs()
         return personal
 
     def _cross_eval(self, personal: dict[str, dict[str, torch.Tensor]]) -> None:
         """Every site scores ``W_T`` and every personalised model on its test split."""
         scalings = {s: self.scaling(self.site_ranks[s]) for s in personal}
+        t0 = time.monotonic()
         self.history.append({"round": self.round, "lambda": None, "task": "cross_eval", "sites": {}})
         results = self._send(
             Task.CROSS_EVAL,
@@ -583,10 +662,19 @@ class RateMyLoRAController(ModelController):
                     table["in_client"][evaluator] = entry
                 else:
                     table["cross_client"].setdefault(name, {})[evaluator] = entry
+        means: dict[str, dict[str, dict[str, Any]]] = {}
+        for evaluator, r in sorted(results.items()):
+            for name, entry in ((r.metrics or {}).get("models") or {}).items():
+                summary = (entry or {}).get("summary", {}).get("mean", {}) if isinstance(entry, Mapping) else {}
+                for metric, stats in summary.items():
+                    if isinstance(stats, Mapping):
+                        means.setdefault(metric, {}).setdefault(name, {})[evaluator] = stats.get("mean")
+        table["mean_over_structures"] = means  # {metric: {model: {evaluator site: mean over LV/MYO/RV}}}
         table["description"] = (
             "global: W_T on each site's test split; in_client: each site's personalised model on its own test "
             "split; cross_client[owner][evaluator]: owner's personalised model (W_T + its personal adapter) on "
             "the evaluator's test split. Each entry: n_cases and summary[structure][metric] = mean/std/n."
         )
+        self.history[-1]["seconds"] = round(time.monotonic() - t0, 3)
         write_json(table, self.output_dir() / "cross_site_eval.json")
         self.info(f"cross-site evaluation written to {self.output_dir() / 'cross_site_eval.json'}")

@@ -76,10 +76,9 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     for site in sites:
         ax_p.plot(*series(site, "score"), "o-", label=site)
         ax_w.plot(*series(site, "rating"), "s-", label=site)
-        xs, up = series(site, "bytes_up")
-        ax_b.plot(xs, up, "^-", label=f"{site} up")
-        xs, down = series(site, "bytes_down")
-        ax_b.plot(xs, down, "v--", label=f"{site} down")
+        for key, style in (("bytes_up", "^-"), ("bytes_down", "v--")):
+            points = [(x, y) for x, y in zip(*series(site, key), strict=True) if y > 0]  # log scale: no zeros
+            ax_b.plot([x for x, _ in points], [y for _, y in points], style, label=f"{site} {key[6:]}")
     lam = [(int(r["round"]), r["lambda"]) for r in rounds if isinstance(r.get("lambda"), (int, float))]
     if lam:
         ax_l.plot([x for x, _ in lam], [y for _, y in lam], "o-", color="black")
@@ -89,6 +88,10 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     ax_b.set(title="payload bytes per site", xlabel="round")
     if any(series(s, "bytes_up")[1] or series(s, "bytes_down")[1] for s in sites):
         ax_b.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_p, ax_w, ax_l, ax_b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax_p, ax_w, ax_b):
         if sites:
             ax.legend(fontsize=7)

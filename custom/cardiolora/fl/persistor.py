@@ -51,6 +51,8 @@ class BundleModelPersistor(ModelPersistor):
         model_file: file name of the saved global model in the server's run folder.
     """
 
+    _always_serialize_args = ("profile",)
+
     def __init__(self, profile: str = "quick", model_file: str = "global_model.pt") -> None:
         super().__init__()
         self.profile = profile

@@ -527,7 +527,9 @@ def validate_adapter(
     if not_float:
         problems.append(f"not floating-point tensors: {_preview(not_float)}")
     wrong = [
-        f"{k} (expected {tuple(spec[k])}, got {tuple(t.shape)})" for k, t in tensors.items() if tuple(t.shape) != tuple(spec[k])
+        f"{k} (expected {tuple(spec[k])}, got {tuple(t.shape)})"
+        for k, t in tensors.items()
+        if tuple(t.shape) != tuple(spec[k])
     ]
     if wrong:
         problems.append(f"wrong shapes: {_preview(wrong)}")

@@ -53,7 +53,9 @@ class SiteBackend(Protocol):
     def n_cases(self) -> int:
         """``|D_c|``: training cases."""
 
-    def train_adapter(self, weights: Mapping[str, torch.Tensor], rank: int, epochs: int, seed: int) -> tuple[dict, float]:
+    def train_adapter(
+        self, weights: Mapping[str, torch.Tensor], rank: int, epochs: int, seed: int
+    ) -> tuple[dict, float]:
         """Train a fresh rank-`rank` adapter on top of `weights`; return (adapter state dict, mean loss)."""
 
     def scalings(self, rank: int) -> dict[str, float]:
@@ -300,7 +302,9 @@ class SiteRunner:
 
     def _maybe_fail(self, task: str, round_index: Any) -> None:
         if self.fail_at and self.fail_at.get("task") == task and self.fail_at.get("round", round_index) == round_index:
-            raise RuntimeError(f"{self.site}: test fault injection `test_fail_at` = {self.fail_at}: the site drops out.")
+            raise RuntimeError(
+                f"{self.site}: test fault injection `test_fail_at` = {self.fail_at}: the site drops out."
+            )
 
     def _save(self, weights: Mapping[str, torch.Tensor], name: str) -> Path:
         from cardiolora.handlers import atomic_torch_save
@@ -368,12 +372,18 @@ class SiteRunner:
             raise ValueError(f"{self.site}: the train task's `ranks` {ranks} names no rank for this site.")
         self.rank = int(ranks[self.site])
         epochs = int(meta.get(Meta.LOCAL_EPOCHS, self.local_epochs))
-        adapter, loss = self.backend.train_adapter(self._need_weights(Task.TRAIN), self.rank, epochs, self._seed(round_index))
+        adapter, loss = self.backend.train_adapter(
+            self._need_weights(Task.TRAIN), self.rank, epochs, self._seed(round_index)
+        )
         self.summary["rounds"].append({"round": round_index, "merge": status, "train_loss": loss, "rank": self.rank})
         return Reply(
             params=adapter,
-            meta={Meta.N_CASES: self.backend.n_cases(), Meta.RANK: self.rank, Meta.CHECKSUM: self.checksum(),
-                  Meta.STATUS: status},
+            meta={
+                Meta.N_CASES: self.backend.n_cases(),
+                Meta.RANK: self.rank,
+                Meta.CHECKSUM: self.checksum(),
+                Meta.STATUS: status,
+            },
             metrics={Meta.TRAIN_LOSS: loss},
         )
 
@@ -445,12 +455,15 @@ class SiteRunner:
         return Reply(meta={}, metrics={"models": _finite_or_none(results)})
 
     def on_fedavg_train(self, params: dict, meta: dict) -> Reply:
-        """Full-weight FedAvg (the paper's † baseline): train the whole network from the received ``W``."""
+        """Full-weight FedAvg (the paper's † baseline): train the whole network from the received ``W``.
+
+        The global model of this baseline is the server's (``global_model.pt`` in its run folder);
+        the site keeps a per-round summary only (no personalisation step in this baseline).
+        """
         round_index = int(meta.get("current_round", 0) or 0)
         weights = to_torch(params)
         new, loss = self.backend.train_full(weights, self.local_epochs, self._seed(round_index))
         self.weights = new
-        self._save(weights, "global_model.pt")
         self.summary["rounds"].append({"round": round_index, "train_loss": loss})
         self._write_summary()
         return Reply(params=new, meta={Meta.N_CASES: self.backend.n_cases()}, metrics={Meta.TRAIN_LOSS: loss})

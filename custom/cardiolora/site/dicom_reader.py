@@ -42,6 +42,18 @@ array, affine and trigger times):
 * **Intensities.** ``stored * RescaleSlope + RescaleIntercept`` per frame (slope 1, intercept 0
   when absent), as float32. The phantom writer stores 12-bit integers with one slope per series,
   so a round trip recovers the phantom within ``slope / 2`` plus float32 rounding.
+* **Incomplete slice positions.** A series whose slice positions hold different numbers of
+  phases (the RVSC 2012 series hold 2, 2 and 20) is refused by default
+  (``incomplete_positions="raise"``). With ``incomplete_positions="drop"`` only the positions
+  that hold the *full* phase set (the largest count) are kept; the others are listed in
+  ``meta["positions_dropped"]``. This is the clinically sensible choice of the two: a phase must
+  be the same cardiac time at every slice for a volume to mean anything, and the partial
+  positions of such series are not the same cardiac times (RVSC patient 09: the second frame of
+  the three positions is at 48.75, 48.75 and 322 ms), so truncating every position to the
+  phases "common" to all would mix systole and diastole in one volume; dropping positions keeps
+  true cine data and the report says that the volumes cover only the kept slices. The kept
+  positions must still form an evenly spaced stack (a dropped middle slice is refused), and a
+  single kept position is read as a 2D+t cine whose slice spacing is its SliceThickness.
 * **ED / ES.** DICOM does not say which phase is end-systole. ``ed_phase = 0`` (the first trigger
   time: end-diastole by the ECG-gating convention) and ``es_phase = 0`` as a placeholder;
   ``meta["ed_es_known"]`` is ``False`` until a segmentation decides.
@@ -86,6 +98,7 @@ from cardiolora.data.cine import CineStudy
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DicomInputError",
+    "INCOMPLETE_POSITION_POLICIES",
     "ENHANCED_MR_IMAGE_STORAGE",
     "FrameRef",
     "LEGACY_ENHANCED_MR_IMAGE_STORAGE",
@@ -112,6 +125,8 @@ ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 LEGACY_ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.4"
 #: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
 _MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+#: What :func:`read_cine` does with slice positions that lack phases (module docstring).
+INCOMPLETE_POSITION_POLICIES: tuple[str, ...] = ("raise", "drop")
 #: Default pixel-memory limit of :func:`read_cine` (2 GiB of float32 voxels).
 DEFAULT_MAX_BYTES = 2 * 1024**3
 #: Two frames whose positions differ by less than this (mm) are at the same place.
@@ -138,6 +153,7 @@ NON_SHORT_AXIS_HINTS: tuple[str, ...] = (
     "2ch", "3ch", "4ch", "lax", "lvot", "rvot", "loc", "localizer", "localiser", "scout", "survey",
 )  # fmt: skip
 _WHOLE_WORD_MAX = 3
+_PHASE_COUNT_ISSUE = "inconsistent number of phases"
 _MAX_NAMES = 3  # files named in one message before "…"
 
 
@@ -700,8 +716,7 @@ def _analyse(frames: Sequence[FrameRef]) -> _Layout:
             f"{n} at {p:.2f} mm ({s[0].path.name})" for n, p, s in zip(counts, lay.projections, lay.slices, strict=True)
         ]
         lay.issues.append(
-            "inconsistent number of phases across slice positions (position along the normal, first file): "
-            + ", ".join(parts)
+            f"{_PHASE_COUNT_ISSUE} across slice positions (position along the normal, first file): " + ", ".join(parts)
         )
     if len(lay.projections) >= 2:
         gaps = np.diff(lay.projections)
@@ -891,18 +906,26 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def rejection_reasons(info: SeriesInfo) -> list[str]:
+def rejection_reasons(info: SeriesInfo, incomplete_positions: str = "raise") -> list[str]:
     """Why `info` is not a short-axis cine (empty when it qualifies).
 
     A short-axis cine is an MR series (not a localiser) with complete geometry, one orientation
-    (parallel planes), at least 2 slice positions and at least 2 phases at every position.
+    (parallel planes), at least 2 slice positions and at least 2 phases at every position. With
+    ``incomplete_positions="drop"`` only the positions holding the full phase set count (at
+    least 1 of them, with at least 2 phases).
 
     Args:
         info: a series from :func:`scan_folder`.
+        incomplete_positions: ``"raise"`` or ``"drop"`` (see :func:`read_cine`).
 
     Returns:
         The reasons, e.g. ``["1 slice position (need >= 2)"]``.
+
+    Raises:
+        DicomInputError: if `incomplete_positions` is not one of
+            :data:`INCOMPLETE_POSITION_POLICIES`.
     """
+    _check_policy(incomplete_positions)
     reasons = []
     if info.modality and info.modality.upper() != "MR":
         reasons.append(f"modality {info.modality} (need MR)")
@@ -912,14 +935,26 @@ def rejection_reasons(info: SeriesInfo) -> list[str]:
     reasons.extend(info.orientation_issues)
     if not info.orientation_consistent and not info.orientation_issues:
         reasons.append("orientations are not all parallel")
+    if incomplete_positions == "drop" and info.phases_per_position:
+        full = max(info.phases_per_position)
+        n_full = sum(1 for n in info.phases_per_position if n == full)
+        return reasons + _count_reasons(n_full, full, min_positions=1)
     return reasons + _count_reasons(info.n_positions, info.n_phases)
 
 
-def _count_reasons(n_positions: int, n_phases: int) -> list[str]:
+def _check_policy(incomplete_positions: str) -> None:
+    if incomplete_positions not in INCOMPLETE_POSITION_POLICIES:
+        raise DicomInputError(
+            f"`incomplete_positions` must be one of {list(INCOMPLETE_POSITION_POLICIES)}, "
+            f"got {incomplete_positions!r}."
+        )
+
+
+def _count_reasons(n_positions: int, n_phases: int, min_positions: int = 2) -> list[str]:
     """Reasons about too few slice positions or phases (a cine stack needs >= 2 of each)."""
     reasons = []
-    if n_positions < 2:
-        reasons.append(f"{_plural(n_positions, 'slice position')} (need >= 2)")
+    if n_positions < min_positions:
+        reasons.append(f"{_plural(n_positions, 'slice position')} (need >= {min_positions})")
     if n_phases < 2:
         reasons.append(f"{_plural(n_phases, 'phase')} per slice position (need >= 2 for a cine)")
     return reasons
@@ -976,7 +1011,9 @@ def _named(infos: Sequence[SeriesInfo], name: str | int) -> SeriesInfo:
 
 
 def select_short_axis_cine(
-    series_list: ScanResult | Sequence[SeriesInfo], series: str | int | None = None
+    series_list: ScanResult | Sequence[SeriesInfo],
+    series: str | int | None = None,
+    incomplete_positions: str = "raise",
 ) -> SeriesInfo:
     """Pick the short-axis cine series (or check the one the user names).
 
@@ -992,6 +1029,8 @@ def select_short_axis_cine(
         series_list: a :class:`ScanResult` or its series.
         series: ``None`` to choose automatically, or the SeriesInstanceUID, the SeriesNumber or
             the SeriesDescription (case-insensitive) of the series to use.
+        incomplete_positions: ``"raise"`` or ``"drop"``: with ``"drop"`` a series qualifies by
+            the positions that hold the full phase set (see :func:`read_cine`).
 
     Returns:
         The chosen :class:`SeriesInfo`.
@@ -1002,6 +1041,7 @@ def select_short_axis_cine(
             ``series 2 '4CH cine': 1 slice position (need >= 2)``), or no series qualifies (every
             series listed with its reasons).
     """
+    _check_policy(incomplete_positions)
     scan = series_list if isinstance(series_list, ScanResult) else None
     infos = list(scan.series if scan is not None else series_list)
     if not infos:
@@ -1012,13 +1052,13 @@ def select_short_axis_cine(
         raise DicomInputError(f"no DICOM image series found{where}.{detail}")
     if series is not None:
         chosen = _named(infos, series)
-        reasons = rejection_reasons(chosen)
+        reasons = rejection_reasons(chosen, incomplete_positions)
         if reasons:
             raise DicomInputError(f"{chosen.label} is not a short-axis cine: {'; '.join(reasons)}.")
         return chosen
-    candidates = [s for s in infos if not rejection_reasons(s)]
+    candidates = [s for s in infos if not rejection_reasons(s, incomplete_positions)]
     if not candidates:
-        listed = "; ".join(f"{s.label}: {', '.join(rejection_reasons(s))}" for s in infos)
+        listed = "; ".join(f"{s.label}: {', '.join(rejection_reasons(s, incomplete_positions))}" for s in infos)
         raise DicomInputError(f"no short-axis cine series found among {len(infos)} series: {listed}.")
     return max(candidates, key=_rank_key)
 
@@ -1142,10 +1182,55 @@ def _trigger_times(
     return np.asarray(means, dtype=np.float64), table, spread
 
 
+def _drop_incomplete_positions(lay: _Layout) -> tuple[_Layout, list[str]]:
+    """Keep the slice positions that hold the full (largest) phase set; re-analyse their frames.
+
+    Returns:
+        The layout of the kept frames and one note per dropped position (``"2 phases at
+        -39.25 mm (P09-0022.dcm)"``); ``(lay, [])`` unchanged when every position is complete.
+    """
+    counts = [len(s) for s in lay.slices]
+    if len(set(counts)) <= 1:
+        return lay, []
+    full = max(counts)
+    kept_ids = {id(f) for s in lay.slices if len(s) == full for f in s}
+    kept = [f for s in lay.slices if len(s) == full for f in s]
+    kept += [d for d, twin in lay.duplicates if id(twin) in kept_ids]
+    notes = [
+        f"{_plural(n, 'phase')} at {p:.2f} mm ({s[0].path.name})"
+        for n, p, s in zip(counts, lay.projections, lay.slices, strict=True)
+        if n != full
+    ]
+    new = _analyse(kept)
+    before = [i for i in lay.issues if not i.startswith(_PHASE_COUNT_ISSUE)]
+    new.issues = before + [
+        f"{issue} (after dropping the incomplete positions: {', '.join(notes)})"
+        for issue in new.issues
+        if issue not in before
+    ]
+    return new, notes
+
+
+def _single_slice_spacing(info: SeriesInfo, lay: _Layout) -> float:
+    """Slice spacing of a one-position cine: its SliceThickness (there is no second position).
+
+    Raises:
+        DicomInputError: if the frames carry no positive SliceThickness.
+    """
+    thickness = lay.slices[0][0].slice_thickness
+    if thickness is None or thickness <= 0:
+        raise DicomInputError(
+            f"{info.label}: the one slice position left ({lay.slices[0][0].name}) has no SliceThickness; "
+            "a single-slice cine needs it for its voxel size."
+        )
+    return float(thickness)
+
+
 def read_cine(
     series_info_or_files: SeriesInfo | Sequence[str | os.PathLike],
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    incomplete_positions: str = "raise",
 ) -> CineStudy:
     """Read a short-axis cine series into a ``(T, Z, Y, X)`` :class:`CineStudy` (``label=None``).
 
@@ -1161,6 +1246,11 @@ def read_cine(
             :func:`select_short_axis_cine`) or the files of one series (classic or multi-frame).
         max_bytes: the largest pixel memory (float32 ``T × Z × Y × X × 4`` bytes) to allocate;
             checked before any pixel is read. Must be >= 1.
+        incomplete_positions: ``"raise"`` (default) refuses a series whose slice positions hold
+            different numbers of phases; ``"drop"`` keeps only the positions holding the full
+            phase set (module docstring: why this and not the phases common to all), lists the
+            others in ``meta["positions_dropped"]``, and accepts a single kept position as a
+            2D+t cine (slice spacing = SliceThickness).
 
     Returns:
         The study: ``image`` float32, ``spacing_zyx`` = (slice spacing from the positions, row
@@ -1174,11 +1264,12 @@ def read_cine(
             Rows / Columns / PixelSpacing differ, the planes are not parallel, there are fewer than
             2 slice positions or 2 phases, the phase count differs between positions (naming
             them), slices are unevenly spaced or sheared, two different images share a position
-            and phase, the pixel memory exceeds `max_bytes` (naming the size), or a file is
-            truncated, corrupt or undecodable.
+            and phase, the pixel memory exceeds `max_bytes` (naming the size), a file is
+            truncated, corrupt or undecodable, or `incomplete_positions` is unknown.
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
         raise DicomInputError(f"`max_bytes` must be a positive integer, got {max_bytes!r}.")
+    _check_policy(incomplete_positions)
     if isinstance(series_info_or_files, SeriesInfo):
         info = series_info_or_files
     elif isinstance(series_info_or_files, (str, os.PathLike)):
@@ -1187,7 +1278,12 @@ def read_cine(
         info = _series_from_files(series_info_or_files)
 
     lay = _analyse(info.frames)
-    issues = lay.issues + _count_reasons(len(lay.slices), min((len(s) for s in lay.slices), default=0))
+    positions_dropped: list[str] = []
+    if incomplete_positions == "drop":
+        lay, positions_dropped = _drop_incomplete_positions(lay)
+    issues = lay.issues + _count_reasons(
+        len(lay.slices), min((len(s) for s in lay.slices), default=0), min_positions=1 if positions_dropped else 2
+    )
     if issues or lay.row_cos is None or lay.col_cos is None or lay.normal is None:
         raise DicomInputError(f"{info.label} cannot be read as a short-axis cine: {'; '.join(issues)}.")
 
@@ -1237,7 +1333,10 @@ def read_cine(
         dropped_notes.append(f"{dropped.name} (same position, phase and pixels as {kept.name})")
 
     spacing_y, spacing_x = lay.slices[0][0].pixel_spacing  # type: ignore[misc]
-    spacing_z = (lay.projections[-1] - lay.projections[0]) / (n_slices - 1)
+    if n_slices > 1:
+        spacing_z = (lay.projections[-1] - lay.projections[0]) / (n_slices - 1)
+    else:
+        spacing_z = _single_slice_spacing(info, lay)
     affine = np.eye(4)
     affine[:3, 0] = lay.row_cos * spacing_x
     affine[:3, 1] = lay.col_cos * spacing_y
@@ -1269,6 +1368,8 @@ def read_cine(
         "ed_es_known": False,
         "problems": [str(p) for p in info.problems],
         "duplicates_dropped": dropped_notes,
+        "positions_dropped": positions_dropped,
+        "incomplete_positions": incomplete_positions,
     }
     return CineStudy(
         subject_id=header.get("PatientID") or info.series_uid,
@@ -1290,6 +1391,7 @@ def read_short_axis_cine(
     series: str | int | None = None,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    incomplete_positions: str = "raise",
 ) -> CineStudy:
     """Scan a folder, pick its short-axis cine and read it: the three steps in one call.
 
@@ -1297,6 +1399,7 @@ def read_short_axis_cine(
         path: the study folder (any nesting) or a single file.
         series: as in :func:`select_short_axis_cine` (``None`` chooses automatically).
         max_bytes: as in :func:`read_cine`.
+        incomplete_positions: as in :func:`read_cine` (``"raise"`` or ``"drop"``).
 
     Returns:
         The :class:`CineStudy`; ``meta["problems"]`` lists every file the scan left out.
@@ -1308,8 +1411,8 @@ def read_short_axis_cine(
     """
     scan = scan_folder(path)
     try:
-        info = select_short_axis_cine(scan, series)
-        study = read_cine(info, max_bytes=max_bytes)
+        info = select_short_axis_cine(scan, series, incomplete_positions)
+        study = read_cine(info, max_bytes=max_bytes, incomplete_positions=incomplete_positions)
     except DicomInputError as exc:
         if not scan.problems or not scan.series:
             raise

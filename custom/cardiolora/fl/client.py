@@ -1,0 +1,87 @@
+"""The site script of every cardiolora FLARE job (FLARE 2.9 Client API).
+
+The job runs it in the FLARE client process (``ClientAPIExecutor``, ``in_process``)::
+
+    python client.py --method rml|fedavg --profile quick --local-epochs 1 --job-name rate_my_lora
+
+Federation hyperparameters (method, profile, local epochs) come from the job's script arguments;
+the site's data location and output folder come from the site's own local config
+(:func:`cardiolora.fl.common.load_site_config`: ``$CARDIOLORA_SITE_CONFIG`` or
+``<site workspace>/local/cardiolora_site.json``), so one job folder serves every site. A missing
+or invalid config stops the site with an error naming the file and the field.
+
+The loop: ``flare.receive()`` → the task name (``flare.get_task_name()``) → the site's answer from
+:class:`cardiolora.fl.site.SiteRunner` (Rate-My-LoRA / FedPETuning tasks) or its full-weight
+training (FedAvg's ``train``) → ``flare.send(FLModel(...))``. Network, transforms and training
+loop come from the MONAI bundle (:class:`cardiolora.fl.site.BundleBackend`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("cardiolora.fl.client")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments the job passes to the script."""
+    p = argparse.ArgumentParser(prog="cardiolora-fl-client", description="cardiolora FLARE site script")
+    p.add_argument(
+        "--method",
+        choices=["rml", "fedavg"],
+        required=True,
+        help="rml: Rate-My-LoRA / FedPETuning task protocol; fedavg: full-weight FedAvg",
+    )
+    p.add_argument("--profile", required=True, help="run profile of the bundle (quick, paper)")
+    p.add_argument("--local-epochs", type=int, required=True, help="local epochs per round")
+    p.add_argument("--job-name", required=True, help="sub-folder of the site's output_dir for this job")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the site until the server ends the job."""
+    import nvflare.client as flare
+    import torch
+    from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+
+    from cardiolora.fl.common import Task, load_site_config
+    from cardiolora.fl.site import BundleBackend, SiteRunner
+
+    args = build_parser().parse_args(argv)
+    flare.init()
+    site = flare.get_site_name()
+    cfg = load_site_config(site, required=("dataset_dir", "output_dir"))
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = cfg.output_dir / args.job_name
+    backend = BundleBackend(cfg, args.profile, out)
+    runner = SiteRunner(site, backend, out, args.local_epochs, args.profile, fail_at=cfg.extra.get("test_fail_at"))
+    logger.info(f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}")
+    while flare.is_running():
+        received = flare.receive()
+        if received is None:
+            break
+        task = flare.get_task_name()
+        if args.method == "fedavg":
+            if task != Task.TRAIN:
+                raise ValueError(f"{site}: the fedavg job sends only `train`, got `{task}`.")
+            meta = dict(received.meta or {})
+            meta.setdefault("current_round", received.current_round)
+            reply = runner.on_fedavg_train(dict(received.params or {}), meta)
+        else:
+            reply = runner.handle(task, received.params, received.meta)
+        logger.info(f"{site}: `{task}` done: meta {reply.meta}, metrics {sorted(reply.metrics or {})}")
+        if reply.params is not None:
+            flare.send(
+                FLModel(params=reply.params, params_type=ParamsType.FULL, metrics=reply.metrics, meta=reply.meta)
+            )
+        else:
+            flare.send(FLModel(metrics=dict(reply.metrics or {}), meta=reply.meta))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

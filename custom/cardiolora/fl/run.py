@@ -1,0 +1,219 @@
+"""Run one job in the FLARE simulator on phantom (or any) sites — a thin wrapper.
+
+::
+
+    python -m cardiolora.fl.run --job rate_my_lora --sites-root runs/demo/phantoms/sites \\
+        --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick
+
+It writes each participant's local config (``<workdir>/site_config/<site>.json``, given to the
+simulator through ``$CARDIOLORA_SITE_CONFIG``), exports the job with the requested rounds and
+profile to ``<workdir>/job``, runs ``nvflare simulator`` with one client per site and copies the
+server's results (``rml_history.json``, ``rml_curves.png``, ``cross_site_eval.json``,
+``tb_events/``, ``global_model.pt``) to ``<workdir>/results``. Each site's models are in
+``<workdir>/sites/<site>/<job>/``. The server state (for resuming) is in ``<workdir>/server_state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["run_simulation", "write_site_configs", "main"]
+
+RESULT_FILES = ("rml_history.json", "rml_curves.png", "cross_site_eval.json", "global_model.pt", "tb_events")
+
+
+def write_site_configs(
+    workdir: Path,
+    sites_root: Path,
+    sites: list[str],
+    pretrained: Path,
+    torch_threads: int = 1,
+    extra: dict[str, dict] | None = None,
+) -> Path:
+    """Write ``<workdir>/site_config/{server,<site>}.json``; returns the folder.
+
+    Raises:
+        FileNotFoundError: if a site folder has no ``datalist.json`` or `pretrained` does not exist.
+    """
+    folder = workdir / "site_config"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not pretrained.is_file():
+        raise FileNotFoundError(f"{pretrained}: no base model (make one with `cardiolora pretrain`).")
+    server = {"pretrained_path": str(pretrained.resolve()), "state_dir": str((workdir / "server_state").resolve())}
+    (folder / "server.json").write_text(json.dumps(server, indent=1))
+    for site in sites:
+        data = sites_root / site
+        if not (data / "datalist.json").is_file():
+            raise FileNotFoundError(f"{data / 'datalist.json'}: no datalist for site `{site}`.")
+        cfg = {
+            "dataset_dir": str(data.resolve()),
+            "output_dir": str((workdir / "sites" / site).resolve()),
+            "num_threads": torch_threads,
+            **(extra or {}).get(site, {}),
+        }
+        (folder / f"{site}.json").write_text(json.dumps(cfg, indent=1))
+    return folder
+
+
+def run_simulation(
+    job: str,
+    sites_root: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    workdir: str | os.PathLike,
+    rounds: int = 2,
+    profile: str = "quick",
+    sites: list[str] | None = None,
+    local_epochs: int | None = None,
+    min_clients: int | None = None,
+    torch_threads: int = 1,
+    extra_site_config: dict[str, dict] | None = None,
+    timeout: float | None = None,
+    straggler_grace: int = 600,
+) -> dict:
+    """Export `job`, run it in the simulator, collect the results.
+
+    Args:
+        job: ``rate_my_lora``, ``fedpetuning`` or ``fedavg_full``.
+        sites_root: folder holding ``<site>/datalist.json``.
+        pretrained: the base model ``W_0``.
+        workdir: work folder (created; the simulator workspace is ``<workdir>/simulate``).
+        rounds: federated rounds.
+        profile: run profile.
+        sites: site names (default: ``site-1``, ``site-2``, ``site-3``).
+        local_epochs: local epochs per round (default: the profile's).
+        min_clients: fewer answering sites stop the job (default: all but one, at least 1).
+        torch_threads: torch CPU threads per simulated site.
+        extra_site_config: more fields per site config (e.g. the test-only ``test_fail_at``).
+        timeout: seconds before the simulator is stopped (None: no limit).
+        straggler_grace: seconds the server waits for the remaining sites once ``min_clients`` answered.
+
+    Returns:
+        ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
+
+    Raises:
+        RuntimeError: if the simulator fails or times out (the message names its log).
+    """
+    from cardiolora.fl.jobs import build_job, export_job
+
+    workdir = Path(workdir).resolve()
+    sites = list(sites or ["site-1", "site-2", "site-3"])
+    min_clients = min_clients or max(1, len(sites) - 1)
+    cfg_dir = write_site_configs(workdir, Path(sites_root), sites, Path(pretrained), torch_threads, extra_site_config)
+    job_dir = export_job(
+        build_job(
+            job,
+            num_rounds=rounds,
+            profile=profile,
+            local_epochs=local_epochs,
+            n_clients=len(sites),
+            min_clients=min_clients,
+            task_timeout=int(timeout or 3600),
+            straggler_grace=straggler_grace,
+        ),
+        workdir / "job" / job,
+    )
+    ws = workdir / "simulate"
+    env = {**os.environ, "CARDIOLORA_SITE_CONFIG": str(cfg_dir), "PYTHONUNBUFFERED": "1"}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # N sites share the cores
+        env.setdefault(var, str(torch_threads))
+    cmd = [
+        sys.executable,
+        "-m",
+        "nvflare.cli",
+        "simulator",
+        str(job_dir),
+        "-w",
+        str(ws),
+        "-n",
+        str(len(sites)),
+        "-c",
+        ",".join(sites),
+        "-t",
+        str(len(sites)),
+    ]
+    log = workdir / "simulator.log"
+    start = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise RuntimeError(f"the simulator did not finish in {timeout} s; see {log}") from None
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+    seconds = time.time() - start
+    run_dir = ws / "server" / "simulate_job"
+    results_dir = workdir / "results" / job
+    results_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in RESULT_FILES:
+        src = run_dir / name
+        if src.is_dir():
+            shutil.copytree(src, results_dir / name, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copy2(src, results_dir / name)
+        else:
+            continue
+        results[name] = str(results_dir / name)
+    summary = {
+        "job": job,
+        "returncode": rc,
+        "seconds": round(seconds, 1),
+        "workdir": str(workdir),
+        "log": str(log),
+        "results": results,
+        "sites": {s: str(workdir / "sites" / s / job) for s in sites},
+    }
+    if rc != 0:
+        raise RuntimeError(f"the simulator exited with {rc}; see {log} and {ws}/server/log.txt")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m cardiolora.fl.run``)."""
+    p = argparse.ArgumentParser(prog="python -m cardiolora.fl.run", description=__doc__.splitlines()[0])
+    p.add_argument("--job", required=True, choices=["rate_my_lora", "fedpetuning", "fedavg_full"])
+    p.add_argument("--sites-root", required=True, help="folder with <site>/datalist.json (phantoms: <out>/sites)")
+    p.add_argument("--pretrained", required=True, help="base model W_0 (.pt)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    p.add_argument("--sites", default="site-1,site-2,site-3", help="comma-separated site names")
+    p.add_argument("--local-epochs", type=int)
+    p.add_argument("--min-clients", type=int)
+    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--straggler-grace", type=int, default=600)
+    args = p.parse_args(argv)
+    try:
+        summary = run_simulation(
+            args.job,
+            args.sites_root,
+            args.pretrained,
+            args.workdir,
+            args.rounds,
+            args.profile,
+            args.sites.split(","),
+            args.local_epochs,
+            args.min_clients,
+            args.torch_threads,
+            straggler_grace=args.straggler_grace,
+        )
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        print(f"cardiolora.fl.run: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The site's model: plain U-Net weights, or base weights plus the site's LoRA adapter merged once.
+
+A site runs the network that federated fine-tuning left it: ``W = W0 + (alpha / r)·B·A`` for every
+adapted convolution. Both ways of shipping it are accepted:
+
+* ``model.pt`` — plain U-Net weights, as the bundle's ``CheckpointSaver`` (through
+  :class:`~cardiolora.networks.ExportView`) and the FL jobs write them: the adapter is already
+  folded in, inference costs what the base costs;
+* ``base.pt`` + ``adapter.pt`` — base weights and an adapter-only state dict
+  (:func:`cardiolora.lora.lora_state_dict`); the adapter is injected, loaded, merged with
+  :func:`cardiolora.lora.merge_lora` (which refuses non-finite results) and the merged weights are
+  loaded into a plain network, so inference again runs a plain U-Net.
+
+The rank is read from the adapter's shapes (every module must share it); ``alpha`` is not stored
+in an adapter state dict and defaults to the rank (scaling 1, the project's default), or is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cardiolora.profiles import Profile, get_profile
+
+__all__ = ["ModelError", "SiteModel", "adapter_rank", "file_sha256", "load_site_model", "pick_device"]
+
+
+class ModelError(ValueError):
+    """A model or adapter file is missing, unreadable or does not fit the profile's network."""
+
+
+@dataclass
+class SiteModel:
+    """A ready-to-run plain network and where it came from.
+
+    Attributes:
+        network: the plain U-Net in eval mode on `device`.
+        profile: the run profile it was built with.
+        device: where it runs.
+        files: ``{"model": path}`` or ``{"base": path, "adapter": path}``.
+        sha256: sha256 of each file in `files`, same keys.
+        lora: ``{"rank": r, "alpha": a}`` when an adapter was merged, else empty.
+    """
+
+    network: torch.nn.Module
+    profile: Profile
+    device: torch.device
+    files: dict[str, str]
+    sha256: dict[str, str]
+    lora: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_sha256(self) -> str:
+        """The hash the report leads with: of ``model.pt``, or of the adapter file."""
+        return self.sha256.get("model") or self.sha256.get("adapter", "")
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able description for the report."""
+        return {
+            "profile": self.profile.name,
+            "device": str(self.device),
+            "files": dict(self.files),
+            "sha256": dict(self.sha256),
+            "model_sha256": self.model_sha256,
+            "lora_merged": dict(self.lora),
+        }
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in chunks.
+
+    Args:
+        path: the file.
+        chunk: bytes per read.
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        ModelError: if the file does not exist.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: no such weights file.")
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: the one given, else CUDA when present, else the CPU.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... or ``None`` for automatic.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        ModelError: if the device string is malformed or CUDA is asked for and absent.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ModelError(f"`device` {device!r} is not a torch device ({err}).") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"`device` {device!r}: CUDA is not available on this machine; use --device cpu.")
+    return dev
+
+
+def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
+    """A state dict from `path` with errors that say which file and role failed."""
+    from cardiolora.networks import read_state_dict
+
+    try:
+        return read_state_dict(path)
+    except FileNotFoundError as err:
+        raise ModelError(f"{role} file {path}: no such file (weights are never shipped; see inference/README.md).") from err
+    except ValueError as err:
+        raise ModelError(f"{role} file {err}") from err
+
+
+def adapter_rank(state: Mapping[str, torch.Tensor], where: str = "adapter") -> int:
+    """The LoRA rank of an adapter-only state dict (the same for every module).
+
+    ``lora_A.weight`` is ``[r, in, *k]``, ``lora_A_T.weight`` is ``[in, r, *k]``.
+
+    Args:
+        state: the adapter state dict.
+        where: what to call it in messages (its file).
+
+    Returns:
+        The rank r.
+
+    Raises:
+        ModelError: if it holds no ``lora_A`` key or the modules have different ranks.
+    """
+    ranks = set()
+    for key, value in state.items():
+        if key.endswith(".lora_A.weight"):
+            ranks.add(int(value.shape[0]))
+        elif key.endswith(".lora_A_T.weight"):
+            ranks.add(int(value.shape[1]))
+    if not ranks:
+        raise ModelError(f"{where}: no `<name>.lora_A.weight` keys; not an adapter-only state dict.")
+    if len(ranks) > 1:
+        raise ModelError(f"{where}: modules have different ranks {sorted(ranks)}; one rank per adapter expected.")
+    return ranks.pop()
+
+
+def _merged_plain_state(
+    base: Mapping[str, torch.Tensor], adapter: Mapping[str, torch.Tensor], prof: Profile, alpha: float | None, where: str
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Inject an adapter into the base network, merge it, return the plain weights and (rank, alpha)."""
+    from cardiolora.lora import base_state_dict, load_lora_state_dict, merge_lora
+    from cardiolora.networks import load_weights, lora_unet
+
+    rank = adapter_rank(adapter, where)
+    net = lora_unet(prof, lora_rank=rank, lora_alpha=alpha)
+    load_weights(net, base)
+    try:
+        load_lora_state_dict(net, adapter)
+        merge_lora(net, safe=True)
+    except ValueError as err:
+        raise ModelError(f"{where}: {err}") from err
+    return base_state_dict(net), {"rank": rank, "alpha": float(alpha if alpha is not None else rank)}
+
+
+def load_site_model(
+    model: str | os.PathLike | None = None,
+    *,
+    base: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
+    profile: str | Profile = "quick",
+    device: str | torch.device | None = None,
+    lora_alpha: float | None = None,
+    channels_last: bool = True,
+) -> SiteModel:
+    """Build the profile's plain U-Net with the site's weights, ready for inference.
+
+    Args:
+        model: plain weights (``model.pt``); give either this or `base` + `adapter`.
+        base: base weights the adapter was trained on.
+        adapter: adapter-only state dict file.
+        profile: run profile the weights belong to (``"quick"`` or ``"paper"``).
+        device: ``None`` for CUDA when present else CPU, or a device string.
+        lora_alpha: the adapter's alpha (``None``: alpha = rank, scaling 1).
+        channels_last: store the weights in channels-last memory format (faster convolutions
+            on CPU; the results are the same up to float rounding).
+
+    Returns:
+        The :class:`SiteModel`.
+
+    Raises:
+        ModelError: naming the file, if the arguments do not name exactly one of the two forms,
+            a file is missing or unreadable, the weights do not fit the profile's network (e.g. a
+            paper-profile file with ``profile="quick"``), the adapter does not fit, or the merge
+            gives non-finite weights.
+    """
+    from cardiolora.networks import load_weights, lora_unet
+
+    if (model is None) == (base is None and adapter is None):
+        raise ModelError("give either `model` (model.pt) or both `base` and `adapter`, not both and not neither.")
+    if model is None and (base is None or adapter is None):
+        raise ModelError("`base` and `adapter` go together: the adapter is merged into the base weights.")
+    try:
+        prof = get_profile(profile)
+    except ValueError as err:
+        raise ModelError(str(err)) from err
+    dev = pick_device(device)
+    net = lora_unet(prof)
+    lora: dict[str, float] = {}
+    if model is not None:
+        files = {"model": str(model)}
+        state = _read(model, "model")
+        where = f"model file {model}"
+    else:
+        files = {"base": str(base), "adapter": str(adapter)}
+        base_state = _read(base, "base")
+        adapter_state = _read(adapter, "adapter")
+        try:
+            state, lora = _merged_plain_state(base_state, adapter_state, prof, lora_alpha, f"adapter file {adapter}")
+        except ModelError:
+            raise
+        except ValueError as err:
+            raise ModelError(f"base file {base}: {err}") from err
+        where = f"base file {base} + adapter file {adapter}"
+    try:
+        load_weights(net, state)
+    except ValueError as err:
+        raise ModelError(f"{where} does not fit the {prof.name!r} profile's network: {err}") from err
+    sha = {role: file_sha256(path) for role, path in files.items()}
+    net = net.to(dev).eval()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return SiteModel(network=net, profile=prof, device=dev, files=files, sha256=sha, lora=lora)

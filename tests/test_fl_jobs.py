@@ -1,0 +1,238 @@
+"""FLARE jobs: committed exports, site-local configs, the adapter-only filter, the FedAvg aggregator."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nvflare.apis.dxo import DXO, DataKind
+from nvflare.apis.filter import ContentBlockedException
+from nvflare.apis.fl_context import FLContext
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.app_common.utils.fl_model_utils import FLModelUtils
+
+from cardiolora.fl.aggregators import DatasetSizeAggregator
+from cardiolora.fl.common import (
+    SITE_CONFIG_ENV,
+    Task,
+    is_adapter_key,
+    load_site_config,
+    pack_adapters,
+    payload_bytes,
+    unpack_adapters,
+)
+from cardiolora.fl.filters import AdapterOnlyFilter, check_result
+from cardiolora.fl.jobs import JOB_NAMES, job_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("name", JOB_NAMES)
+def test_committed_export_equals_a_fresh_export(name, tmp_path):
+    """Nobody edits jobs/<name>/exported by hand: it is exactly what job.py --export writes."""
+    committed = REPO / "jobs" / name / "exported"
+    assert (committed / "meta.json").is_file(), f"{committed} missing: run python jobs/{name}/job.py --export"
+    assert job_main(name, ["--out", str(tmp_path / name)], REPO / "jobs" / name) == 0
+    fresh = tmp_path / name
+    assert _tree(fresh) == _tree(committed)
+    _, mismatch, errors = filecmp.cmpfiles(committed, fresh, _tree(fresh), shallow=False)
+    assert not mismatch and not errors, f"{mismatch or errors} differ: run python jobs/{name}/job.py --export"
+    # and job.py is the thin shim that exports its own job
+    source = (REPO / "jobs" / name / "job.py").read_text()
+    assert f'job_main("{name}"' in source
+
+
+def _client(name: str) -> dict:
+    return json.loads((REPO / "jobs" / name / "exported" / "app" / "config" / "config_fed_client.json").read_text())
+
+
+def test_lora_jobs_filter_every_task_and_share_the_site_app():
+    for name in ("rate_my_lora", "fedpetuning"):
+        chains = _client(name)["task_result_filters"]
+        assert len(chains) == 1
+        # FLARE 2.9 keys result filters by exact task name: every task of the protocol is listed
+        assert chains[0]["tasks"] == sorted(Task.ALL)
+        assert [f["path"] for f in chains[0]["filters"]] == ["cardiolora.fl.filters.AdapterOnlyFilter"]
+    rml, fedpet = _client("rate_my_lora"), _client("fedpetuning")
+    args = fedpet["executors"][0]["executor"]["args"]
+    args["task_script_args"] = args["task_script_args"].replace("fedpetuning", "rate_my_lora")
+    assert rml == fedpet  # the sites run the very same app (and filter) in both jobs
+    server = json.loads(
+        (REPO / "jobs" / "fedpetuning" / "exported" / "app" / "config" / "config_fed_server.json").read_text()
+    )
+    assert server["workflows"][0]["args"]["lambda0"] == 0.0
+
+
+def test_fedavg_full_sends_full_weights_without_filter():
+    client = _client("fedavg_full")
+    assert client["task_result_filters"] == []
+    assert "--method fedavg" in client["executors"][0]["executor"]["args"]["task_script_args"]
+    server = json.loads(
+        (REPO / "jobs" / "fedavg_full" / "exported" / "app" / "config" / "config_fed_server.json").read_text()
+    )
+    wf = server["workflows"][0]
+    assert wf["path"] == "nvflare.app_common.workflows.fedavg.FedAvg"
+    assert wf["args"]["aggregator"]["path"] == "cardiolora.fl.aggregators.DatasetSizeAggregator"
+
+
+# ----------------------------------------------------------------------------- site-local config
+
+
+def _datalist(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "datalist.json").write_text(json.dumps({"train": [], "val": [], "test": []}))
+    return folder
+
+
+def test_site_config_from_workspace_local(tmp_path, monkeypatch):
+    monkeypatch.delenv(SITE_CONFIG_ENV, raising=False)
+    data = _datalist(tmp_path / "data")
+    (tmp_path / "ws" / "local").mkdir(parents=True)
+    (tmp_path / "ws" / "local" / "cardiolora_site.json").write_text(
+        json.dumps({"dataset_dir": "../../data", "output_dir": "/out", "num_threads": 2})
+    )
+    cfg = load_site_config("site-1", workspace=tmp_path / "ws")
+    assert cfg.dataset_dir == data.resolve() and cfg.output_dir == Path("/out") and cfg.num_threads == 2
+
+
+def test_site_config_from_env_folder(tmp_path, monkeypatch):
+    data = _datalist(tmp_path / "data")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "site-2.json").write_text(json.dumps({"dataset_dir": str(data), "output_dir": "o"}))
+    monkeypatch.setenv(SITE_CONFIG_ENV, str(tmp_path / "cfg"))
+    cfg = load_site_config("site-2")
+    assert cfg.path == tmp_path / "cfg" / "site-2.json" and cfg.output_dir == (tmp_path / "cfg" / "o").resolve()
+
+
+@pytest.mark.parametrize(
+    "content, error, message",
+    [
+        (None, FileNotFoundError, r"cardiolora_site.json: no site config for `site-1`"),
+        ("{not json", ValueError, r"cardiolora_site.json: not valid JSON"),
+        ({"output_dir": "/o"}, ValueError, r"cardiolora_site.json: field `dataset_dir` is required"),
+        (
+            {"dataset_dir": "/nowhere", "output_dir": "/o"},
+            ValueError,
+            r"field `dataset_dir` = /nowhere holds no datalist",
+        ),
+        ({"dataset_dir": 3, "output_dir": "/o"}, ValueError, r"field `dataset_dir` must be a path string"),
+        ({"dataset_dir": "DATA", "output_dir": "/o", "num_threads": 0}, ValueError, r"field `num_threads`"),
+    ],
+    ids=["missing_file", "bad_json", "missing_field", "no_datalist", "wrong_type", "bad_threads"],
+)
+def test_site_config_errors_name_file_and_field(tmp_path, monkeypatch, content, error, message):
+    monkeypatch.delenv(SITE_CONFIG_ENV, raising=False)
+    data = _datalist(tmp_path / "data")
+    local = tmp_path / "local"
+    local.mkdir()
+    if content is not None:
+        text = content if isinstance(content, str) else json.dumps(content).replace('"DATA"', json.dumps(str(data)))
+        (local / "cardiolora_site.json").write_text(text)
+    with pytest.raises(error, match=message):
+        load_site_config("site-1", workspace=tmp_path)
+
+
+def test_server_config_needs_existing_pretrained(tmp_path, monkeypatch):
+    monkeypatch.delenv(SITE_CONFIG_ENV, raising=False)
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "cardiolora_site.json").write_text(json.dumps({"pretrained_path": "/no/model.pt"}))
+    with pytest.raises(ValueError, match="field `pretrained_path` = /no/model.pt does not exist"):
+        load_site_config("server", required=("pretrained_path",), workspace=tmp_path)
+
+
+# ----------------------------------------------------------------------------- protocol helpers
+
+
+def test_pack_unpack_and_bytes():
+    a = {"m.conv.lora_A.weight": torch.zeros(2, 3, 3, 3), "m.conv.lora_B.weight": torch.zeros(4, 2, 1, 1)}
+    packed = pack_adapters({"site-1": a})
+    assert set(packed) == {"site-1/m.conv.lora_A.weight", "site-1/m.conv.lora_B.weight"}
+    assert unpack_adapters(packed) == {"site-1": a}
+    assert payload_bytes(packed) == (54 + 8) * 4
+    assert payload_bytes({"x": np.zeros(3, dtype=np.float64)}) == 24
+    with pytest.raises(ValueError, match="not an adapter key"):
+        pack_adapters({"site-1": {"m.conv.weight": torch.zeros(1)}})
+    with pytest.raises(ValueError, match="not packed adapters"):
+        unpack_adapters({"m.conv.lora_A.weight": torch.zeros(1)})
+    assert is_adapter_key("model.0.conv.unit0.conv.lora_A_T.weight")
+    assert not is_adapter_key("model.0.conv.unit0.conv.weight") and not is_adapter_key("lora_A.weight")
+
+
+# ----------------------------------------------------------------------------- the filter
+
+ADAPTER = {"m.lora_A.weight": np.zeros((2, 1, 3, 3), np.float32), "m.lora_B.weight": np.zeros((4, 2, 1, 1), np.float32)}
+
+
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        (
+            FLModel(params={**ADAPTER, "m.weight": np.zeros((4, 1, 3, 3), np.float32)}),
+            "`m.weight` is not an adapter key",
+        ),
+        (FLModel(params={"m.lora_A.weight": np.zeros(3, np.int64)}), "has dtype int64"),
+        (FLModel(params=ADAPTER, meta={"leak": np.zeros(3)}), "meta.leak: a ndarray"),
+        (FLModel(params=ADAPTER, meta={"leak": torch.zeros(3)}), "meta.leak: a Tensor"),
+        (FLModel(metrics={"score": 0.5, "w": np.zeros((2, 2))}), "metrics.w: a ndarray"),
+        (FLModel(metrics={"score": 0.5}, meta={"note": "x" * 5000}), "a string of 5000 characters"),
+    ],
+    ids=["base_key", "int_tensor", "array_in_meta", "tensor_in_meta", "array_in_metrics", "long_string"],
+)
+def test_filter_blocks(model, reason):
+    shareable = FLModelUtils.to_shareable(model)
+    flt = AdapterOnlyFilter(audit_file="")
+    with pytest.raises(ContentBlockedException, match=reason):
+        flt.process(shareable, FLContext())
+
+
+def test_filter_blocks_other_dxo_kinds():
+    reasons, _ = check_result(DataKind.COLLECTION, {"x": 1}, {})
+    assert reasons and "COLLECTION" in reasons[0]
+    shareable = DXO(DataKind.WEIGHTS, data={"m.lora_A.weight": np.zeros(2, np.float32)}, meta={}).to_shareable()
+    assert AdapterOnlyFilter(audit_file="").process(shareable, FLContext()) is shareable
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        FLModel(
+            params=ADAPTER,
+            params_type=ParamsType.FULL,
+            metrics={"train_loss": 1.2},
+            meta={"n_cases": 4, "rank": 2, "checksum": "ab" * 32, "status": "merged"},
+        ),
+        FLModel(metrics={"score": 0.7}, meta={"round": 1}),
+        FLModel(metrics={"models": {"global": {"n_cases": 2, "summary": {"mean": {"dice": {"mean": None, "n": 0}}}}}}),
+    ],
+    ids=["adapter", "score", "tables"],
+)
+def test_filter_passes_adapters_counts_and_metrics(model):
+    shareable = FLModelUtils.to_shareable(model)
+    assert AdapterOnlyFilter(audit_file="").process(shareable, FLContext()) is shareable
+
+
+# ----------------------------------------------------------------------------- FedAvg weighted by |D_c|
+
+
+def test_dataset_size_aggregator():
+    agg = DatasetSizeAggregator()
+    agg.accept_model(FLModel(params={"w": np.ones(2, np.float32)}, meta={"n_cases": 1, "client_name": "a"}))
+    agg.accept_model(FLModel(params={"w": np.full(2, 5.0, np.float32)}, meta={"n_cases": 3, "client_name": "b"}))
+    agg.accept_model(FLModel(params={"w": np.full(2, 99.0, np.float32)}, meta={"client_name": "no_size"}))
+    agg.accept_model(FLModel(params={"w": np.full(3, 99.0, np.float32)}, meta={"n_cases": 1, "client_name": "shape"}))
+    agg.accept_model(
+        FLModel(params={"w": np.array([np.nan, 1], np.float32)}, meta={"n_cases": 1, "client_name": "nan"})
+    )
+    out = agg.aggregate_model()
+    np.testing.assert_allclose(out.params["w"], [4.0, 4.0])  # (1·1 + 3·5) / 4
+    assert out.params["w"].dtype == np.float32 and out.meta["sites"] == ["a", "b"]
+    with pytest.raises(RuntimeError, match="no valid result"):
+        agg.aggregate_model()
