@@ -82,6 +82,11 @@ def test_a_site_that_drops_out_in_the_simulator(fl_sites, tmp_path):
     fin = [r for r in h["rounds"] if r.get("task") == "finalize"][0]
     assert set(fin["sites"]) == {"site-1", "site-2"}
     assert all(is_adapter_key(k) for keys in h["received_keys"].values() for k in keys)
+    for site in ("site-1", "site-2"):  # every message that left went through the filter: adapters only
+        audit = tmp_path / "simulate" / site / "simulate_job" / "outgoing_audit.jsonl"
+        records = [json.loads(line) for line in audit.read_text().splitlines()]
+        assert len(records) == 5 and all(r["decision"] == "passed" for r in records)
+        assert all(is_adapter_key(k) for r in records for k in r["tensors"])
     table = json.loads(Path(summary["results"]["cross_site_eval.json"]).read_text())
     assert set(table["global"]) == {"site-1", "site-2"}
 

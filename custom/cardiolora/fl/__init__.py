@@ -6,6 +6,10 @@
 * :mod:`cardiolora.fl.site` — what a site does with the tasks, FLARE-free (the bundle's workflows);
 * :mod:`cardiolora.fl.client` — the FLARE Client API script that drives :mod:`cardiolora.fl.site`;
 * :mod:`cardiolora.fl.filters` — the site's result filter that lets only adapters and numbers out;
+* :mod:`cardiolora.fl.common` — site-local configuration, the bundle network, the task protocol;
+* :mod:`cardiolora.fl.persistor` — the server's ``W_0`` from the bundle and the server's config;
+* :mod:`cardiolora.fl.aggregators` — FedAvg weighted by dataset size (the full-weight baseline);
+* :mod:`cardiolora.fl.history` — per-round JSON and curves;
 * :mod:`cardiolora.fl.jobs` — the FedJob builders behind ``jobs/<name>/job.py``;
 * :mod:`cardiolora.fl.run` — run a job in the FLARE simulator on phantom sites.
 """

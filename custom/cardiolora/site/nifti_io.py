@@ -14,8 +14,8 @@ sizes of ``pixdim`` when the two disagree — exactly what the bundle's
 Output (all with the affine ``nifti_affine(affine_lps)`` of the input, so every voxel of a label
 map lies where the matching input voxel lies):
 
-* ``image.nii.gz`` — the input cine ``(X, Y, Z, T)`` float32;
-* ``labels.nii.gz`` — the labels ``(X, Y, Z, T)`` uint8 (0 bg, 1 LV, 2 MYO, 3 RV);
+* ``image.nii.gz`` — the input cine ``(X, Y, Z, T)`` float32 (``(X, Y, Z)`` for a single phase);
+* ``labels.nii.gz`` — the labels ``(X, Y, Z, T)`` uint8 (0 bg, 1 LV, 2 MYO, 3 RV; 3D likewise);
 * ``labels_ED.nii.gz`` / ``labels_ES.nii.gz`` — the labels of the ED / ES phase ``(X, Y, Z)``.
 """
 
@@ -160,10 +160,13 @@ def write_nifti_outputs(
     affine = nifti_affine(study.affine_lps)
     times = np.asarray(study.trigger_times_ms, dtype=float)
     step = float(np.median(np.diff(times))) if times.size > 1 and np.all(np.isfinite(times)) else None
-    to_xyzt = (3, 2, 1, 0)
+    if study.n_phases == 1:  # a single phase (a 3D stack) is written 3D, like the input
+        image, labels = np.transpose(study.image[0], (2, 1, 0)), np.transpose(label_tzyx[0], (2, 1, 0))
+    else:
+        image, labels = np.transpose(study.image, (3, 2, 1, 0)), np.transpose(label_tzyx, (3, 2, 1, 0))
     paths = {
-        "image": _save(np.transpose(study.image, to_xyzt), affine, out / "image.nii.gz", np.float32, step),
-        "labels": _save(np.transpose(label_tzyx, to_xyzt), affine, out / "labels.nii.gz", np.uint8, step),
+        "image": _save(image, affine, out / "image.nii.gz", np.float32, step),
+        "labels": _save(labels, affine, out / "labels.nii.gz", np.uint8, step),
     }
     for name, phase in (("labels_ED", ed), ("labels_ES", es)):
         if phase is not None:
