@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/demo
 
-.PHONY: demo test lint bench-bundle clean-runs venv
+.PHONY: demo test lint bench-bundle acdc-pretrain clean-runs venv
 
 venv: $(STAMP)
 
@@ -27,7 +27,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check custom tests benchmarks jobs inference
 
 bench-bundle: $(STAMP)
-	$(PY) benchmarks/bundle_bench.py $(if $(wildcard runs/demo/pretrain/model.pt),--weights runs/demo/pretrain/model.pt --sites runs/demo/phantoms/sites)
+	$(PY) benchmarks/bundle_bench.py $(if $(wildcard runs/demo/pretrain/model.pt),--weights runs/demo/pretrain/model.pt --sites runs/demo/phantoms/sites) $(if $(wildcard runs/acdc-pretrain/model.pt),--acdc-weights runs/acdc-pretrain/model.pt --acdc-data runs/acdc-pretrain/data)
+
+# The ACDC base model used by bench-bundle (../shared/data or any ACDC HDF5 folder as ACDC_H5).
+ACDC_H5 ?= ../shared/data/acdc_h5
+acdc-pretrain: $(STAMP)
+	$(VENV)/bin/cardiolora pretrain --data $(ACDC_H5) --split-by group --value NOR MINF --out runs/acdc-pretrain --epochs 40
 
 clean-runs:
 	rm -rf runs

@@ -75,6 +75,7 @@ def trained(tmp_path_factory):
     """Pretrain the quick profile through the bundle on a small phantom reference site."""
     root = tmp_path_factory.mktemp("site-pretrain")
     import os  # DEVONLY
+
     if os.environ.get("DEV_MODEL"):  # DEVONLY
         return Path(os.environ["DEV_MODEL"])  # DEVONLY
     start = time.time()
@@ -464,7 +465,9 @@ def test_run_study_without_postprocessing_reports_no_change(tiny):
     model = load_site_model(tiny / "model.pt")
     [study], batch = find_studies(tiny / "tiny.nii.gz")
     assert not batch and study.kind == "nifti"
-    outcome = run_study(study, model, tiny / "raw-out", SegmentOptions(progress=False, postprocess=False, overwrite=True))
+    outcome = run_study(
+        study, model, tiny / "raw-out", SegmentOptions(progress=False, postprocess=False, overwrite=True)
+    )
     assert outcome.status == "done"
     report = json.loads((tiny / "raw-out" / "tiny" / "report.json").read_text())
     assert report["postprocessing"] == {**report["postprocessing"], "applied": False, "voxels_changed": 0}
@@ -484,6 +487,7 @@ def two_studies(tmp_path_factory):
     write_dicom_cine(s, root / "batch" / "a", uid_seed="a")
     files = write_dicom_cine(s, root / "batch" / "b" / "sa", uid_seed="b")
     write_dicom_localizers(s, root / "batch" / "b" / "loc", files[0], uid_seed="b", n_lax_phases=2)
+    write_dicom_cine(s, root / "export" / "DICOM", uid_seed="c")
     return root / "batch"
 
 
@@ -494,8 +498,9 @@ def two_studies(tmp_path_factory):
         ("batch/b", ["b"], False),  # series subfolders of one study
         ("batch/a", ["a"], False),  # DICOM files at the top
         ("batch/a/IM_000_000.dcm", ["IM_000_000"], False),  # a single file
+        ("export", ["export"], False),  # a single subfolder: STUDY/DICOM/...
     ],
-    ids=["folder-of-studies", "series-subfolders", "flat-study", "single-file"],
+    ids=["folder-of-studies", "series-subfolders", "flat-study", "single-file", "single-subfolder"],
 )
 def test_find_studies(two_studies, where, names, is_batch):
     studies, batch = find_studies(two_studies.parent / where)

@@ -11,7 +11,14 @@ import torch
 from cardiolora.lora import lora_modules, lora_state_dict
 from cardiolora.networks import lora_unet, plain_state_dict
 from cardiolora.predict import predict_cine, predict_volume
-from cardiolora.site.model import ModelError, adapter_rank, load_site_model, pick_device
+from cardiolora.site.model import (
+    ModelError,
+    SliceParallel,
+    adapter_rank,
+    intra_op_threads,
+    load_site_model,
+    pick_device,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +78,18 @@ def test_adapter_is_merged_once_into_a_plain_network(weights):
         ({"base": "base.pt", "adapter": "nan_adapter.pt"}, r"adapter file .*non-finite"),
         ({"model": "model.pt", "device": "cuda:7"}, "CUDA is not available|not a torch device"),
     ],
-    ids=["neither", "both", "base-alone", "missing", "corrupt", "wrong-profile", "unknown-profile",
-         "not-an-adapter", "non-finite-adapter", "absent-gpu"],  # fmt: skip
+    ids=[
+        "neither",
+        "both",
+        "base-alone",
+        "missing",
+        "corrupt",
+        "wrong-profile",
+        "unknown-profile",
+        "not-an-adapter",
+        "non-finite-adapter",
+        "absent-gpu",
+    ],  # fmt: skip
 )
 def test_bad_model_files_raise_naming_the_file(weights, kwargs, match):
     out, _, _ = weights
@@ -84,6 +101,38 @@ def test_bad_model_files_raise_naming_the_file(weights, kwargs, match):
     paths = {k: (out / v if k in ("model", "base", "adapter") else v) for k, v in kwargs.items()}
     with pytest.raises(ModelError, match=match):
         load_site_model(**paths)
+
+
+@pytest.mark.parametrize(
+    "workers, batch", [(1, 5), (2, 5), (3, 2), (2, 1)], ids=["one", "two", "more-than-slices", "single"]
+)
+def test_slice_parallel_equals_the_network(workers, batch):
+    torch.manual_seed(0)
+    net = lora_unet("quick").eval()
+    x = torch.randn(batch, 1, 64, 64)
+    with torch.inference_mode(), intra_op_threads(1):
+        out = SliceParallel(net, workers)(x)
+        assert out.is_inference()  # the caller's inference mode reached the worker threads
+        torch.testing.assert_close(out, net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_slice_parallel_keeps_grad_mode_and_checks_workers():
+    net = lora_unet("quick")
+    with torch.no_grad():
+        assert not SliceParallel(net, 2)(torch.randn(2, 1, 32, 32)).requires_grad
+    with pytest.raises(ValueError, match="`workers` must be a positive integer"):
+        SliceParallel(net, 0)
+
+
+def test_runner_uses_slice_workers_on_cpu(weights):
+    out, plain, _ = weights
+    before = torch.get_num_threads()
+    m = load_site_model(out / "model.pt", cpu_workers=2)
+    with m.runner() as runner:
+        assert isinstance(runner, SliceParallel) and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with load_site_model(out / "model.pt", cpu_workers=1).runner() as runner:
+        assert runner is not None and not isinstance(runner, SliceParallel)
 
 
 def test_adapter_rank_must_be_unique():

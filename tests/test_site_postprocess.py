@@ -165,7 +165,9 @@ def test_slice_axis_follows_the_array_order():
         lambda a: a,
         lambda a: a[None],
         lambda a: torch.as_tensor(a[None].astype(np.float32)),
-        lambda a: MetaTensor(torch.as_tensor(a[None].astype(np.float32)), affine=torch.diag(torch.tensor([2.0, 2, 8, 1]))),
+        lambda a: MetaTensor(
+            torch.as_tensor(a[None].astype(np.float32)), affine=torch.diag(torch.tensor([2.0, 2, 8, 1]))
+        ),
     ],
     ids=["numpy-3d", "numpy-channel-first", "torch", "metatensor"],
 )

@@ -128,7 +128,7 @@ class SegmentOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     overwrite: bool = False
     progress: bool = True
-    sw_batch_size: int = 32
+    sw_batch_size: int = 8
     postprocess: bool = True
 
     def __post_init__(self) -> None:
@@ -213,14 +213,13 @@ def _visible(entries: Sequence[Path]) -> list[Path]:
 
 
 def _dicom_header(path: Path) -> Any | None:
-    """The header of `path` when it is a DICOM file with a StudyInstanceUID, else None."""
+    """The header of `path` when it is a DICOM file (Part 10, e.g. also a DICOMDIR), else None."""
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - anything unreadable is simply "not DICOM" here
         return None
-    return ds if "StudyInstanceUID" in ds else None
 
 
 def _first_study_uid(folder: Path) -> str | None:
@@ -230,7 +229,7 @@ def _first_study_uid(folder: Path) -> str | None:
         dirs.sort()
         for name in sorted(files):
             ds = _dicom_header(Path(root) / name)
-            if ds is not None:
+            if ds is not None and "StudyInstanceUID" in ds:
                 return str(ds.StudyInstanceUID)
             tried += 1
             if tried >= _HEADER_PROBES:
@@ -255,10 +254,12 @@ def find_studies(path: str | os.PathLike) -> tuple[list[StudyInput], bool]:
 
     * a **batch** when it holds NIfTI files at its top level (each NIfTI file and each subfolder
       is a study; other loose files are listed as skipped), or when it holds no DICOM file at its
-      top level and its subfolders are not all series of one study (their first DICOM headers
-      have different StudyInstanceUIDs, or some subfolder holds none): each subfolder is a study;
-    * otherwise **one study** (DICOM files at the top level, or subfolders that are the series of
-      a single StudyInstanceUID).
+      top level, at least two subfolders, and those are not all series of one study (their first
+      DICOM headers have different StudyInstanceUIDs, or some subfolder holds none): each
+      subfolder is a study;
+    * otherwise **one study**: DICOM files (a DICOMDIR counts) at the top level, a single
+      subfolder (``STUDY/DICOM/...`` exports), or subfolders that are the series of a single
+      StudyInstanceUID.
 
     Args:
         path: the command's input.
@@ -285,7 +286,7 @@ def find_studies(path: str | os.PathLike) -> tuple[list[StudyInput], bool]:
         studies += [StudyInput(p.name, p, "dicom") for p in folders]
         studies += [StudyInput(p.name, p, "other") for p in files if not is_nifti(p)]
         return _unique_names(studies), True
-    if any(_dicom_header(p) is not None for p in files[:_HEADER_PROBES]) or not folders:
+    if any(_dicom_header(p) is not None for p in files[:_HEADER_PROBES]) or len(folders) < 2:
         return [StudyInput(root.name, root, "dicom")], False
     uids = [_first_study_uid(f) for f in folders]
     if len(folders) > 1 and None not in uids and len(set(uids)) == 1:
@@ -331,7 +332,9 @@ def load_study(study: StudyInput, options: SegmentOptions) -> CineStudy:
     )
 
 
-def segment_labels(cine: CineStudy, model: SiteModel, options: SegmentOptions, desc: str = "") -> tuple[np.ndarray, np.ndarray]:
+def segment_labels(
+    cine: CineStudy, model: SiteModel, options: SegmentOptions, desc: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
     """Segment every phase and clean the labels.
 
     Args:
@@ -350,9 +353,10 @@ def segment_labels(cine: CineStudy, model: SiteModel, options: SegmentOptions, d
     from cardiolora.site.postprocess import clean_labels
 
     image_txyz = np.transpose(cine.image, (0, 3, 2, 1))
-    with tqdm(total=cine.n_phases, desc=desc or cine.subject_id, unit="phase", disable=not options.progress) as bar:
+    bar = tqdm(total=cine.n_phases, desc=desc or cine.subject_id, unit="phase", disable=not options.progress)
+    with bar, model.runner() as network:
         raw_txyz = predict_cine(
-            model.network,
+            network,
             image_txyz,
             nifti_affine(cine.affine_lps),
             model.profile,
@@ -428,7 +432,9 @@ def build_report(
     height, weight = cine.meta.get("height_cm"), cine.meta.get("weight_kg")
     if height is None or weight is None:
         height = weight = None
-    function = cardiac_function(labels, cine.spacing_zyx, height_cm=height, weight_kg=weight) if cine.n_phases > 1 else None
+    function = (
+        cardiac_function(labels, cine.spacing_zyx, height_cm=height, weight_kg=weight) if cine.n_phases > 1 else None
+    )
     times = np.asarray(cine.trigger_times_ms, dtype=float)
     phases: dict[str, Any] = {"n_phases": cine.n_phases, "trigger_times_ms": times}
     if function is not None:
@@ -501,7 +507,13 @@ def report_row(report: dict[str, Any], output: Path | None) -> dict[str, Any]:
 
 
 def _write_outputs(
-    tmp: Path, study: StudyInput, cine: CineStudy, model: SiteModel, raw: np.ndarray, labels: np.ndarray, options: SegmentOptions
+    tmp: Path,
+    study: StudyInput,
+    cine: CineStudy,
+    model: SiteModel,
+    raw: np.ndarray,
+    labels: np.ndarray,
+    options: SegmentOptions,
 ) -> dict[str, Any]:
     """Write every output of one study into `tmp`; returns the report written."""
     import cardiolora
@@ -589,7 +601,9 @@ def _existing_row(study: StudyInput, target: Path) -> dict[str, Any]:
     return row
 
 
-def run_study(study: StudyInput, model: SiteModel, out_root: str | os.PathLike, options: SegmentOptions) -> StudyOutcome:
+def run_study(
+    study: StudyInput, model: SiteModel, out_root: str | os.PathLike, options: SegmentOptions
+) -> StudyOutcome:
     """Process one study into ``out_root/<study.name>`` (module docstring).
 
     Bad input never raises: it becomes a ``skipped`` outcome with the reader's message; an
@@ -679,4 +693,3 @@ def run_segment(
             out_root / "run.json",
         )
     return result
-

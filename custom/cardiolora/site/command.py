@@ -29,6 +29,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "incomplete_positions",
     "max_gb",
     "sw_batch_size",
+    "cpu_workers",
 )
 
 
@@ -52,9 +53,12 @@ def add_segment_arguments(q: Any) -> None:
         choices=list(INCOMPLETE_POSITION_POLICIES),
         help="slice positions with fewer phases: raise (default) or drop them (inference/README.md)",
     )
-    q.add_argument("--max-gb", type=float, help=f"pixel memory limit per study in GiB (default {DEFAULT_MAX_BYTES / 1024**3:g})")
+    q.add_argument(
+        "--max-gb", type=float, help=f"pixel memory limit per study in GiB (default {DEFAULT_MAX_BYTES / 1024**3:g})"
+    )
     q.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present, else CPU)")
-    q.add_argument("--sw-batch-size", type=int, help="slices per forward pass (default 32)")
+    q.add_argument("--sw-batch-size", type=int, help="slices per forward pass (default 8)")
+    q.add_argument("--cpu-workers", type=int, help="CPU: slice-parallel threads (default: the number of cores)")
     q.add_argument("--overwrite", action="store_true", help="replace finished outputs (atomically)")
     q.add_argument("--no-postprocess", action="store_true", help="keep the raw network labels")
     q.add_argument("--no-progress", action="store_true")
@@ -82,7 +86,7 @@ def _settings(args: Any) -> dict[str, Any]:
         for key in ("out", "model", "base", "adapter"):  # relative paths are relative to the config file
             if config.get(key) is not None and not Path(str(config[key])).is_absolute():
                 config[key] = str(base / str(config[key]))
-    defaults = {"profile": "quick", "incomplete_positions": "raise", "sw_batch_size": 32}
+    defaults = {"profile": "quick", "incomplete_positions": "raise", "sw_batch_size": 8}
     merged = {**defaults, **{k: v for k, v in config.items() if k in CONFIG_KEYS}}
     for key in CONFIG_KEYS:
         value = getattr(args, key, None)
@@ -134,6 +138,7 @@ def segment_command(args: Any) -> int:
         profile=s["profile"],
         device=s.get("device"),
         lora_alpha=s.get("lora_alpha"),
+        cpu_workers=s.get("cpu_workers"),
     )
     result = run_segment(args.input, s["out"], model, options)
     for o in result.outcomes:

@@ -945,8 +945,7 @@ def rejection_reasons(info: SeriesInfo, incomplete_positions: str = "raise") -> 
 def _check_policy(incomplete_positions: str) -> None:
     if incomplete_positions not in INCOMPLETE_POSITION_POLICIES:
         raise DicomInputError(
-            f"`incomplete_positions` must be one of {list(INCOMPLETE_POSITION_POLICIES)}, "
-            f"got {incomplete_positions!r}."
+            f"`incomplete_positions` must be one of {list(INCOMPLETE_POSITION_POLICIES)}, got {incomplete_positions!r}."
         )
 
 

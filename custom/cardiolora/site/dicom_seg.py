@@ -60,7 +60,9 @@ SEGMENTS: tuple[tuple[int, str, object, tuple[int, int, int]], ...] = (
 )
 
 
-def algorithm_identification(version: str, parameters: Mapping[str, str] | None = None) -> hd.AlgorithmIdentificationSequence:
+def algorithm_identification(
+    version: str, parameters: Mapping[str, str] | None = None
+) -> hd.AlgorithmIdentificationSequence:
     """The SEG's algorithm identification: name cardiolora, family Artificial Intelligence.
 
     Args:

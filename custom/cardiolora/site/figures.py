@@ -108,7 +108,9 @@ def overlay_montage(
                 ax.set_title(f"slice {z}", fontsize=9)
         axes[r, 0].set_ylabel(f"{name} (phase {t})", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=LABEL_COLOURS[k]) for k in (LV, MYO, RV)]
-    fig.legend(handles, ["LV cavity", "LV myocardium", "RV cavity"], loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.legend(
+        handles, ["LV cavity", "LV myocardium", "RV cavity"], loc="lower center", ncol=3, fontsize=9, frameon=False
+    )
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
@@ -158,9 +160,7 @@ def volume_curve_figure(
     top = float(max(lv.max(), rv.max(), 1e-6))
     for phase, name, style in ((ed, "ED", "--"), (es, "ES", ":")):
         ax.axvline(x[phase], color="0.3", linestyle=style, linewidth=1)
-        ax.annotate(
-            f" {name} (phase {phase})", (x[phase], top * 1.03), ha="left", fontsize=9, color="0.2"
-        )
+        ax.annotate(f" {name} (phase {phase})", (x[phase], top * 1.03), ha="left", fontsize=9, color="0.2")
     ax.set_ylim(0, top * 1.12)
     ax.set_xlabel("trigger time (ms)" if use_time else "phase")
     ax.set_ylabel("volume (mL)")

@@ -13,13 +13,22 @@ adapted convolution. Both ways of shipping it are accepted:
 
 The rank is read from the adapter's shapes (every module must share it); ``alpha`` is not stored
 in an adapter state dict and defaults to the rank (scaling 1, the project's default), or is given.
+
+CPU inference. On a CPU the slices of a forward pass are split across ``cpu_workers`` Python
+threads that each run the network with one intra-op thread (:class:`SliceParallel` under
+:func:`intra_op_threads`): no OpenMP barrier spans the cores, so a core taken by another job
+delays one worker instead of stalling every convolution (measured in
+``benchmarks/inference_bench.py``). Each slice is still computed on its own: outputs equal the
+plain network's up to float rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +36,80 @@ import torch
 
 from cardiolora.profiles import Profile, get_profile
 
-__all__ = ["ModelError", "SiteModel", "adapter_rank", "file_sha256", "load_site_model", "pick_device"]
+__all__ = [
+    "ModelError",
+    "SiteModel",
+    "SliceParallel",
+    "adapter_rank",
+    "file_sha256",
+    "intra_op_threads",
+    "load_site_model",
+    "pick_device",
+]
 
 
 class ModelError(ValueError):
     """A model or adapter file is missing, unreadable or does not fit the profile's network."""
+
+
+class SliceParallel(torch.nn.Module):
+    """Run a 2D network on a batch of slices split across worker threads.
+
+    ``forward(x)`` cuts the batch into at most `workers` contiguous chunks, runs the network on
+    each chunk in a thread pool and concatenates the outputs in order. Use it under
+    :func:`intra_op_threads` ``(1)`` so that the workers, not OpenMP, share the cores.
+
+    Args:
+        network: the network (any module mapping ``(N, C, H, W)`` to ``(N, C', H, W)``).
+        workers: number of worker threads, >= 1.
+
+    Raises:
+        ValueError: if `workers` is not a positive integer.
+    """
+
+    def __init__(self, network: torch.nn.Module, workers: int) -> None:
+        super().__init__()
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"`workers` must be a positive integer, got {workers!r}.")
+        self.network = network
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output for `x`, computed in up to `workers` chunks."""
+        n = int(x.shape[0])
+        if self.workers == 1 or n < 2:
+            return self.network(x)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cardiolora-slices")
+        chunks = torch.tensor_split(x, min(self.workers, n))
+        # grad and inference modes are thread-local: carry the caller's into the workers
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def run(chunk: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return self.network(chunk)
+
+        return torch.cat(list(self._pool.map(run, chunks)))
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Set PyTorch's intra-op thread count to `n` for the block, then restore it.
+
+    Args:
+        n: threads, >= 1.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -45,6 +123,7 @@ class SiteModel:
         files: ``{"model": path}`` or ``{"base": path, "adapter": path}``.
         sha256: sha256 of each file in `files`, same keys.
         lora: ``{"rank": r, "alpha": a}`` when an adapter was merged, else empty.
+        cpu_workers: slice-parallel worker threads on the CPU (1: plain intra-op threading).
     """
 
     network: torch.nn.Module
@@ -53,6 +132,17 @@ class SiteModel:
     files: dict[str, str]
     sha256: dict[str, str]
     lora: dict[str, float] = field(default_factory=dict)
+    cpu_workers: int = 1
+
+    @contextlib.contextmanager
+    def runner(self) -> Iterator[torch.nn.Module]:
+        """The module to infer with: :class:`SliceParallel` with one intra-op thread on a CPU
+        with ``cpu_workers > 1``, else the network itself."""
+        if self.device.type != "cpu" or self.cpu_workers <= 1:
+            yield self.network
+            return
+        with intra_op_threads(1):
+            yield SliceParallel(self.network, self.cpu_workers)
 
     @property
     def model_sha256(self) -> str:
@@ -68,6 +158,7 @@ class SiteModel:
             "sha256": dict(self.sha256),
             "model_sha256": self.model_sha256,
             "lora_merged": dict(self.lora),
+            "cpu_workers": self.cpu_workers,
         }
 
 
@@ -124,7 +215,9 @@ def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
     try:
         return read_state_dict(path)
     except FileNotFoundError as err:
-        raise ModelError(f"{role} file {path}: no such file (weights are never shipped; see inference/README.md).") from err
+        raise ModelError(
+            f"{role} file {path}: no such file (weights are never shipped; see inference/README.md)."
+        ) from err
     except ValueError as err:
         raise ModelError(f"{role} file {err}") from err
 
@@ -158,7 +251,11 @@ def adapter_rank(state: Mapping[str, torch.Tensor], where: str = "adapter") -> i
 
 
 def _merged_plain_state(
-    base: Mapping[str, torch.Tensor], adapter: Mapping[str, torch.Tensor], prof: Profile, alpha: float | None, where: str
+    base: Mapping[str, torch.Tensor],
+    adapter: Mapping[str, torch.Tensor],
+    prof: Profile,
+    alpha: float | None,
+    where: str,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Inject an adapter into the base network, merge it, return the plain weights and (rank, alpha)."""
     from cardiolora.lora import base_state_dict, load_lora_state_dict, merge_lora
@@ -183,7 +280,8 @@ def load_site_model(
     profile: str | Profile = "quick",
     device: str | torch.device | None = None,
     lora_alpha: float | None = None,
-    channels_last: bool = True,
+    channels_last: bool = False,
+    cpu_workers: int | None = None,
 ) -> SiteModel:
     """Build the profile's plain U-Net with the site's weights, ready for inference.
 
@@ -194,8 +292,10 @@ def load_site_model(
         profile: run profile the weights belong to (``"quick"`` or ``"paper"``).
         device: ``None`` for CUDA when present else CPU, or a device string.
         lora_alpha: the adapter's alpha (``None``: alpha = rank, scaling 1).
-        channels_last: store the weights in channels-last memory format (faster convolutions
-            on CPU; the results are the same up to float rounding).
+        channels_last: store the weights in channels-last memory format (same results up to
+            float rounding; measured no faster on the 2-core AVX2 CPU of the benchmark, so off).
+        cpu_workers: slice-parallel threads on the CPU (module docstring); ``None``: the number of
+            CPU cores (``os.cpu_count()``); 1 turns it off.
 
     Returns:
         The :class:`SiteModel`.
@@ -244,4 +344,7 @@ def load_site_model(
         net = net.to(memory_format=torch.channels_last)
     for p in net.parameters():
         p.requires_grad_(False)
-    return SiteModel(network=net, profile=prof, device=dev, files=files, sha256=sha, lora=lora)
+    workers = int(cpu_workers) if cpu_workers is not None else max(1, os.cpu_count() or 1)
+    if workers < 1:
+        raise ModelError(f"`cpu_workers` must be >= 1, got {cpu_workers!r}.")
+    return SiteModel(network=net, profile=prof, device=dev, files=files, sha256=sha, lora=lora, cpu_workers=workers)

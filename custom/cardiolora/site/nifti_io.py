@@ -170,5 +170,7 @@ def write_nifti_outputs(
     }
     for name, phase in (("labels_ED", ed), ("labels_ES", es)):
         if phase is not None:
-            paths[name] = _save(np.transpose(label_tzyx[phase], (2, 1, 0)), affine, out / f"{name}.nii.gz", np.uint8, None)
+            paths[name] = _save(
+                np.transpose(label_tzyx[phase], (2, 1, 0)), affine, out / f"{name}.nii.gz", np.uint8, None
+            )
     return paths

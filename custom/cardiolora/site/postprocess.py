@@ -129,11 +129,17 @@ def myocardium_encloses_lv(slice_2d: np.ndarray) -> np.ndarray:
     """
     out = np.array(slice_2d, dtype=np.uint8, copy=True)
     regions, n = enclosed_regions(out == MYO)
-    for r in range(1, n + 1):
-        where = regions == r
-        values = out[where]
-        out[where] = LV if np.any((values == LV) | (values == RV)) else MYO
+    if n:
+        holds_cavity = _regions_holding(regions, n, (out == LV) | (out == RV))
+        new_label = np.where(holds_cavity, LV, MYO).astype(np.uint8)
+        inside = regions > 0
+        out[inside] = new_label[regions[inside]]
     return out
+
+
+def _regions_holding(regions: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
+    """``table[r]`` = True when region `r` (1..n) holds a pixel of `mask` (index 0 unused)."""
+    return np.bincount(regions[mask & (regions > 0)], minlength=n + 1) > 0
 
 
 def fill_cavity_holes(slice_2d: np.ndarray) -> np.ndarray:
@@ -150,10 +156,10 @@ def fill_cavity_holes(slice_2d: np.ndarray) -> np.ndarray:
     if n:
         out[regions > 0] = LV
     regions, n = enclosed_regions(out == RV)
-    for r in range(1, n + 1):
-        where = regions == r
-        if not np.any(out[where] == LV):
-            out[where] = RV
+    if n:
+        fill = ~_regions_holding(regions, n, out == LV)
+        fill[0] = False
+        out[fill[regions]] = RV
     return out
 
 

@@ -1,0 +1,219 @@
+"""The experiment harness: tables, Markdown, bandwidth, the ACDC appearance change, pooling, reuse.
+
+Nothing here trains: the tables are built from small hand-made score matrices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cardiolora import harness
+from cardiolora.data.dataset import load_datalist, write_datalist
+
+
+def _matrix(offset: float) -> dict:
+    """A 2-site score matrix: diagonal dice 0.9 + offset, off-diagonal 0.5 + offset."""
+    sites = ("site-1", "site-2")
+    return {
+        o: {e: {"dice": (0.9 if o == e else 0.5) + offset, "voe": 10.0, "hd": 5.0, "assd": 1.0} for e in sites}
+        for o in sites
+    }
+
+
+RESULTS = {"rate_my_lora": {"0": _matrix(0.0), "1": _matrix(0.02)}, "local": {"0": _matrix(-0.1)}}
+
+
+@pytest.mark.parametrize(
+    "method, site, mean, std, n",
+    [
+        ("rate_my_lora", "site-1", 0.91, 0.01, 2),
+        ("rate_my_lora", "site-2", 0.91, 0.01, 2),
+        ("local", "site-1", 0.8, 0.0, 1),
+    ],
+)
+def test_in_client_table_mean_std_over_seeds(method, site, mean, std, n):
+    cell = harness.in_client_table(RESULTS)[method][site]["dice"]
+    assert cell["mean"] == pytest.approx(mean, abs=1e-5)
+    assert cell["std"] == pytest.approx(std, abs=1e-5)
+    assert cell["n"] == n
+
+
+def test_cross_client_excludes_diagonal():
+    table = harness.cross_client_table(RESULTS)
+    assert table["rate_my_lora"]["site-1"]["dice"]["mean"] == pytest.approx(0.51, abs=1e-5)
+    assert table["local"]["site-2"]["dice"]["mean"] == pytest.approx(0.4, abs=1e-5)
+    # a site evaluated only on itself has no cross-client score
+    only_diag = {"m": {"0": {"site-1": {"site-1": {"dice": 0.9}}}}}
+    assert harness.cross_client_table(only_diag, ("dice",))["m"]["site-1"]["dice"]["n"] == 0
+
+
+def test_mean_std_skips_missing_and_nan():
+    assert harness.mean_std([1.0, None, float("nan"), 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
+    empty = harness.mean_std([None])
+    assert empty["n"] == 0 and math.isnan(empty["mean"])
+
+
+def test_render_markdown():
+    summary = {
+        "command": ".venv/bin/python benchmarks/compare.py --source phantoms",
+        "machine": "x86_64, 2 CPU cores",
+        "source": "phantoms",
+        "profile": "quick",
+        "rounds": 2,
+        "seeds": [0, 1],
+        "in_client": harness.in_client_table(RESULTS),
+        "cross_client": harness.cross_client_table(RESULTS),
+        "bandwidth": {
+            "rate_my_lora": harness.fedavg_bandwidth(2_000_000, ["site-1"], 2),
+            "centralised": {"site-1": None},
+        },
+        "curves": "curves.png",
+    }
+    md = harness.render_markdown(summary)
+    assert md.startswith("`.venv/bin/python benchmarks/compare.py --source phantoms` (x86_64, 2 CPU cores):")
+    assert "| Rate-My-LoRA | 0.910 ± 0.010 |" in md
+    assert "| Local only (LoRA) | 0.800 |" in md  # one seed: no ± part
+    assert "Table 2" in md and "0.510 ± 0.010" in md
+    assert "| Rate-My-LoRA | site-1 | 2.00 MB | 2.00 MB | 4.00 MB | 4.00 MB |" in md
+    assert "| Centralised (upper bound) | site-1 | — | — | — | — |" in md
+    # local was listed before Rate-My-LoRA in the table order
+    assert md.index("| Local only (LoRA) | 0.800") < md.index("| Rate-My-LoRA | 0.910")
+
+
+def test_bandwidth_from_history():
+    history = [
+        {"round": 0, "task": "init", "sites": {"site-1": {"bytes_up": 0, "bytes_down": 100}}},
+        {"round": 1, "sites": {"site-1": {"bytes_up": 10, "bytes_down": 30}, "site-2": {"bytes_up": 5}}},
+        {"round": 2, "sites": {"site-1": {"bytes_up": 20, "bytes_down": 50}, "site-2": {"bytes_up": 5}}},
+        {"round": 2, "task": "cross_eval", "sites": {"site-1": {"bytes_up": 1, "bytes_down": 7}}},
+    ]
+    bw = harness.bandwidth_from_history(history)
+    assert bw["site-1"] == {
+        "up_per_round": 15.0,
+        "down_per_round": 40.0,
+        "up_total": 31,
+        "down_total": 187,
+        "rounds": 2,
+    }
+    assert bw["site-2"]["up_per_round"] == 5.0 and bw["site-2"]["down_total"] == 0
+
+
+def test_fedavg_bandwidth_is_state_dict_size():
+    import torch
+
+    state = {"w": torch.zeros(10, 3), "b": torch.zeros(4, dtype=torch.float64)}
+    n = harness.state_dict_bytes(state)
+    assert n == 10 * 3 * 4 + 4 * 8
+    bw = harness.fedavg_bandwidth(n, ["site-1", "site-2"], rounds=3)
+    assert bw["site-2"]["up_per_round"] == n and bw["site-2"]["down_total"] == 3 * n
+
+
+@pytest.mark.parametrize("site", sorted(harness.ACDC_APPEARANCE))
+def test_appearance_transform_deterministic_and_changes_intensities(site):
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 500, size=(3, 24, 20)).astype(np.float32)
+    params = harness.ACDC_APPEARANCE[site]
+    a = harness.appearance_transform(image, params, "patient001_ED")
+    b = harness.appearance_transform(image.copy(), params, "patient001_ED")
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == image.shape and a.dtype == np.float32
+    assert np.abs(a - image).mean() > 1.0
+    assert np.all(np.isfinite(a))
+
+
+def test_appearance_transform_bad_params():
+    with pytest.raises(ValueError, match="gamma"):
+        harness.appearance_transform(np.ones((2, 4, 4)), {"gamma": 0.0}, "k")
+    with pytest.raises(ValueError, match="3D"):
+        harness.appearance_transform(np.ones((4, 4)), {}, "k")
+
+
+def test_acdc_site_copy_keeps_labels(tmp_path):
+    """A transformed NIfTI copy of an HDF5 case: other intensities, the same labels (project convention)."""
+    h5py = pytest.importorskip("h5py")
+    from cardiolora.data.loaders import CaseRecord, load_case
+
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 1, size=(2, 16, 12)).astype(np.float32)
+    label = rng.integers(0, 4, size=(2, 16, 12)).astype(np.uint8)
+    path = tmp_path / "patient001_frame01.h5"
+    with h5py.File(path, "w") as fh:
+        fh["image"], fh["label"] = image, label
+    rec = CaseRecord("patient001_ED", "patient001", "ED", str(path), str(path), "acdc_h5", group="DCM")
+    new = harness._write_nifti_case(rec, tmp_path / "out", harness.ACDC_APPEARANCE["site-3"], 1.5)
+    orig, copy = load_case(rec), load_case(new)
+    np.testing.assert_array_equal(copy.label, orig.label)
+    assert np.abs(copy.image - orig.image).mean() > 1e-3
+    assert copy.spacing_zyx == pytest.approx((10.0, 1.5, 1.5))
+
+
+def _site(root, name: str, n: dict) -> None:
+    splits = {
+        k: [
+            {
+                "case_id": f"{name}_{k}{i}",
+                "patient_id": f"{name}{k}{i}",
+                "phase": "ED",
+                "image": f"img/{k}{i}.nii.gz",
+                "label": f"img/{k}{i}_gt.nii.gz",
+                "source": "acdc",
+            }
+            for i in range(c)
+        ]
+        for k, c in n.items()
+    }
+    write_datalist(splits, root / name / "datalist.json")
+
+
+def test_centralised_datalist_pools_train_val_keeps_tests_apart(tmp_path):
+    _site(tmp_path, "site-1", {"train": 3, "val": 1, "test": 2})
+    _site(tmp_path, "site-2", {"train": 2, "val": 1, "test": 1})
+    path = harness.centralised_datalist(tmp_path, ["site-1", "site-2"], tmp_path / "central")
+    content = json.loads(path.read_text())
+    assert "test" not in content
+    assert len(content["train"]) == 5 and len(content["val"]) == 2
+    assert {e["meta"]["site"] for e in content["train"]} == {"site-1", "site-2"}
+    assert [e["case_id"] for e in content["test_site-1"]] == ["site-1_test0", "site-1_test1"]
+    assert len(content["test_site-2"]) == 1
+    # paths are absolute and point at the sites' own files
+    train = load_datalist(tmp_path / "central", "train")
+    assert train[0]["image"] == str((tmp_path / "site-1" / "img" / "train0.nii.gz").resolve())
+
+
+def test_reuse_or_run_uses_done_json(tmp_path):
+    calls = []
+
+    def run(folder):
+        calls.append(folder)
+        return {"matrix": {"site-1": {"site-1": {"dice": float("nan")}}}}
+
+    first = harness.reuse_or_run(tmp_path / "m", run)
+    assert (tmp_path / "m" / "done.json").is_file() and first["matrix"]["site-1"]["site-1"]["dice"] is None
+    second = harness.reuse_or_run(tmp_path / "m", run)
+    assert len(calls) == 1 and second == first
+    # a folder without done.json (interrupted) runs again
+    (tmp_path / "m" / "done.json").unlink()
+    harness.reuse_or_run(tmp_path / "m", run)
+    assert len(calls) == 2
+
+
+def test_unknown_source_and_method(tmp_path):
+    with pytest.raises(ValueError, match="method"):
+        harness.run_comparison("phantoms", tmp_path, methods=["nope"])
+    with pytest.raises(ValueError, match="source"):
+        harness.run_comparison("nope", tmp_path)
+
+
+def test_mnms2_sites_by_vendor(tiny_sites):
+    out, _ = tiny_sites
+    sites_root, sites = harness.prepare_mnms2(out / "tmp_harness", out / "mnms2")
+    assert sites == ["site-1", "site-2", "site-3"]
+    vendors = {s: json.loads((sites_root / s / "datalist.json").read_text())["meta"]["vendor"] for s in sites}
+    assert json.loads((sites_root / "reference" / "datalist.json").read_text())["meta"]["vendor"] == "reference"
+    assert len(set(vendors.values())) == 3
+    for s in sites:
+        assert {e["vendor"] for e in load_datalist(sites_root / s, "train")} == {vendors[s]}
