@@ -92,6 +92,7 @@ def test_bandwidth_from_history():
         {"round": 2, "task": "cross_eval", "sites": {"site-1": {"bytes_up": 1, "bytes_down": 7}}},
     ]
     bw = harness.bandwidth_from_history(history)
+    assert harness.bandwidth_from_history({"method": "rate_my_lora", "rounds": history}) == bw  # the file's layout
     assert bw["site-1"] == {
         "up_per_round": 15.0,
         "down_per_round": 40.0,
@@ -217,3 +218,41 @@ def test_mnms2_sites_by_vendor(tiny_sites):
     assert len(set(vendors.values())) == 3
     for s in sites:
         assert {e["vendor"] for e in load_datalist(sites_root / s, "train")} == {vendors[s]}
+
+
+def test_run_comparison_orchestration(tmp_path, monkeypatch):
+    """The whole pipeline with stub runners: files, README block, curves, and reuse of finished methods."""
+    sites = ["site-1", "site-2"]
+    calls = []
+    history = [
+        {"round": 0, "lambda": 0.2, "sites": {s: {"score": 0.5, "bytes_down": 10} for s in sites}},
+        {
+            "round": 1,
+            "lambda": 0.1,
+            "sites": {s: {"score": 0.6, "rating": 0.5, "bytes_up": 3, "bytes_down": 9} for s in sites},
+        },
+    ]
+
+    def fake_run(method, folder, **kw):
+        calls.append((method, kw["seed"]))
+        m = _matrix(0.01 * kw["seed"])
+        if method in ("rate_my_lora", "fedpetuning"):
+            return {"matrix": m, "bandwidth": harness.bandwidth_from_history(history), "history": history}
+        return {"matrix": m, "bandwidth": None if method == "centralised" else harness.fedavg_bandwidth(8, sites, 2)}
+
+    monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
+    monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
+    monkeypatch.setattr(harness, "_run_method", fake_run)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- compare-phantoms:start -->\nold\n<!-- compare-phantoms:end -->\ntail\n")
+    summary = harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD", readme=readme)
+    assert len(calls) == 2 * len(harness.METHODS)
+    for name in ("results.json", "results.md", "curves.png"):
+        assert (tmp_path / "w" / name).is_file()
+    text = readme.read_text()
+    assert text.startswith("# x\n<!-- compare-phantoms:start -->\n`CMD` (") and text.endswith("end -->\ntail\n")
+    assert "results/compare_phantoms_curves.png" in text and "old" not in text
+    assert (tmp_path / "results" / "compare_phantoms_curves.png").is_file()
+    assert summary["in_client"]["local"]["site-1"]["dice"]["mean"] == pytest.approx(0.905, abs=1e-5)
+    harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD")
+    assert len(calls) == 2 * len(harness.METHODS)  # every method folder has its done.json

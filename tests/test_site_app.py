@@ -74,10 +74,6 @@ def one_thread():
 def trained(tmp_path_factory):
     """Pretrain the quick profile through the bundle on a small phantom reference site."""
     root = tmp_path_factory.mktemp("site-pretrain")
-    import os  # DEVONLY
-
-    if os.environ.get("DEV_MODEL"):  # DEVONLY
-        return Path(os.environ["DEV_MODEL"])  # DEVONLY
     start = time.time()
     with one_thread():
         generate_sites(root / "phantoms", (SiteSpec("reference", "reference", PRETRAIN_SUBJECTS),), seed=11,
@@ -505,3 +501,30 @@ def two_studies(tmp_path_factory):
 def test_find_studies(two_studies, where, names, is_batch):
     studies, batch = find_studies(two_studies.parent / where)
     assert [s.name for s in studies] == names and batch == is_batch
+
+
+# --------------------------------------------------------------------------------------------
+# the real RVSC patient folder (DICOM series, contour folder, loose text files)
+# --------------------------------------------------------------------------------------------
+
+
+def test_rvsc_patient_folder_needs_and_obeys_drop(tiny, capsys):
+    """One study (its contour folder is not a study); refused by default, read with drop."""
+    from conftest import shared_data
+
+    folder = shared_data("rvsc_dicom/patient09")
+    assert [s.name for s in find_studies(folder)[0]] == ["patient09"]
+    out = tiny / "rvsc"
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["segment", str(folder), "--out", str(out), "--model", str(tiny / "model.pt"), "--no-progress"]
+    assert main(args) == 2
+    assert "2 at -39.25 mm (P09-0022.dcm), 2 at -30.85 mm (P09-0020.dcm), 20 at -22.45 mm" in capsys.readouterr().err
+    assert main([*args, "--incomplete-positions", "drop"]) == 0
+    report = json.loads((out / "patient09" / "report.json").read_text())
+    assert report["geometry"]["shape_tzyx"] == [20, 1, 256, 216]
+    assert sum("slice position dropped" in w for w in report["warnings"]) == 2
+    assert len(list((out / "patient09" / "seg").glob("phase_*.dcm"))) == 20
+    seg = pydicom.dcmread(out / "patient09" / "seg" / "phase_000.dcm")
+    source = pydicom.dcmread(folder / "P09dicom" / "P09-0000.dcm", stop_before_pixels=True)
+    [ref] = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID  # phase 0 of the kept position

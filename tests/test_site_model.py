@@ -129,10 +129,23 @@ def test_runner_uses_slice_workers_on_cpu(weights):
     before = torch.get_num_threads()
     m = load_site_model(out / "model.pt", cpu_workers=2)
     with m.runner() as runner:
-        assert isinstance(runner, SliceParallel) and torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+        assert isinstance(runner, SliceParallel)
+        with torch.inference_mode():
+            runner(torch.randn(2, 1, 32, 32))
+        assert torch.get_num_threads() == before  # only the workers run single-threaded
+    assert runner._pool is None
     with load_site_model(out / "model.pt", cpu_workers=1).runner() as runner:
         assert runner is not None and not isinstance(runner, SliceParallel)
+
+
+def test_channel_argmax_equals_torch_argmax_ties_included():
+    from cardiolora.predict import channel_argmax
+
+    probs = torch.rand(4, 30, 20, 3)
+    probs[:, 0, 0, 0] = 0.25  # a four-way tie: channel 0
+    probs[1, 1, 0, 0] = probs[3, 1, 0, 0] = 2.0  # a tie of 1 and 3: channel 1
+    np.testing.assert_array_equal(channel_argmax(probs).numpy(), probs.argmax(dim=0).numpy())
+    assert channel_argmax(probs).dtype == torch.uint8
 
 
 def test_adapter_rank_must_be_unique():
@@ -151,15 +164,23 @@ def test_pick_device_defaults_to_cpu_without_gpu():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("per_pass", [256, 4, 1], ids=["all-phases", "two-phases-per-pass", "one-slice-per-pass"])
-def test_predict_cine_equals_predict_volume_per_phase(per_pass):
+@pytest.mark.parametrize(
+    "per_pass, workers",
+    [(256, 1), (4, 1), (1, 1), (256, 2)],
+    ids=["all-phases", "two-phases-per-pass", "one-slice-per-pass", "phase-workers"],
+)
+def test_predict_cine_equals_predict_volume_per_phase(per_pass, workers):
     torch.manual_seed(0)
     net = lora_unet("quick")
     rng = np.random.default_rng(0)
     cine = rng.random((3, 70, 90, 2)).astype(np.float32) * np.array([1.0, 5.0, 20.0])[:, None, None, None]
     affine = np.diag([1.1, 1.3, 8.0, 1.0])
     done = []
-    labels = predict_cine(net, cine, affine, "quick", max_slices_per_pass=per_pass, progress=done.append)
+    before = torch.get_num_threads()
+    labels = predict_cine(
+        net, cine, affine, "quick", max_slices_per_pass=per_pass, progress=done.append, phase_workers=workers
+    )
+    assert torch.get_num_threads() == before
     expected = np.stack([predict_volume(net, phase, affine, "quick") for phase in cine])
     np.testing.assert_array_equal(labels, expected)
     assert sum(done) == 3 and labels.dtype == np.uint8
@@ -173,8 +194,9 @@ def test_predict_cine_equals_predict_volume_per_phase(per_pass):
         ({"max_slices_per_pass": True}, "max_slices_per_pass"),
         ({"image_txyz": np.full((1, 8, 8, 2), np.inf)}, "non-finite"),
         ({"affine": np.eye(3)}, "4x4"),
+        ({"phase_workers": 0}, "phase_workers"),
     ],
-    ids=["3d", "batch", "per-pass", "non-finite", "affine"],
+    ids=["3d", "batch", "per-pass", "non-finite", "affine", "workers"],
 )
 def test_predict_cine_errors(kwargs, match):
     args = {"image_txyz": np.zeros((1, 8, 8, 2), np.float32), "affine": np.eye(4), **kwargs}

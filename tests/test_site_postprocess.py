@@ -152,6 +152,15 @@ def test_clean_labels_is_idempotent():
     np.testing.assert_array_equal(clean_labels(once, slice_axis=0), once)
 
 
+@pytest.mark.parametrize("pad", [((0, 0), (5, 3), (2, 9)), ((1, 2), (0, 0), (0, 0))], ids=["in-plane", "slices"])
+def test_background_around_the_heart_changes_nothing(pad):
+    """Cleaning works on the labelled box: padding with background commutes with cleaning."""
+    np.testing.assert_array_equal(
+        clean_labels(np.pad(_messy(), pad), slice_axis=0), np.pad(clean_labels(_messy(), slice_axis=0), pad)
+    )
+    assert not clean_labels(np.zeros((2, 5, 5), np.uint8), slice_axis=0).any()
+
+
 def test_slice_axis_follows_the_array_order():
     """(X, Y, Z) with slice_axis=-1 gives the transposed result of (Z, Y, X) with slice_axis=0."""
     zyx = _messy()

@@ -124,8 +124,14 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
         print(f"reusing {results}")
     else:
         out = run_simulation(
-            "rate_my_lora", phantoms / "sites", weights, fl_dir, rounds=rounds, profile=profile,
-            sites=list(FL_SITES), min_clients=len(FL_SITES),
+            "rate_my_lora",
+            phantoms / "sites",
+            weights,
+            fl_dir,
+            rounds=rounds,
+            profile=profile,
+            sites=list(FL_SITES),
+            min_clients=len(FL_SITES),
         )
         print(f"simulator finished in {out['seconds']:.0f} s (log: {fl_dir / 'simulator.log'})")
     after = federation_table(results, base)

@@ -462,8 +462,15 @@ def cross_client_table(results: Mapping[str, Mapping[str, Mapping]], metrics: Se
     return table
 
 
-def bandwidth_from_history(history: Sequence[Mapping[str, Any]]) -> dict:
-    """Bytes per site from a LoRA job's ``rml_history.json``.
+def _round_records(history: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The round records of an ``rml_history.json`` (the file's ``rounds`` list, or a bare list)."""
+    if isinstance(history, Mapping):
+        return list(history.get("rounds") or [])
+    return list(history)
+
+
+def bandwidth_from_history(history: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> dict:
+    """Bytes per site from a LoRA job's ``rml_history.json`` (its ``rounds`` list, or the list itself).
 
     Training rounds are the records with ``round >= 1`` and no ``task`` field; ``per_round`` is
     the mean over them, ``total`` sums every record (init, rounds, finalize, cross-eval).
@@ -472,7 +479,7 @@ def bandwidth_from_history(history: Sequence[Mapping[str, Any]]) -> dict:
         ``{site: {"up_per_round", "down_per_round", "up_total", "down_total", "rounds"}}``.
     """
     out: dict = {}
-    for rec in history:
+    for rec in _round_records(history):
         training = int(rec.get("round") or 0) >= 1 and not rec.get("task")
         for site, v in (rec.get("sites") or {}).items():
             if not isinstance(v, Mapping):
@@ -606,7 +613,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str 
         return None
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=90)
     for method, hist in histories.items():
-        rounds = [r for r in hist if not r.get("task")]
+        rounds = [r for r in _round_records(hist) if r.get("task") in (None, "init")]  # init: P_0 of W_0
         sites = sorted({s for r in rounds for s in (r.get("sites") or {})})
         style = "-" if method == "rate_my_lora" else "--"
         for s in sites:
@@ -624,6 +631,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str 
     for ax, title in zip(axes, ("validation Dice P_t(c)", "λ_t", "rating w_t(c)"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)

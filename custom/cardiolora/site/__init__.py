@@ -1,1 +1,10 @@
-"""Site application: read a clinical DICOM study, find its short-axis cine, and process it."""
+"""Site application: read a clinical cine MRI study, segment it, write DICOM SEG, NIfTI, report, PNGs.
+
+Modules: :mod:`~cardiolora.site.dicom_reader` (DICOM folder → short-axis ``CineStudy``),
+:mod:`~cardiolora.site.nifti_io` (NIfTI in and out), :mod:`~cardiolora.site.model` (the site's
+network: plain weights or base + merged adapter), :mod:`~cardiolora.site.postprocess` (anatomical
+clean-up transforms), :mod:`~cardiolora.site.dicom_seg` (DICOM SEG with highdicom),
+:mod:`~cardiolora.site.report` and :mod:`~cardiolora.site.figures` (report and pictures),
+:mod:`~cardiolora.site.app` (the pipeline, batches, exit codes) and
+:mod:`~cardiolora.site.command` (``cardiolora segment``). See ``inference/README.md``.
+"""

@@ -47,6 +47,7 @@ import os
 import shutil
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ __all__ = [
     "EXIT_UNEXPECTED",
     "BatchOutcome",
     "SegmentOptions",
+    "clean_cine",
     "StudyInput",
     "StudyOutcome",
     "exit_code",
@@ -254,12 +256,12 @@ def find_studies(path: str | os.PathLike) -> tuple[list[StudyInput], bool]:
 
     * a **batch** when it holds NIfTI files at its top level (each NIfTI file and each subfolder
       is a study; other loose files are listed as skipped), or when it holds no DICOM file at its
-      top level, at least two subfolders, and those are not all series of one study (their first
-      DICOM headers have different StudyInstanceUIDs, or some subfolder holds none): each
-      subfolder is a study;
+      top level and its subfolders hold DICOM files of two or more StudyInstanceUIDs (the first
+      header found in each subfolder): each subfolder is a study (those without DICOM are listed
+      as skipped);
     * otherwise **one study**: DICOM files (a DICOMDIR counts) at the top level, a single
-      subfolder (``STUDY/DICOM/...`` exports), or subfolders that are the series of a single
-      StudyInstanceUID.
+      subfolder (``STUDY/DICOM/...`` exports), or subfolders whose DICOM files belong to one
+      StudyInstanceUID (series folders, next to folders of contours or reports).
 
     Args:
         path: the command's input.
@@ -288,8 +290,8 @@ def find_studies(path: str | os.PathLike) -> tuple[list[StudyInput], bool]:
         return _unique_names(studies), True
     if any(_dicom_header(p) is not None for p in files[:_HEADER_PROBES]) or len(folders) < 2:
         return [StudyInput(root.name, root, "dicom")], False
-    uids = [_first_study_uid(f) for f in folders]
-    if len(folders) > 1 and None not in uids and len(set(uids)) == 1:
+    uids = {uid for uid in (_first_study_uid(f) for f in folders) if uid is not None}
+    if len(uids) <= 1:  # one study whose series (and maybe contour or report folders) are subfolders
         return [StudyInput(root.name, root, "dicom")], False
     studies = [StudyInput(p.name, p, "dicom") for p in folders]
     studies += [StudyInput(p.name, p, "other") for p in files]
@@ -350,7 +352,6 @@ def segment_labels(
     from tqdm.auto import tqdm
 
     from cardiolora.predict import predict_cine
-    from cardiolora.site.postprocess import clean_labels
 
     image_txyz = np.transpose(cine.image, (0, 3, 2, 1))
     bar = tqdm(total=cine.n_phases, desc=desc or cine.subject_id, unit="phase", disable=not options.progress)
@@ -363,11 +364,30 @@ def segment_labels(
             device=model.device,
             sw_batch_size=options.sw_batch_size,
             progress=bar.update,
+            phase_workers=model.cpu_workers if model.device.type == "cpu" else 1,
         )
     raw = np.ascontiguousarray(np.transpose(raw_txyz, (0, 3, 2, 1)))
     if not options.postprocess:
         return raw, raw
-    return raw, np.stack([clean_labels(raw[t], slice_axis=0) for t in range(raw.shape[0])])
+    return raw, clean_cine(raw)
+
+
+def clean_cine(labels_tzyx: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """:func:`~cardiolora.site.postprocess.clean_labels` on every phase, phases in parallel.
+
+    Args:
+        labels_tzyx: uint8 labels ``(T, Z, Y, X)``.
+        workers: threads (``None``: one per CPU core); the phases are independent and
+            scipy.ndimage releases the GIL, so the result does not depend on it.
+
+    Returns:
+        The cleaned labels, same shape.
+    """
+    from cardiolora.site.postprocess import clean_labels
+
+    n = max(1, min(len(labels_tzyx), workers or os.cpu_count() or 1))
+    with ThreadPoolExecutor(n, thread_name_prefix="cardiolora-clean") as pool:
+        return np.stack(list(pool.map(lambda phase: clean_labels(phase, slice_axis=0), labels_tzyx)))
 
 
 def _warnings(cine: CineStudy, function: dict[str, Any] | None, curves: dict[str, np.ndarray]) -> list[str]:

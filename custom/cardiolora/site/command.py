@@ -86,7 +86,9 @@ def _settings(args: Any) -> dict[str, Any]:
         for key in ("out", "model", "base", "adapter"):  # relative paths are relative to the config file
             if config.get(key) is not None and not Path(str(config[key])).is_absolute():
                 config[key] = str(base / str(config[key]))
-    defaults = {"profile": "quick", "incomplete_positions": "raise", "sw_batch_size": 8}
+    from cardiolora.site.app import SegmentOptions
+
+    defaults = {"profile": "quick", "incomplete_positions": "raise", "sw_batch_size": SegmentOptions.sw_batch_size}
     merged = {**defaults, **{k: v for k, v in config.items() if k in CONFIG_KEYS}}
     for key in CONFIG_KEYS:
         value = getattr(args, key, None)

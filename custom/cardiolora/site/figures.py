@@ -91,7 +91,11 @@ def overlay_montage(
     slices = np.unique(np.linspace(0, n_slices - 1, min(n_slices, _MAX_COLUMNS)).round().astype(int))
     rows_sl, cols_sl = _crop_box(label_tzyx[list(phases.values())], image_tzyx.shape[2:])
     fig, axes = plt.subplots(
-        len(phases), len(slices), figsize=(1.9 * len(slices) + 0.6, 2.1 * len(phases) + 0.7), dpi=110, squeeze=False
+        len(phases),
+        len(slices),
+        figsize=(max(6.0, 1.9 * len(slices) + 0.6), 2.1 * len(phases) + 0.9),
+        dpi=110,
+        squeeze=False,
     )
     for r, (name, t) in enumerate(phases.items()):
         for c, z in enumerate(slices):

@@ -56,8 +56,9 @@ class SliceParallel(torch.nn.Module):
     """Run a 2D network on a batch of slices split across worker threads.
 
     ``forward(x)`` cuts the batch into at most `workers` contiguous chunks, runs the network on
-    each chunk in a thread pool and concatenates the outputs in order. Use it under
-    :func:`intra_op_threads` ``(1)`` so that the workers, not OpenMP, share the cores.
+    each chunk in a thread pool whose threads each use one intra-op thread (PyTorch's OpenMP
+    thread count is per thread: the caller keeps its own for the rest of the pipeline), and
+    concatenates the outputs in order: the workers, not OpenMP, share the cores.
 
     Args:
         network: the network (any module mapping ``(N, C, H, W)`` to ``(N, C', H, W)``).
@@ -74,14 +75,18 @@ class SliceParallel(torch.nn.Module):
         self.network = network
         self.workers = workers
         self._pool: ThreadPoolExecutor | None = None
+        self._caller_threads = torch.get_num_threads()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output for `x`, computed in up to `workers` chunks."""
         n = int(x.shape[0])
         if self.workers == 1 or n < 2:
             return self.network(x)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cardiolora-slices")
+        if self._pool is None:  # each worker runs its convolutions with one intra-op thread
+            self._caller_threads = torch.get_num_threads()
+            self._pool = ThreadPoolExecutor(
+                self.workers, thread_name_prefix="cardiolora-slices", initializer=torch.set_num_threads, initargs=(1,)
+            )
         chunks = torch.tensor_split(x, min(self.workers, n))
         # grad and inference modes are thread-local: carry the caller's into the workers
         inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
@@ -91,6 +96,13 @@ class SliceParallel(torch.nn.Module):
                 return self.network(chunk)
 
         return torch.cat(list(self._pool.map(run, chunks)))
+
+    def close(self) -> None:
+        """Shut the worker threads down (a later call starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            torch.set_num_threads(self._caller_threads)  # the workers' setting also set the default for new threads
 
     def __del__(self) -> None:
         if getattr(self, "_pool", None) is not None:
@@ -136,13 +148,16 @@ class SiteModel:
 
     @contextlib.contextmanager
     def runner(self) -> Iterator[torch.nn.Module]:
-        """The module to infer with: :class:`SliceParallel` with one intra-op thread on a CPU
-        with ``cpu_workers > 1``, else the network itself."""
+        """The module to infer with: :class:`SliceParallel` on a CPU with ``cpu_workers > 1``,
+        else the network itself (its worker threads are shut down on exit)."""
         if self.device.type != "cpu" or self.cpu_workers <= 1:
             yield self.network
             return
-        with intra_op_threads(1):
-            yield SliceParallel(self.network, self.cpu_workers)
+        runner = SliceParallel(self.network, self.cpu_workers)
+        try:
+            yield runner
+        finally:
+            runner.close()
 
     @property
     def model_sha256(self) -> str:
