@@ -33,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         "mnms2: a folder in the M&Ms-2 layout",
     )
     p.add_argument("--profile", default="quick", choices=["quick", "paper"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="bundle seed of the local and centralised runs, job seed of the FLARE runs; one run of every method each",
+    )
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--workdir", default="runs/compare")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,12 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
+import cardiolora.fl.site as site_module
+from cardiolora.fl import client
 from cardiolora.fl.aggregators import DatasetSizeAggregator
 from cardiolora.fl.common import (
     SITE_CONFIG_ENV,
+    SiteConfig,
     Task,
     is_adapter_key,
     load_site_config,
@@ -26,7 +30,9 @@ from cardiolora.fl.common import (
     unpack_adapters,
 )
 from cardiolora.fl.filters import AdapterOnlyFilter, check_result
-from cardiolora.fl.jobs import JOB_NAMES, job_main
+from cardiolora.fl.jobs import JOB_NAMES, build_job, job_main
+from cardiolora.fl.run import run_simulation
+from cardiolora.fl.seeds import DEFAULT_SEED, round_seed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,6 +87,138 @@ def test_fedavg_full_sends_full_weights_without_filter():
     wf = server["workflows"][0]
     assert wf["path"] == "nvflare.app_common.workflows.fedavg.FedAvg"
     assert wf["args"]["aggregator"]["path"] == "cardiolora.fl.aggregators.DatasetSizeAggregator"
+
+
+# ----------------------------------------------------------------------------- the job seed
+
+
+def _script_args(job_folder: Path) -> list[str]:
+    config = json.loads((job_folder / "app" / "config" / "config_fed_client.json").read_text())
+    return shlex.split(config["executors"][0]["executor"]["args"]["task_script_args"])
+
+
+@pytest.mark.parametrize("name", JOB_NAMES)
+def test_committed_jobs_give_the_sites_the_default_seed(name):
+    args = client.build_parser().parse_args(_script_args(REPO / "jobs" / name / "exported"))
+    assert args.seed == DEFAULT_SEED == 0
+
+
+class _RecordingBackend:
+    """A site backend that trains nothing and records the seeds it is given."""
+
+    made: list[_RecordingBackend] = []
+
+    def __init__(self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED) -> None:
+        self.bundle_seed = seed
+        self.train_seeds: list[int] = []
+        _RecordingBackend.made.append(self)
+
+    def n_cases(self) -> int:
+        return 3
+
+    def train_adapter(self, weights, rank, epochs, seed):
+        self.train_seeds.append(seed)
+        return {"m.lora_A.weight": torch.zeros(rank, 1), "m.lora_B.weight": torch.zeros(1, rank)}, 0.5
+
+    def train_full(self, weights, epochs, seed):
+        self.train_seeds.append(seed)
+        return dict(weights), 0.5
+
+    def score(self, weights, split):
+        return 0.5
+
+
+class _FakeFlare:
+    """The Client API calls of ``client.main``, serving a fixed list of tasks to one site."""
+
+    def __init__(self, site: str, tasks: list[tuple[str, FLModel]]) -> None:
+        self.site, self.tasks, self.sent, self.task = site, list(tasks), [], None
+
+    def install(self, monkeypatch) -> None:
+        import nvflare.client as flare
+
+        monkeypatch.setattr(flare, "init", lambda *a, **k: None)
+        monkeypatch.setattr(flare, "get_site_name", lambda: self.site)
+        monkeypatch.setattr(flare, "is_running", lambda: bool(self.tasks))
+        monkeypatch.setattr(flare, "get_task_name", lambda: self.task)
+        monkeypatch.setattr(flare, "send", self.sent.append)
+        monkeypatch.setattr(flare, "receive", self.receive)
+
+    def receive(self) -> FLModel:
+        self.task, model = self.tasks.pop(0)
+        return model
+
+
+@pytest.mark.parametrize("name", JOB_NAMES)
+def test_job_seed_reaches_the_site_training(name, tmp_path, monkeypatch):
+    """job.py --seed 5 -> exported script args -> client.main -> the site's backend and per-round seeds."""
+    folder = tmp_path / "job"
+    assert job_main(name, ["--out", str(folder), "--seed", "5"], REPO / "jobs" / name) == 0
+    argv = _script_args(folder)
+    assert argv[-2:] == ["--seed", "5"]
+    site = "site-2"
+    data = _datalist(tmp_path / "data")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / f"{site}.json").write_text(json.dumps({"dataset_dir": str(data), "output_dir": "out"}))
+    monkeypatch.setenv(SITE_CONFIG_ENV, str(tmp_path / "cfg"))
+    monkeypatch.setattr(site_module, "BundleBackend", _RecordingBackend)
+    monkeypatch.setattr(_RecordingBackend, "made", [])
+    weights = {"m.weight": np.ones((1, 1), np.float32)}
+    if name == "fedavg_full":
+        tasks = [(Task.TRAIN, FLModel(params=weights, current_round=2))]
+    else:
+        tasks = [
+            (Task.INIT, FLModel(params=weights, meta={"round": 0})),
+            (Task.TRAIN, FLModel(params={}, meta={"round": 2, "ranks": {site: 2}, "merge": None})),
+        ]
+    flare = _FakeFlare(site, tasks)
+    flare.install(monkeypatch)
+    client.main(argv)
+    (backend,) = _RecordingBackend.made
+    assert backend.bundle_seed == 5
+    assert backend.train_seeds == [round_seed(5, site, 2)]
+    assert backend.train_seeds != [round_seed(0, site, 2)]
+    assert len(flare.sent) == len(tasks)
+    if name == "fedavg_full":
+        summary = json.loads((tmp_path / "cfg" / "out" / name / "site_summary.json").read_text())
+        assert summary["seed"] == 5
+
+
+def test_bundle_backend_passes_the_job_seed_to_the_bundle(tmp_path, monkeypatch):
+    import cardiolora.bundle
+
+    class _Workflow:
+        def __init__(self, overrides):
+            self.overrides = dict(overrides)
+            self.trainer = type("Trainer", (), {"add_event_handler": lambda *a: None})()
+
+        def initialize(self):
+            pass
+
+    monkeypatch.setattr(cardiolora.bundle, "make_workflow", lambda kind, overrides: _Workflow(overrides))
+    cfg = SiteConfig(path=tmp_path / "c.json", site="site-1", dataset_dir=_datalist(tmp_path / "d"))
+    assert site_module.BundleBackend(cfg, "quick", tmp_path)._workflow("lora", 4).overrides["seed"] == 0
+    wf = site_module.BundleBackend(cfg, "quick", tmp_path, seed=7)._workflow("lora", 4)
+    assert wf.overrides["seed"] == 7 and wf.overrides["lora_rank"] == 4
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "3", True])
+def test_bad_seed_is_refused_everywhere(bad, tmp_path):
+    with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
+        build_job("fedpetuning", seed=bad)
+    with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
+        site_module.SiteRunner("site-1", _RecordingBackend(None, "quick", tmp_path), tmp_path, 1, "quick", seed=bad)
+    with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
+        run_simulation("fedpetuning", tmp_path / "sites", tmp_path / "none.pt", tmp_path / "w", seed=bad)
+    assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("bad", ["-1", "2.5", "x"])
+def test_site_script_refuses_a_bad_seed(bad, capsys):
+    argv = ["--method", "rml", "--profile", "quick", "--local-epochs", "1", "--job-name", "j", "--seed", bad]
+    with pytest.raises(SystemExit):
+        client.build_parser().parse_args(argv)
+    assert "`seed` must be a non-negative int" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- site-local config

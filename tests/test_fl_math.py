@@ -1,15 +1,17 @@
-"""Tests of cardiolora.fl.rml: Eq. 1, Eq. 2, the λ schedule, checksums and adapter validation."""
+"""Tests of cardiolora.fl.rml (Eq. 1, Eq. 2, the λ schedule, checksums, adapter validation) and fl.seeds."""
 
 from __future__ import annotations
 
 import copy
 import doctest
+import zlib
 
 import pytest
 import torch
 from torch import nn
 
 import cardiolora.fl.rml as rml
+from cardiolora.fl.seeds import check_seed, round_seed
 from cardiolora.lora import (
     base_state_dict,
     inject_lora,
@@ -418,3 +420,44 @@ def test_validate_adapter_ratio_is_configurable(rank2_site):
 def test_adapter_spec_needs_adapters():
     with pytest.raises(ValueError, match="no LoRA adapters"):
         rml.adapter_spec(_tiny_net())
+
+
+# ----------------------------------------------------------------------------- per-round seeds
+
+
+@pytest.mark.parametrize("site", ["site-1", "site-2", "site-3", "hospital-é"])
+@pytest.mark.parametrize("round_index", [0, 1, 2, 7, 300_000])
+def test_round_seed_zero_is_the_old_formula(site, round_index):
+    """Job seed 0 gives the seeds every site used before jobs had a seed, so old runs reproduce."""
+    old = (zlib.crc32(site.encode()) + 7919 * round_index) % (2**31)
+    assert round_seed(0, site, round_index) == old
+
+
+def test_round_seed_by_hand():
+    crc = zlib.crc32(b"site-2")
+    assert round_seed(3, "site-2", 2) == (crc + 2 * 7919 + 3 * 104729) % 2**31
+    assert round_seed(2**40, "site-2", 0) == (crc + 2**40 * 104729) % 2**31  # large seeds wrap into [0, 2^31)
+
+
+def test_round_seed_differs_by_seed_site_and_round():
+    sites, rounds, seeds = ("site-1", "site-2", "site-3"), range(6), range(5)
+    table = {(j, s, t): round_seed(j, s, t) for j in seeds for s in sites for t in rounds}
+    assert len(set(table.values())) == len(table)  # no two (seed, site, round) share a seed
+    assert all(0 <= v < 2**31 for v in table.values())
+    for s in sites:
+        for t in rounds:
+            assert len({table[(j, s, t)] for j in seeds}) == len(seeds)  # each job seed shifts every round
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, "1", None, True])
+def test_seed_must_be_non_negative_int(bad):
+    with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
+        round_seed(bad, "site-1", 0)
+    with pytest.raises(ValueError, match="`seeds` must be a non-negative int"):
+        check_seed(bad, "seeds")
+
+
+def test_check_seed_accepts_numpy_integers():
+    import numpy as np
+
+    assert check_seed(np.int64(4)) == 4 and type(check_seed(np.int64(4))) is int

@@ -256,3 +256,47 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     assert summary["in_client"]["local"]["site-1"]["dice"]["mean"] == pytest.approx(0.905, abs=1e-5)
     harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD")
     assert len(calls) == 2 * len(harness.METHODS)  # every method folder has its done.json
+
+
+def test_run_federated_gives_the_job_the_seed(tmp_path, monkeypatch):
+    """The harness seed is the FLARE job's seed (the sites' per-round seeds depend on it)."""
+    import cardiolora.fl.run
+
+    calls = []
+
+    def fake_simulation(job, sites_root, pretrained, workdir, **kw):
+        calls.append((job, kw))
+        results = tmp_path / "f" / "results" / job
+        results.mkdir(parents=True)
+        (results / "cross_site_eval.json").write_text("{}")
+        (results / "rml_history.json").write_text("[]")
+        return {"seconds": 1.0}
+
+    monkeypatch.setattr(cardiolora.fl.run, "run_simulation", fake_simulation)
+    monkeypatch.setattr(harness, "matrix_from_cross_eval", lambda cross, sites: _matrix(0.0))
+    out = harness.run_federated(tmp_path / "f", "rate_my_lora", tmp_path, ["site-1", "site-2"], tmp_path, "quick", 2, 3)
+    assert calls == [
+        (
+            "rate_my_lora",
+            {"rounds": 2, "profile": "quick", "sites": ["site-1", "site-2"], "min_clients": 2, "seed": 3},
+        )
+    ]
+    assert out["seed"] == 3 and "seed_note" not in out
+
+
+def test_run_comparison_refuses_unseeded_federated_results(tmp_path, monkeypatch):
+    """A FLARE done.json from before the jobs took the seed is a result of seed 0 only."""
+    sites = ["site-1", "site-2"]
+    monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
+    monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
+    monkeypatch.setattr(harness, "_run_method", lambda method, folder, **kw: {"matrix": _matrix(0.0)})
+    old = {"matrix": _matrix(0.0), "seed_note": "site seeds are fixed by the client"}
+    for seed in (0, 1):
+        (tmp_path / "w" / f"seed{seed}" / "fedavg_full").mkdir(parents=True)
+        (tmp_path / "w" / f"seed{seed}" / "fedavg_full" / "done.json").write_text(json.dumps(old))
+    summary = harness.run_comparison("phantoms", tmp_path / "w", seeds=[0], methods=["fedavg_full"])
+    assert summary["raw"]["fedavg_full"]["0"] == _matrix(0.0)  # seed 0: the old result is reused
+    with pytest.raises(ValueError, match=r"seed1/fedavg_full/done.json: made when the FLARE jobs ignored the seed"):
+        harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], methods=["fedavg_full"])
+    with pytest.raises(ValueError, match="`seeds` must be a non-negative int"):
+        harness.run_comparison("phantoms", tmp_path / "w", seeds=[-1])

@@ -14,7 +14,9 @@ On the same sites, splits and seeds it runs five methods and compares them:
   the same number of epochs.
 
 Every method runs through the existing entry points (`cardiolora.bundle.run_workflow`,
-`cardiolora.fl.run.run_simulation`): there is no training or federation loop here. A method's
+`cardiolora.fl.run.run_simulation`): there is no training or federation loop here. The seed of a
+run is the bundle ``seed`` of the local and centralised workflows and the job ``seed`` of the FLARE
+jobs (each site seeds its round-t training with `cardiolora.fl.seeds.round_seed` of seed, site, t). A method's
 folder ``<workdir>/seed<s>/<method>/`` gets a ``done.json`` when it finished; a rerun reuses it.
 
 The result of one method and seed is a *score matrix* ``{owner: {evaluator: {metric: value}}}``:
@@ -40,6 +42,7 @@ import numpy as np
 
 __all__ = [
     "METHODS",
+    "FEDERATED_METHODS",
     "METHOD_TITLES",
     "TABLE_METRICS",
     "ACDC_APPEARANCE",
@@ -71,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 #: The methods in table order.
 METHODS: tuple[str, ...] = ("local", "fedavg_full", "fedpetuning", "rate_my_lora", "centralised")
+#: The methods that run as FLARE jobs (`run_federated`).
+FEDERATED_METHODS: tuple[str, ...] = ("fedavg_full", "fedpetuning", "rate_my_lora")
 METHOD_TITLES: dict[str, str] = {
     "local": "Local only (LoRA)",
     "fedavg_full": "FedAvg (full weights)",
@@ -689,15 +694,27 @@ def run_local(
 def run_federated(
     folder: Path, job: str, sites_root: Path, sites: Sequence[str], base: Path, profile: str, rounds: int, seed: int
 ) -> dict:
-    """One FLARE job in the simulator; personalised models (LoRA jobs) or the global model (FedAvg) scored."""
+    """One FLARE job in the simulator; personalised models (LoRA jobs) or the global model (FedAvg) scored.
+
+    `seed` is the job's ``seed`` (`cardiolora.fl.run.run_simulation`), so every site's local training
+    depends on it.
+    """
     from cardiolora.fl.run import run_simulation
     from cardiolora.networks import read_state_dict
 
     run = run_simulation(
-        job, sites_root, base, folder, rounds=rounds, profile=profile, sites=list(sites), min_clients=len(sites)
+        job,
+        sites_root,
+        base,
+        folder,
+        rounds=rounds,
+        profile=profile,
+        sites=list(sites),
+        min_clients=len(sites),
+        seed=seed,
     )
     results = folder / "results" / job
-    out: dict = {"job": job, "seconds_simulator": run["seconds"], "seed_note": "site seeds are fixed by the client"}
+    out: dict = {"job": job, "seconds_simulator": run["seconds"], "seed": seed}
     if job == "fedavg_full":
         g = results / "global_model.pt"
         out["matrix"] = evaluate_matrix({s: g for s in sites}, sites_root, sites, profile)
@@ -752,6 +769,32 @@ def _run_method(method: str, folder: Path, **kw: Any) -> dict:
     return run_federated(folder, method, **kw)
 
 
+def _check_reusable(folder: Path, method: str, seed: int) -> None:
+    """Refuse to reuse a FLARE result from before the jobs took the seed as a result of seed > 0.
+
+    Such a ``done.json`` has a ``seed_note`` field: its sites trained with the per-round seeds of
+    job seed 0 (`cardiolora.fl.seeds.round_seed`), so it is a valid result of seed 0 only.
+
+    Args:
+        folder: the method's folder (``<workdir>/seed<s>/<method>``).
+        method: the method.
+        seed: the seed the folder stands for.
+
+    Raises:
+        ValueError: if `folder` holds such a result and `seed` is not 0 (the message names the file).
+    """
+    from cardiolora.fl.seeds import DEFAULT_SEED
+
+    done = folder / "done.json"
+    if method not in FEDERATED_METHODS or seed == DEFAULT_SEED or not done.is_file():
+        return
+    if "seed_note" in json.loads(done.read_text()):
+        raise ValueError(
+            f"{done}: made when the FLARE jobs ignored the seed (its sites used the seeds of seed "
+            f"{DEFAULT_SEED}), so it is no result of seed {seed}; delete {folder} to run it with seed {seed}."
+        )
+
+
 def run_comparison(
     source: str,
     workdir: str | os.PathLike,
@@ -769,14 +812,17 @@ def run_comparison(
     the block ``compare-<source>`` of that Markdown file.
 
     Raises:
-        ValueError: for an unknown source or method (named).
+        ValueError: for an unknown source or method (named), a seed that is not a non-negative int,
+            or a FLARE result to reuse that was made before the jobs took the seed (`_check_reusable`).
     """
     from cardiolora.fl.history import write_json
+    from cardiolora.fl.seeds import check_seed
     from cardiolora.report import machine_line, replace_block
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"`methods` {unknown} unknown; known: {list(METHODS)}.")
+    seeds = [check_seed(s, "seeds") for s in seeds]
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if source == "phantoms":
@@ -807,6 +853,7 @@ def run_comparison(
                 rounds=rounds,
                 seed=seed,
             )
+            _check_reusable(folder, method, seed)
             res = reuse_or_run(folder, fn)
             results[method][str(seed)] = res["matrix"]
             if res.get("bandwidth") is not None:
@@ -832,9 +879,9 @@ def run_comparison(
         "notes": [
             f"Local only and centralised train {_total_epochs(profile, rounds)} epochs "
             "(rounds × local epochs + the federated personalisation epoch) and keep the best-validation "
-            "weights; the federated sites' personalised models are those of the last round. The FLARE "
-            "site scripts fix their own per-round seeds, so `--seeds` varies the local and centralised "
-            "runs; the federated runs repeat (differences from thread scheduling only).",
+            "weights; the federated sites' personalised models are those of the last round. `--seeds` "
+            "is the bundle seed of the local and centralised runs and the job seed of the FLARE runs "
+            "(each site's round-t seed is a function of seed, site and t).",
         ],
     }
     write_json(summary, workdir / "results.json")

@@ -7,6 +7,7 @@
 * :mod:`cardiolora.fl.client` — the FLARE Client API script that drives :mod:`cardiolora.fl.site`;
 * :mod:`cardiolora.fl.filters` — the site's result filter that lets only adapters and numbers out;
 * :mod:`cardiolora.fl.common` — site-local configuration, the bundle network, the task protocol;
+* :mod:`cardiolora.fl.seeds` — the job seed and each site's per-round seed;
 * :mod:`cardiolora.fl.persistor` — the server's ``W_0`` from the bundle and the server's config;
 * :mod:`cardiolora.fl.aggregators` — FedAvg weighted by dataset size (the full-weight baseline);
 * :mod:`cardiolora.fl.history` — per-round JSON and curves;

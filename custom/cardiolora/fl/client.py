@@ -2,9 +2,9 @@
 
 The job runs it in the FLARE client process (``ClientAPIExecutor``, ``in_process``)::
 
-    python client.py --method rml|fedavg --profile quick --local-epochs 1 --job-name rate_my_lora
+    python client.py --method rml|fedavg --profile quick --local-epochs 1 --job-name rate_my_lora --seed 0
 
-Federation hyperparameters (method, profile, local epochs) come from the job's script arguments;
+Federation hyperparameters (method, profile, local epochs, seed) come from the job's script arguments;
 the site's data location and output folder come from the site's own local config
 (:func:`cardiolora.fl.common.load_site_config`: ``$CARDIOLORA_SITE_CONFIG`` or
 ``<site workspace>/local/cardiolora_site.json``), so one job folder serves every site. A missing
@@ -22,13 +22,41 @@ import argparse
 import logging
 import sys
 
+from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
+
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("cardiolora.fl.client")
 
 
+def _seed_arg(text: str) -> int:
+    """``--seed``: a non-negative int (:func:`cardiolora.fl.seeds.check_seed`).
+
+    Args:
+        text: the argument as given.
+
+    Returns:
+        The seed.
+
+    Raises:
+        argparse.ArgumentTypeError: if `text` is not a non-negative int (the message names `seed`).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`seed` must be a non-negative int, got {text!r}.") from None
+    try:
+        return check_seed(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments the job passes to the script."""
+    """Arguments the job passes to the script.
+
+    Returns:
+        The parser (``--method``, ``--profile``, ``--local-epochs``, ``--job-name``, ``--seed``).
+    """
     p = argparse.ArgumentParser(prog="cardiolora-fl-client", description="cardiolora FLARE site script")
     p.add_argument(
         "--method",
@@ -39,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="run profile of the bundle (quick, paper)")
     p.add_argument("--local-epochs", type=int, required=True, help="local epochs per round")
     p.add_argument("--job-name", required=True, help="sub-folder of the site's output_dir for this job")
+    p.add_argument(
+        "--seed",
+        type=_seed_arg,
+        default=DEFAULT_SEED,
+        help=f"job seed: bundle seed and, with site and round, each local run's seed (default {DEFAULT_SEED})",
+    )
     return p
 
 
@@ -58,9 +92,19 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     out = cfg.output_dir / args.job_name
-    backend = BundleBackend(cfg, args.profile, out)
-    runner = SiteRunner(site, backend, out, args.local_epochs, args.profile, fail_at=cfg.extra.get("test_fail_at"))
-    logger.info(f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}")
+    backend = BundleBackend(cfg, args.profile, out, seed=args.seed)
+    runner = SiteRunner(
+        site,
+        backend,
+        out,
+        args.local_epochs,
+        args.profile,
+        fail_at=cfg.extra.get("test_fail_at"),
+        seed=args.seed,
+    )
+    logger.info(
+        f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, seed {args.seed}"
+    )
     while flare.is_running():
         received = flare.receive()
         if received is None:

@@ -9,8 +9,9 @@
 Every job: the server's ``persistor`` builds the bundle's ``network_def`` for the profile and loads
 ``W_0`` from the server's local config; every site runs :mod:`cardiolora.fl.client` (copied into
 the job's ``custom/`` folder; it imports the installed ``cardiolora`` package, which is not copied —
-``app_packages``). Hyperparameters appear once: profile, rounds and local epochs are arguments
-here, network numbers live in :mod:`cardiolora.profiles`, read through the bundle.
+``app_packages``). Hyperparameters appear once: profile, rounds, local epochs and the job seed are
+arguments here, network numbers live in :mod:`cardiolora.profiles`, read through the bundle. The
+seed reaches every site as the script argument ``--seed`` (see :func:`cardiolora.fl.seeds.round_seed`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cardiolora.fl.common import Task, bundle_network
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.persistor import BundleModelPersistor
+from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import get_profile
 
 __all__ = ["JOB_NAMES", "LAMBDA0", "DEFAULT_ROUNDS", "build_job", "export_job", "job_main", "CLIENT_SCRIPT"]
@@ -55,6 +57,7 @@ def build_job(
     task_timeout: int = 3600,
     straggler_grace: int = 600,
     ranks: tuple[int, int] = (16, 32),
+    seed: int = DEFAULT_SEED,
 ) -> FedJob:
     """Build the FedJob of one method.
 
@@ -68,15 +71,20 @@ def build_job(
         task_timeout: seconds a task may take at most.
         straggler_grace: seconds to wait for the remaining sites once ``min_clients`` answered.
         ranks: (small-site rank, large-site rank).
+        seed: job seed (non-negative int), passed to every site's script as ``--seed``: the bundle
+            seed of the site's workflows and, with site and round, the seed of each local run
+            (:func:`cardiolora.fl.seeds.round_seed`; 0 gives the seeds of the runs made before jobs had one).
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
 
     Raises:
-        ValueError: for an unknown `name` or profile, or a profile whose network the bundle cannot build.
+        ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
+            or a `seed` that is not a non-negative int.
     """
     if name not in JOB_NAMES:
         raise ValueError(f"`name` must be one of {list(JOB_NAMES)}, got {name!r}.")
+    seed = check_seed(seed)
     prof = get_profile(profile)
     local_epochs = int(local_epochs or prof.local_epochs)
     bundle_network(profile, 0)  # fail fast: the bundle's network_def builds for this profile
@@ -113,7 +121,9 @@ def build_job(
     executor = ClientAPIExecutor(
         execution_mode="in_process",
         task_script_path=CLIENT_SCRIPT,
-        task_script_args=f"--method {method} --profile {profile} --local-epochs {local_epochs} --job-name {name}",
+        task_script_args=(
+            f"--method {method} --profile {profile} --local-epochs {local_epochs} --job-name {name} --seed {seed}"
+        ),
         params_exchange_format=ExchangeFormat.PYTORCH,
         server_expected_format=ExchangeFormat.NUMPY,
     )
@@ -176,7 +186,7 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
 
     ``python jobs/<name>/job.py --export`` writes ``jobs/<name>/exported/`` (what ``submit_job``
     takes); ``--out DIR`` exports elsewhere; ``--rounds`` / ``--profile`` / ``--local-epochs`` /
-    ``--min-clients`` change the federation's hyperparameters. Without ``--export`` it prints what
+    ``--min-clients`` / ``--seed`` change the federation's hyperparameters. Without ``--export`` it prints what
     the job is and how to run it.
 
     Args:
@@ -203,6 +213,7 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
     p.add_argument(
         "--straggler-grace", type=int, default=600, help="seconds to wait for the other sites once min_clients answered"
     )
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
     args = p.parse_args(argv)
     job = build_job(
         name,
@@ -212,6 +223,7 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
         min_clients=args.min_clients,
         task_timeout=args.task_timeout,
         straggler_grace=args.straggler_grace,
+        seed=args.seed,
     )
     if args.export or args.out:
         dest = export_job(job, args.out or job_dir / "exported")

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
+
 __all__ = ["run_simulation", "write_site_configs", "main"]
 
 RESULT_FILES = ("rml_history.json", "rml_curves.png", "cross_site_eval.json", "global_model.pt", "tb_events")
@@ -76,6 +78,7 @@ def run_simulation(
     extra_site_config: dict[str, dict] | None = None,
     timeout: float | None = None,
     straggler_grace: int = 600,
+    seed: int = DEFAULT_SEED,
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
 
@@ -93,15 +96,18 @@ def run_simulation(
         extra_site_config: more fields per site config (e.g. the test-only ``test_fail_at``).
         timeout: seconds before the simulator is stopped (None: no limit).
         straggler_grace: seconds the server waits for the remaining sites once ``min_clients`` answered.
+        seed: the job seed (every site's local training; see :func:`cardiolora.fl.seeds.round_seed`).
 
     Returns:
         ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
 
     Raises:
         RuntimeError: if the simulator fails or times out (the message names its log).
+        ValueError: if `seed` is not a non-negative int (before anything is written).
     """
     from cardiolora.fl.jobs import build_job, export_job
 
+    seed = check_seed(seed)
     workdir = Path(workdir).resolve()
     sites = list(sites or ["site-1", "site-2", "site-3"])
     min_clients = min_clients or max(1, len(sites) - 1)
@@ -116,6 +122,7 @@ def run_simulation(
             min_clients=min_clients,
             task_timeout=int(timeout or 3600),
             straggler_grace=straggler_grace,
+            seed=seed,
         ),
         workdir / "job" / job,
     )
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-clients", type=int)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--straggler-grace", type=int, default=600)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
     args = p.parse_args(argv)
     try:
         summary = run_simulation(
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             args.min_clients,
             args.torch_threads,
             straggler_grace=args.straggler_grace,
+            seed=args.seed,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"cardiolora.fl.run: {err}", file=sys.stderr)

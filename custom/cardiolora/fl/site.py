@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from cardiolora.fl import rml
 from cardiolora.fl.common import Meta, SiteConfig, Task, to_torch, unpack_adapters
+from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
 
@@ -88,14 +88,21 @@ class BundleBackend:
         config: the site's local config (``dataset_dir``, ``output_dir``).
         profile: run profile of the federation (from the job).
         output_dir: where the bundle writes its run files (TensorBoard, loss curve).
+        seed: the job seed, the bundle's ``seed`` (``set_determinism`` when a workflow is built; the
+            bundle's default is 0, the default job seed). Each run then seeds torch with the seed
+            :class:`SiteRunner` passes.
+
+    Raises:
+        ValueError: if the config has no ``dataset_dir`` or `seed` is not a non-negative int.
     """
 
     #: An epoch interval no run reaches: the bundle's ValidationHandler never fires.
     NO_VALIDATION = 10**9
 
-    def __init__(self, config: SiteConfig, profile: str, output_dir: Path) -> None:
+    def __init__(self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED) -> None:
         if config.dataset_dir is None:
             raise ValueError(f"{config.path}: field `dataset_dir` is required for a site.")
+        self.seed = check_seed(seed)
         self.config = config
         self.profile = profile
         self.output_dir = Path(output_dir)
@@ -126,6 +133,7 @@ class BundleBackend:
                 "resume": False,
                 "progress": False,
                 "load_pretrain": False,
+                "seed": self.seed,
             }
             if kind == "lora":
                 overrides["lora_rank"] = rank
@@ -229,6 +237,11 @@ class SiteRunner:
         profile: run profile (from the job); a task announcing another profile is refused.
         fail_at: test-only fault injection ``{"task": name, "round": t}``: raise at that task, as
             a site that crashes would (read from the site config's ``test_fail_at``).
+        seed: the job seed (from the job); local training in round t is seeded with
+            :func:`cardiolora.fl.seeds.round_seed` ``(seed, site, t)``.
+
+    Raises:
+        ValueError: if `seed` is not a non-negative int.
     """
 
     def __init__(
@@ -239,7 +252,9 @@ class SiteRunner:
         local_epochs: int,
         profile: str,
         fail_at: Mapping[str, Any] | None = None,
+        seed: int = DEFAULT_SEED,
     ) -> None:
+        self.seed = check_seed(seed)
         self.site = site
         self.backend = backend
         self.output_dir = Path(output_dir)
@@ -250,11 +265,12 @@ class SiteRunner:
         self.rank: int | None = None
         self.received: dict[str, dict[str, torch.Tensor]] = {}
         self.received_round: int | None = None
-        self.summary: dict[str, Any] = {"site": site, "rounds": []}
+        self.summary: dict[str, Any] = {"site": site, "seed": self.seed, "rounds": []}
 
     # ------------------------------------------------------------------ helpers
     def _seed(self, round_index: int) -> int:
-        return (zlib.crc32(self.site.encode()) + 7919 * int(round_index)) % (2**31)
+        """The torch seed of this site's local training in `round_index` (:func:`round_seed`)."""
+        return round_seed(self.seed, self.site, round_index)
 
     def checksum(self) -> str:
         """SHA-256 of the site's ``W`` (:func:`cardiolora.fl.rml.state_checksum`)."""
