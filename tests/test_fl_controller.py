@@ -223,7 +223,7 @@ def test_bad_adapter_is_rejected_and_round_goes_on(tmp_path, kind):
             if kind == "nan":
                 p["0.lora_A.weight"][0, 0, 0, 0] = float("nan")
             elif kind == "missing_key":
-                del p["2.lora_B.weight"]
+                del p["2.lora_B_T.weight"]
             elif kind == "base_weight":
                 p["0.weight"] = BASE["0.weight"]
             elif kind == "wrong_rank":

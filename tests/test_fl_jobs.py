@@ -300,7 +300,8 @@ def test_pack_unpack_and_bytes():
         pack_adapters({"site-1": {"m.conv.weight": torch.zeros(1)}})
     with pytest.raises(ValueError, match="not packed adapters"):
         unpack_adapters({"m.conv.lora_A.weight": torch.zeros(1)})
-    assert is_adapter_key("model.0.conv.unit0.conv.lora_A_T.weight")
+    assert is_adapter_key("model.0.conv.unit0.conv.lora_B_T.weight")
+    assert not is_adapter_key("model.0.conv.unit0.conv.lora_A_T.weight")  # the layout of earlier versions
     assert not is_adapter_key("model.0.conv.unit0.conv.weight") and not is_adapter_key("lora_A.weight")
 
 

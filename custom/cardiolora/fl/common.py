@@ -237,13 +237,13 @@ class Meta:
     TRAIN_LOSS = "train_loss"
 
 
-#: Adapter keys: ``<module>.lora_A.weight``, ``<module>.lora_A_T.weight``, ``<module>.lora_B.weight``.
-ADAPTER_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.(lora_A|lora_A_T|lora_B)\.weight$")
+#: Adapter keys: ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``.
+ADAPTER_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.(lora_A|lora_B|lora_B_T)\.weight$")
 _SEP = "/"
 
 
 def is_adapter_key(key: object) -> bool:
-    """True if `key` names an adapter tensor (``<module>.lora_A[_T].weight`` / ``<module>.lora_B.weight``)."""
+    """True if `key` names an adapter tensor (``<module>.lora_A.weight`` / ``<module>.lora_B[_T].weight``)."""
     return isinstance(key, str) and ADAPTER_KEY.match(key) is not None
 
 

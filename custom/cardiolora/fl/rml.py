@@ -283,7 +283,7 @@ def adapter_deltas(
     """Full-size float64 deltas ``ΔW_c = s_c · B_c A_c`` of every site's adapter.
 
     Args:
-        adapters: ``{site: adapter-only state dict}`` (``<name>.lora_A[_T].weight``, ``<name>.lora_B.weight``).
+        adapters: ``{site: adapter-only state dict}`` (``<name>.lora_A.weight``, ``<name>.lora_B[_T].weight``).
         scalings: ``{site: alpha / r}`` (a number, or ``{module: alpha / r}``) for every site of `adapters`.
 
     Returns:
