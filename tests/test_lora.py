@@ -852,7 +852,7 @@ def test_adapter_delta_kind_comes_from_the_key():
     ids=["conv2d", "convT2d", "convT3d"],
 )
 def test_state_dict_key_layout(base, rank, expected):
-    """The keys tell the layout: A always ``[r, in, *k_A]``; ``lora_B`` ``[out, r, 1..]`` or ``lora_B_T`` ``[r, out, *k]``."""
+    """The keys tell the layout: A ``[r, in, *k_A]``; ``lora_B`` ``[out, r, 1..]`` or ``lora_B_T`` ``[r, out, *k]``."""
     net = nn.Sequential(base)
     inject_lora(net, rank=rank)
     state = lora_state_dict(net)

@@ -193,7 +193,8 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
 
     ``python jobs/<name>/job.py --export`` writes ``jobs/<name>/exported/`` (what ``submit_job``
     takes); ``--out DIR`` exports elsewhere; ``--rounds`` / ``--profile`` / ``--local-epochs`` /
-    ``--min-clients`` / ``--seed`` / ``--transport-dtype`` (LoRA jobs) change the federation's hyperparameters. Without ``--export`` it prints what
+    ``--min-clients`` / ``--seed`` / ``--transport-dtype`` (LoRA jobs) change the federation's
+    hyperparameters. Without ``--export`` it prints what
     the job is and how to run it.
 
     Args:
@@ -226,7 +227,7 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
             "--transport-dtype",
             choices=sorted(TRANSPORT_DTYPES),
             default=DEFAULT_TRANSPORT_DTYPE,
-            help=f"dtype the adapters travel in, both ways (default {DEFAULT_TRANSPORT_DTYPE}: half the bytes of float32)",
+            help=f"dtype the adapters travel in, both ways (default {DEFAULT_TRANSPORT_DTYPE}: half of float32)",
         )
     args = p.parse_args(argv)
     job = build_job(

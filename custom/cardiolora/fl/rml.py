@@ -496,8 +496,8 @@ def validate_adapter(
 
     Raises:
         ValueError: saying what was expected and what came: missing / unexpected keys, values
-            that are not floating tensors, a dtype other than `dtype`, wrong shapes (expected vs got), non-finite values,
-            modules whose update is too large (ratio vs limit).
+            that are not floating tensors, a dtype other than `dtype`, wrong shapes (expected vs
+            got), non-finite values, modules whose update is too large (ratio vs limit).
     """
     if isinstance(max_delta_ratio, bool) or not isinstance(max_delta_ratio, (int, float)) or max_delta_ratio <= 0:
         raise ValueError(f"`max_delta_ratio` must be a number > 0, got {max_delta_ratio!r}.")
