@@ -585,7 +585,8 @@ def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_M
         "",
         *_score_table(summary.get("cross_client", {}), metrics),
         "",
-        "**Bandwidth** (payload bytes, fp32, per site; per round = mean over training rounds; total = "
+        "**Bandwidth** (payload bytes as sent, per site: full weights and W_0 in float32, LoRA adapters in "
+        "the jobs' transport dtype, float16 by default; per round = mean over training rounds; total = "
         "whole job incl. init / finalize / cross-evaluation):",
         "",
         "| method | site | up per round | down per round | up total | down total |",
