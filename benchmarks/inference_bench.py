@@ -6,10 +6,11 @@ One study of ``--slices`` x ``--phases`` images of 224 x 224 pixels at 1.25 mm (
 profile's grid, so each slice is one 224 x 224 window) is segmented with the paper-profile U-Net
 (random weights, seeded: the time does not depend on what the weights learned) by
 
-* **baseline** — what a MONAI user writes first: per phase, the same preprocessing
-  (``cardiolora.predict.volume_transforms``), ``SliceInferer(roi_size=(224, 224), spatial_dim=2)``
-  with its default settings (``sw_batch_size=1``, overlap 0.25), ``torch.no_grad()``, the network
-  in its default (contiguous) memory format, then softmax, ``Invertd`` and argmax;
+* **baseline** — what a MONAI user writes first: per phase, the same preprocessing in MONAI's
+  stock transforms (``ScaleIntensityRangePercentilesd``, ``Spacingd``),
+  ``SliceInferer(roi_size=(224, 224), spatial_dim=2)`` with its default settings
+  (``sw_batch_size=1``, overlap 0.25), ``torch.no_grad()``, the network in its default
+  (contiguous) memory format, then softmax, ``Invertd`` and argmax;
 * **pipeline** — the site application's path (``cardiolora.site.app.segment_labels`` without
   the clean-up, i.e. ``cardiolora.predict.predict_cine`` through ``SiteModel.runner()``): the same
   preprocessing per phase, the slices of all phases through one ``SliceInferer`` call with
@@ -38,8 +39,7 @@ import torch
 
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.networks import lora_unet
-from cardiolora.predict import volume_transforms
-from cardiolora.profiles import get_profile
+from cardiolora.profiles import Profile, get_profile
 from cardiolora.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,17 @@ def synthetic_study(n_phases: int, n_slices: int, size: int, spacing: float, see
     )
 
 
+def stock_transforms(prof: Profile) -> list:
+    """The profile's preprocessing (``cardiolora.predict.volume_transforms``) in MONAI's stock transforms."""
+    from monai.transforms import ScaleIntensityRangePercentilesd, Spacingd
+
+    lo, hi = prof.intensity_percentiles
+    return [
+        ScaleIntensityRangePercentilesd(keys="image", lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True),
+        Spacingd(keys="image", pixdim=[prof.pixel_spacing, prof.pixel_spacing, -1.0], mode="bilinear"),
+    ]
+
+
 def baseline(net: torch.nn.Module, study: CineStudy, profile: str) -> np.ndarray:
     """Per phase: preprocessing, a default SliceInferer, softmax, Invertd, argmax."""
     from monai.data import MetaTensor
@@ -78,7 +89,7 @@ def baseline(net: torch.nn.Module, study: CineStudy, profile: str) -> np.ndarray
     from monai.transforms import Compose, Invertd
 
     prof = get_profile(profile)
-    pre = Compose(volume_transforms(prof))
+    pre = Compose(stock_transforms(prof))
     inferer = SliceInferer(roi_size=list(prof.spatial_size), spatial_dim=2)
     affine = torch.as_tensor(nifti_affine(study.affine_lps))
     out = np.empty(study.image.shape, dtype=np.uint8)
