@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/inference_bench.py [--phases 25] [--slices 10] [--repeats 2]
 
+(needs the optional ONNX Runtime backend: ``pip install -e '.[onnx]'``)
+
 One study of ``--slices`` x ``--phases`` images of 224 x 224 pixels at 1.25 mm (the paper
 profile's grid, so each slice is one 224 x 224 window) is segmented with the paper-profile U-Net
 (random weights, seeded: the time does not depend on what the weights learned) by

@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,8 @@ def export_onnx(network: torch.nn.Module, spatial_size: tuple[int, int], path: s
     for lg in quiet:  # one INFO line per folded constant, a warning per missing torchvision op
         lg.setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
             torch.onnx.export(
                 network,
                 (example,),
