@@ -3,21 +3,32 @@
     .venv/bin/python benchmarks/fl_bandwidth.py [--profile paper] [--ranks 32 16 32]
 
 Computed from the real state dicts of the bundle's network (no training): what each task of the
-protocol ships (:mod:`cardiolora.fl.common`), counted as FLARE ships it (fp32 numpy arrays,
-tensor bytes only — no envelope). Per round, Rate-My-LoRA sends up a site's own adapter (``train``)
-and down every accepted adapter (``validate``; the merge coefficients travel as a few numbers);
-FedAvg sends the full weights up and down. One-time costs (``init``: ``W_0`` down; ``finalize``
-and ``cross_eval``) are listed apart. Writes benchmarks/results/fl_bandwidth.json and the block
-between the fl-bandwidth markers of jobs/README.md.
+protocol ships (:mod:`cardiolora.fl.common`), counted as FLARE ships it (numpy arrays, tensor bytes
+only — no envelope), once per transport dtype of the adapters: ``float32`` and the jobs' default
+(``float16``; :data:`cardiolora.fl.common.DEFAULT_TRANSPORT_DTYPE`). The adapters are rounded with
+the same :func:`cardiolora.fl.common.to_transport` the sites and the server call. Per round,
+Rate-My-LoRA sends up a site's own adapter (``train``) and down every accepted adapter
+(``validate``; the merge coefficients travel as a few numbers); FedAvg sends the full float32
+weights up and down. One-time costs (``init``: ``W_0`` down in float32; ``finalize`` and
+``cross_eval``) are listed apart. Writes benchmarks/results/fl_bandwidth.json and the block between
+the fl-bandwidth markers of jobs/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
-from cardiolora.fl.common import bundle_network, pack_adapters, payload_bytes, to_numpy
+from cardiolora.fl.common import (
+    DEFAULT_TRANSPORT_DTYPE,
+    bundle_network,
+    pack_adapters,
+    payload_bytes,
+    to_numpy,
+    to_transport,
+)
 from cardiolora.lora import lora_state_dict
 from cardiolora.networks import plain_state_dict
 from cardiolora.report import machine_line, replace_block
@@ -25,42 +36,83 @@ from cardiolora.report import machine_line, replace_block
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "jobs" / "README.md"
 COMMAND = ".venv/bin/python benchmarks/fl_bandwidth.py"
+#: Upload saving at rank 32 that issue 4 asks for (paper profile).
+TARGET_SAVING = 0.94
+
+
+def transport_dtypes() -> list[str]:
+    """The dtypes reported: float32 and the jobs' default (once if they are the same)."""
+    return list(dict.fromkeys(["float32", DEFAULT_TRANSPORT_DTYPE]))
+
+
+def bandwidth_for(full: int, adapters: Mapping[str, Mapping], ranks: Mapping[str, int], dtype: str) -> dict:
+    """Per-round bytes of every site for one transport dtype.
+
+    ``up_c = bytes(Q(A_c, B_c))``, ``down = Σ_c up_c`` (every accepted adapter goes to every site),
+    ``saving = 1 − bytes / full`` against FedAvg's full float32 model, with ``Q`` the rounding of
+    :func:`cardiolora.fl.common.to_transport`.
+
+    Args:
+        full: bytes of the full float32 model (FedAvg's upload and download per round).
+        adapters: ``{site: adapter-only state dict}`` (float32, as trained).
+        ranks: ``{site: r_c}``.
+        dtype: transport dtype name.
+
+    Returns:
+        ``{"sites": {site: row}, "total": {...}, "one_time": {...}}`` (JSON-able).
+    """
+    sent = {s: to_numpy(to_transport(a, dtype)) for s, a in adapters.items()}
+    down = payload_bytes(pack_adapters(sent))
+    sites = {}
+    for s, r in ranks.items():
+        up = payload_bytes(sent[s])
+        sites[s] = {
+            "rank": r,
+            "rml_up": up,
+            "rml_down": down,
+            "fedavg_up": full,
+            "fedavg_down": full,
+            "upload_saving": 1 - up / full,
+            "download_saving": 1 - down / full,
+        }
+    n = len(ranks)
+    total_up = sum(row["rml_up"] for row in sites.values())
+    return {
+        "sites": sites,
+        "total": {
+            "rml_up": total_up,
+            "rml_down": n * down,
+            "fedavg_up": n * full,
+            "fedavg_down": n * full,
+            "upload_saving": 1 - total_up / (n * full),
+            "download_saving": 1 - down / full,
+        },
+        "one_time": {
+            "init_down_per_site": full,
+            "finalize_up_per_site": {s: payload_bytes(a) for s, a in sent.items()},
+            "cross_eval_down_per_site": down,
+        },
+    }
 
 
 def bandwidth(profile: str, ranks: dict[str, int]) -> dict:
-    """Bytes per round and site for both methods (see the module docstring).
+    """Bytes per round and site for both methods and every reported transport dtype.
 
     Args:
         profile: run profile of the bundle network.
         ranks: ``{site: r_c}``.
 
     Returns:
-        A JSON-able dict with per-site rows and the upload saving at each rank.
+        A JSON-able dict: ``full_model_bytes`` and, per dtype, per-site rows, totals, one-time costs.
     """
     full = payload_bytes(to_numpy(plain_state_dict(bundle_network(profile, 0))))
-    adapters = {s: to_numpy(lora_state_dict(bundle_network(profile, r))) for s, r in ranks.items()}
-    validate_down = payload_bytes(pack_adapters(adapters))
-    sites = {}
-    for s, r in ranks.items():
-        up = payload_bytes(adapters[s])
-        sites[s] = {
-            "rank": r,
-            "rml_up": up,
-            "rml_down": validate_down,
-            "fedavg_up": full,
-            "fedavg_down": full,
-            "upload_saving": 1 - up / full,
-            "download_saving": 1 - validate_down / full,
-        }
+    adapters = {s: lora_state_dict(bundle_network(profile, r)) for s, r in ranks.items()}
     return {
         "profile": profile,
         "full_model_bytes": full,
-        "sites": sites,
-        "one_time": {
-            "init_down_per_site": full,
-            "finalize_up_per_site": {s: payload_bytes(a) for s, a in adapters.items()},
-            "cross_eval_down_per_site": validate_down,
-        },
+        "default_transport_dtype": DEFAULT_TRANSPORT_DTYPE,
+        "target_upload_saving_rank32": TARGET_SAVING,
+        "transport": {dt: bandwidth_for(full, adapters, ranks, dt) for dt in transport_dtypes()},
     }
 
 
@@ -69,24 +121,32 @@ def _mb(n: int) -> str:
 
 
 def markdown(result: dict) -> str:
-    """The per-round table as Markdown."""
+    """The per-round tables as Markdown, one per transport dtype."""
     lines = [
-        f"Profile `{result['profile']}`, full model {_mb(result['full_model_bytes'])} (fp32), per round and site:",
-        "",
-        "| site | rank | Rate-My-LoRA up | Rate-My-LoRA down | FedAvg up | FedAvg down | upload saved "
-        "| download saved |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Profile `{result['profile']}`, full model {_mb(result['full_model_bytes'])} (float32; FedAvg sends it "
+        "both ways). Per round and site:",
     ]
-    for s, row in result["sites"].items():
-        lines.append(
-            f"| {s} | {row['rank']} | {_mb(row['rml_up'])} | {_mb(row['rml_down'])} | {_mb(row['fedavg_up'])} | "
-            f"{_mb(row['fedavg_down'])} | {100 * row['upload_saving']:.1f}% | {100 * row['download_saving']:.1f}% |"
-        )
-    one = result["one_time"]
+    for dt, res in result["transport"].items():
+        default = " (the jobs' default)" if dt == result["default_transport_dtype"] else ""
+        lines += [
+            "",
+            f"Adapters in **{dt}**{default}:",
+            "",
+            "| site | rank | Rate-My-LoRA up | Rate-My-LoRA down | FedAvg up | FedAvg down | upload saved "
+            "| download saved |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for s, row in [*res["sites"].items(), ("all sites", {**res["total"], "rank": "—"})]:
+            lines.append(
+                f"| {s} | {row['rank']} | {_mb(row['rml_up'])} | {_mb(row['rml_down'])} | {_mb(row['fedavg_up'])} | "
+                f"{_mb(row['fedavg_down'])} | {100 * row['upload_saving']:.1f}% | {100 * row['download_saving']:.1f}% |"
+            )
+    one = result["transport"][result["default_transport_dtype"]]["one_time"]
     lines += [
         "",
-        f"Once per job: `init` sends W_0 down ({_mb(one['init_down_per_site'])} per site); `finalize` sends the "
-        f"personal adapter up; `cross_eval` sends all personal adapters down ({_mb(one['cross_eval_down_per_site'])}).",
+        f"Once per job: `init` sends W_0 down ({_mb(one['init_down_per_site'])} per site, float32); `finalize` sends "
+        f"the personal adapter up; `cross_eval` sends all personal adapters down "
+        f"({_mb(one['cross_eval_down_per_site'])} in {result['default_transport_dtype']}).",
     ]
     return "\n".join(lines)
 

@@ -204,6 +204,36 @@ def test_full_run_rates_merges_and_keeps_sites_in_sync(tmp_path):
         assert rml.state_checksum(glob) == ctl.checksum
 
 
+class CapturingHarness(Harness):
+    """Keeps the personal adapters the server accepted in ``finalize`` (as it received them)."""
+
+    def _cross_eval(self, personal):
+        self.personal = personal
+        super()._cross_eval(personal)
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("float16", 2), ("float32", 4)])
+def test_transport_dtype_keeps_server_and_sites_bit_identical(tmp_path, dtype, itemsize):
+    """Adapters travel in `dtype`; W_t and the personalised models agree bit for bit with the server's view."""
+    sites = make_sites(tmp_path)
+    ctl = CapturingHarness(sites, tmp_path, num_rounds=2, transport_dtype=dtype)
+    ctl.run()
+    assert {s.checksum() for s in sites.values()} == {ctl.checksum}
+    h = history(tmp_path)
+    for r in (r for r in h["rounds"] if r.get("task") is None):
+        for site, v in r["sites"].items():
+            rank = h["ranks"][site]
+            numel = sum(int(np.prod(shape)) for shape in ctl.spec(rank).values())
+            assert v["bytes_up"] == itemsize * numel  # the adapter, in the transport dtype
+    for site, runner in sites.items():
+        received = ctl.personal[site]  # float32 copies of the float16 (or float32) upload
+        assert all(t.dtype == torch.float32 for t in received.values())
+        scaling = ctl.scaling(h["ranks"][site])
+        expected = rml.apply_coefficients(runner.weights, {site: received}, {site: scaling}, {site: 1.0})
+        saved = torch.load(runner.output_dir / "personalised_model.pt", weights_only=True)
+        assert rml.state_checksum(saved) == rml.state_checksum(expected)
+
+
 def test_lambda_zero_rates_everyone_one(tmp_path):
     run(tmp_path, num_rounds=2, lambda0=0.0, state_name="fedpetuning", cross_eval=False)
     for r in history(tmp_path)["rounds"]:
@@ -211,7 +241,7 @@ def test_lambda_zero_rates_everyone_one(tmp_path):
             assert v.get("rating", 1.0) == 1.0
 
 
-@pytest.mark.parametrize("kind", ["nan", "missing_key", "base_weight", "wrong_rank", "absurd"])
+@pytest.mark.parametrize("kind", ["nan", "missing_key", "base_weight", "wrong_rank", "absurd", "float32"])
 def test_bad_adapter_is_rejected_and_round_goes_on(tmp_path, kind):
     sites = make_sites(tmp_path)
     original = sites["site-2"].on_train
@@ -223,13 +253,15 @@ def test_bad_adapter_is_rejected_and_round_goes_on(tmp_path, kind):
             if kind == "nan":
                 p["0.lora_A.weight"][0, 0, 0, 0] = float("nan")
             elif kind == "missing_key":
-                del p["2.lora_B.weight"]
+                del p["2.lora_B_T.weight"]
             elif kind == "base_weight":
                 p["0.weight"] = BASE["0.weight"]
             elif kind == "wrong_rank":
                 p["0.lora_A.weight"] = torch.zeros(4, 1, 3, 3)
             elif kind == "absurd":
                 p["0.lora_B.weight"] = p["0.lora_B.weight"] + 1e3
+            elif kind == "float32":  # not what the job's transport dtype (float16) says
+                reply.params = {k: v.float() for k, v in p.items()}
         return reply
 
     sites["site-2"].on_train = bad_train
@@ -314,8 +346,9 @@ def test_resume_refuses_another_configuration(tmp_path):
         ({"ranks": (16,)}, "ranks"),
         ({"min_clients": 0}, "min_clients"),
         ({"max_delta_ratio": 0}, "max_delta_ratio"),
+        ({"transport_dtype": "int8"}, "transport_dtype"),
     ],
-    ids=["rounds", "lambda0", "ranks", "min_clients", "ratio"],
+    ids=["rounds", "lambda0", "ranks", "min_clients", "ratio", "transport_dtype"],
 )
 def test_controller_arguments_are_checked(kwargs, arg):
     with pytest.raises(ValueError, match=arg):

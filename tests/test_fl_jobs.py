@@ -20,13 +20,17 @@ import cardiolora.fl.site as site_module
 from cardiolora.fl import client
 from cardiolora.fl.aggregators import DatasetSizeAggregator
 from cardiolora.fl.common import (
+    DEFAULT_TRANSPORT_DTYPE,
     SITE_CONFIG_ENV,
     SiteConfig,
     Task,
+    check_transport_dtype,
+    from_transport,
     is_adapter_key,
     load_site_config,
     pack_adapters,
     payload_bytes,
+    to_transport,
     unpack_adapters,
 )
 from cardiolora.fl.filters import AdapterOnlyFilter, check_result
@@ -300,8 +304,46 @@ def test_pack_unpack_and_bytes():
         pack_adapters({"site-1": {"m.conv.weight": torch.zeros(1)}})
     with pytest.raises(ValueError, match="not packed adapters"):
         unpack_adapters({"m.conv.lora_A.weight": torch.zeros(1)})
-    assert is_adapter_key("model.0.conv.unit0.conv.lora_A_T.weight")
+    assert is_adapter_key("model.0.conv.unit0.conv.lora_B_T.weight")
+    assert not is_adapter_key("model.0.conv.unit0.conv.lora_A_T.weight")  # the layout of earlier versions
     assert not is_adapter_key("model.0.conv.unit0.conv.weight") and not is_adapter_key("lora_A.weight")
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("float32", 4), ("float16", 2)])
+def test_transport_round_trip_is_idempotent_and_counted(dtype, itemsize):
+    g = torch.Generator().manual_seed(0)
+    state = {"m.lora_A.weight": torch.randn(3, 2, 3, 3, generator=g), "m.lora_B.weight": torch.randn(4, 3, 1, 1)}
+    sent = to_transport(state, dtype)
+    assert {v.dtype for v in sent.values()} == {check_transport_dtype(dtype)}
+    back = from_transport({k: v.numpy() for k, v in sent.items()})  # numpy on the wire
+    assert {v.dtype for v in back.values()} == {torch.float32}
+    again = to_transport(back, dtype)  # the server re-sending what it got changes nothing
+    assert all(torch.equal(again[k], sent[k]) for k in sent)
+    assert payload_bytes(sent) == itemsize * sum(v.numel() for v in state.values())
+    # float16: relative rounding error at most 2^-11 (normal numbers)
+    err = max(float(((back[k] - state[k]).abs() / state[k].abs().clamp_min(1e-3)).max()) for k in state)
+    assert err <= (2.0**-11 if dtype == "float16" else 0.0)
+
+
+def test_transport_refuses_unknown_dtype_and_overflow():
+    assert DEFAULT_TRANSPORT_DTYPE == "float16"
+    with pytest.raises(ValueError, match="`transport_dtype` must be one of"):
+        to_transport({"m.lora_A.weight": torch.ones(1)}, "int8")
+    with pytest.raises(ValueError, match=r"m\.lora_B\.weight are not finite in `transport_dtype` float16"):
+        to_transport({"m.lora_A.weight": torch.ones(1), "m.lora_B.weight": torch.full((2,), 1e5)}, "float16")
+    assert to_transport({"m.lora_B.weight": torch.full((2,), 1e5)}, "float32")["m.lora_B.weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_job_transport_dtype_reaches_the_exported_server_config(dtype, tmp_path):
+    assert job_main("rate_my_lora", ["--out", str(tmp_path), "--transport-dtype", dtype]) == 0
+    server = json.loads((tmp_path / "app" / "config" / "config_fed_server.json").read_text())
+    ctl = next(c for c in server["workflows"] if c["id"] == "controller")
+    assert ctl["args"]["transport_dtype"] == dtype
+    with pytest.raises(ValueError, match="`transport_dtype`"):
+        build_job("rate_my_lora", transport_dtype="bfloat16")
+    with pytest.raises(SystemExit):  # the baseline ships full float32 weights: no such option
+        job_main("fedavg_full", ["--out", str(tmp_path / "f"), "--transport-dtype", "float16"])
 
 
 # ----------------------------------------------------------------------------- the filter
@@ -329,6 +371,33 @@ def test_filter_blocks(model, reason):
     flt = AdapterOnlyFilter(audit_file="")
     with pytest.raises(ContentBlockedException, match=reason):
         flt.process(shareable, FLContext())
+
+
+ADAPTER_FP16 = {k: v.astype(np.float16) for k, v in ADAPTER.items()}
+
+
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({**ADAPTER_FP16, "m.weight": np.zeros((4, 1, 3, 3), np.float16)}, "`m.weight` is not an adapter key"),
+        ({**ADAPTER_FP16, "m.lora_A_T.weight": np.zeros((1, 2, 3, 3), np.float16)}, "`m.lora_A_T.weight` is not"),
+        ({"m.lora_A.weight": np.zeros(3, np.int8)}, "has dtype int8"),
+    ],
+    ids=["base_key", "old_layout_key", "int8"],
+)
+def test_filter_blocks_non_adapter_half_precision_payloads(params, reason):
+    shareable = FLModelUtils.to_shareable(FLModel(params=params, params_type=ParamsType.FULL))
+    with pytest.raises(ContentBlockedException, match=reason):
+        AdapterOnlyFilter(audit_file="").process(shareable, FLContext())
+
+
+def test_filter_passes_half_precision_adapters():
+    params = {**ADAPTER_FP16, "up.lora_A.weight": np.zeros((2, 4, 1, 1), np.float16)}
+    params["up.lora_B_T.weight"] = np.zeros((2, 3, 2, 2), np.float16)
+    shareable = FLModelUtils.to_shareable(FLModel(params=params, params_type=ParamsType.FULL, meta={"rank": 2}))
+    assert AdapterOnlyFilter(audit_file="").process(shareable, FLContext()) is shareable
+    reasons, desc = check_result(DataKind.WEIGHTS, params, {})
+    assert not reasons and desc["bytes"] == 2 * sum(v.size for v in params.values())
 
 
 def test_filter_blocks_other_dxo_kinds():

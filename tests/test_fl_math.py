@@ -208,17 +208,18 @@ def _site_model(base: nn.Module, rank: int, alpha: float | None, seed: int) -> n
 
 def _hand_delta(state: dict, name: str, scaling: float) -> torch.Tensor:
     """ΔW by explicit loops over the rank (independent of lora_delta's einsum)."""
-    b = state[f"{name}.lora_B.weight"][:, :, 0, 0]  # [out, r]
-    if f"{name}.lora_A.weight" in state:
+    if f"{name}.lora_B.weight" in state:
+        b = state[f"{name}.lora_B.weight"][:, :, 0, 0]  # [out, r]
         a = state[f"{name}.lora_A.weight"]  # [r, in, kh, kw]
         out = torch.zeros(b.shape[0], *a.shape[1:], dtype=torch.float64)
         for r in range(a.shape[0]):
             out += b[:, r].double().reshape(-1, 1, 1, 1) * a[r].double().unsqueeze(0)
     else:
-        a = state[f"{name}.lora_A_T.weight"]  # [in, r, kh, kw]
-        out = torch.zeros(a.shape[0], b.shape[0], *a.shape[2:], dtype=torch.float64)
-        for r in range(a.shape[1]):
-            out += a[:, r].double().unsqueeze(1) * b[:, r].double().reshape(1, -1, 1, 1)
+        a = state[f"{name}.lora_A.weight"][:, :, 0, 0]  # [r, in]
+        b = state[f"{name}.lora_B_T.weight"]  # [r, out, kh, kw]
+        out = torch.zeros(a.shape[1], *b.shape[1:], dtype=torch.float64)
+        for r in range(a.shape[0]):
+            out += a[r].double().reshape(-1, 1, 1, 1) * b[r].double().unsqueeze(0)
     return out * scaling
 
 
@@ -242,7 +243,8 @@ def test_eq2_mixed_ranks(mixed_rank_sites):
     _, w0, _, adapters, scalings, sizes = mixed_rank_sites
     assert {tuple(v.shape) for k, v in adapters["site-1"].items() if k == "0.lora_A.weight"} == {(2, 1, 3, 3)}
     assert adapters["site-2"]["0.lora_A.weight"].shape == (4, 1, 3, 3)
-    assert adapters["site-2"]["2.lora_A_T.weight"].shape == (4, 4, 2, 2)
+    assert adapters["site-2"]["2.lora_A.weight"].shape == (4, 4, 1, 1)
+    assert adapters["site-2"]["2.lora_B_T.weight"].shape == (4, 2, 2, 2)
     ratings = rml.rate_sites(
         {"site-1": 0.5, "site-2": 0.5, "site-3": 0.5}, {"site-1": 0.6, "site-2": 0.4, "site-3": 0.5}, 0.2
     )
@@ -372,7 +374,7 @@ def test_validate_adapter_accepts_good_one(rank2_site):
 def _bad(state: dict, kind: str, spec: dict, w0: dict) -> dict:
     state = {k: v.clone() for k, v in state.items()}
     if kind == "missing_key":
-        del state["2.lora_B.weight"]
+        del state["2.lora_B_T.weight"]
     elif kind == "base_weight_key":
         state["0.weight"] = w0["0.weight"]
     elif kind == "wrong_rank":
@@ -390,7 +392,7 @@ def _bad(state: dict, kind: str, spec: dict, w0: dict) -> dict:
 
 
 BAD_CASES = [
-    ("missing_key", r"missing keys: 2\.lora_B\.weight"),
+    ("missing_key", r"missing keys: 2\.lora_B_T\.weight"),
     ("base_weight_key", r"unexpected keys: 0\.weight"),
     ("wrong_rank", r"wrong shapes: 0\.lora_A\.weight \(expected \(2, 1, 3, 3\), got \(4, 1, 3, 3\)\)"),
     ("nan", r"non-finite values: 0\.lora_A\.weight"),

@@ -184,7 +184,7 @@ def _randomise_b(module: nn.Module, seed: int = 1, std: float = 0.2) -> None:
     layers = [module] if isinstance(module, LoRAConv) else list(lora_modules(module).values())
     with torch.no_grad():
         for layer in layers:
-            layer.lora_B.weight.copy_(torch.randn(layer.lora_B.weight.shape, generator=gen) * std)
+            layer.lora_b.weight.copy_(torch.randn(layer.lora_b.weight.shape, generator=gen) * std)
 
 
 def _input(shape: tuple[int, ...], seed: int = 2) -> torch.Tensor:
@@ -208,7 +208,7 @@ def unet_pair() -> tuple[nn.Module, nn.Module]:
 def test_identity_at_init(name, conv_type, kwargs, shape, rank):
     layer, reference = _make_layer(conv_type, kwargs, rank)
     x = _input(shape)
-    assert torch.count_nonzero(layer.lora_B.weight) == 0
+    assert torch.count_nonzero(layer.lora_b.weight) == 0
     assert torch.equal(layer(x), reference(x))
     assert torch.equal(layer.delta_weight(), torch.zeros_like(reference.weight))
 
@@ -218,11 +218,21 @@ def test_layout_and_names(name, conv_type, kwargs, shape, rank):
     layer, reference = _make_layer(conv_type, kwargs, rank)
     transposed = conv_type in (nn.ConvTranspose2d, nn.ConvTranspose3d)
     assert layer.transposed is transposed
-    assert layer.a_name == ("lora_A_T" if transposed else "lora_A")
-    assert type(layer.lora_a) is conv_type and layer.lora_a.bias is None
-    assert layer.lora_a.stride == reference.stride and layer.lora_a.padding == reference.padding
-    assert layer.lora_a.dilation == reference.dilation
-    assert layer.lora_B.kernel_size == (1,) * (len(shape) - 2) and layer.lora_B.bias is None
+    assert layer.b_name == ("lora_B_T" if transposed else "lora_B")
+    # the factor with the base's kernel and geometry: B (transposed conv, output side) or A (conv, input side)
+    shaped, pointwise = (layer.lora_b, layer.lora_A) if transposed else (layer.lora_A, layer.lora_b)
+    assert type(shaped) is conv_type and shaped.bias is None
+    assert shaped.kernel_size == reference.kernel_size and shaped.stride == reference.stride
+    assert shaped.padding == reference.padding and shaped.dilation == reference.dilation
+    if transposed:
+        assert shaped.output_padding == reference.output_padding
+        assert layer.lora_b.weight.shape == (rank, reference.out_channels, *reference.kernel_size)
+    else:
+        assert layer.lora_A.weight.shape == (rank, reference.in_channels, *reference.kernel_size)
+    ones = (1,) * (len(shape) - 2)
+    assert type(pointwise) in (nn.Conv2d, nn.Conv3d) and pointwise.bias is None
+    assert pointwise.kernel_size == ones and pointwise.stride == ones and pointwise.padding == (0,) * len(ones)
+    assert layer.lora_A.weight.shape[0] == rank  # the rank is A.shape[0] for both kinds
     assert layer.delta_weight().shape == reference.weight.shape
     assert not any(p.requires_grad for p in layer.base.parameters())
 
@@ -275,11 +285,11 @@ def test_reset_adapter_is_deterministic_and_commits_a_merge(name, conv_type, kwa
     _randomise_b(layer)
     torch.manual_seed(5)
     layer.reset_adapter()
-    a1 = layer.lora_a.weight.detach().clone()
+    a1 = layer.lora_A.weight.detach().clone()
     torch.manual_seed(5)
     layer.reset_adapter()
-    assert torch.equal(layer.lora_a.weight, a1)
-    assert torch.count_nonzero(layer.lora_B.weight) == 0
+    assert torch.equal(layer.lora_A.weight, a1)
+    assert torch.count_nonzero(layer.lora_b.weight) == 0
 
     _randomise_b(layer)
     x = _input(shape)
@@ -325,7 +335,7 @@ def test_gradients_reach_only_the_adapter():
     inject_lora(net, rank=2)
     net(_input((1, 1, 6, 6))).square().sum().backward()
     grads = {n: p.grad for n, p in net.named_parameters()}
-    assert grads["2.lora_B.weight"] is not None and grads["2.lora_B.weight"].abs().sum() > 0
+    assert grads["2.lora_B_T.weight"] is not None and grads["2.lora_B_T.weight"].abs().sum() > 0
     assert all(g is None for n, g in grads.items() if "lora_" not in n)
 
 
@@ -406,7 +416,7 @@ def test_output_size_on_regular_conv():
 def test_safe_merge_refuses_non_finite(bad):
     layer = LoRAConv(nn.ConvTranspose2d(2, 3, 3, stride=2), rank=2, name="dec.up")
     with torch.no_grad():
-        layer.lora_B.weight[0, 0] = bad
+        layer.lora_b.weight[0, 0] = bad
     w0 = layer.base.weight.detach().clone()
     with pytest.raises(ValueError, match=r"`dec\.up`.*non-finite"):
         layer.merge(safe=True)
@@ -431,7 +441,7 @@ def test_unet_every_conv_replaced(unet_pair):
     assert list(lora_modules(injected)) == expected
     assert sum(m.transposed for m in lora_modules(injected).values()) == n_transposed
     # no bare convolution is left outside a wrapper
-    wrapped = {id(m) for w in lora_modules(injected).values() for m in (w.base, w.lora_a, w.lora_B)}
+    wrapped = {id(m) for w in lora_modules(injected).values() for m in (w.base, w.lora_A, w.lora_b)}
     assert all(id(m) in wrapped for m in injected.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
 
 
@@ -583,11 +593,11 @@ def test_state_bytes(state, dtype, expected):
         ("model.0.conv.base.bias", "model.0.conv.bias"),
         ("model.0.conv.lora_A.weight", None),
         ("model.0.conv.lora_B.weight", None),
-        ("model.1.up.lora_A_T.weight", None),
+        ("model.1.up.lora_B_T.weight", None),
         ("model.0.conv1.base.weight", "model.0.conv1.base.weight"),  # not an adapted module
         ("model.2.adn.A.weight", "model.2.adn.A.weight"),
     ],
-    ids=["base_weight", "base_bias", "lora_A", "lora_B", "lora_A_T", "prefix_lookalike", "other"],
+    ids=["base_weight", "base_bias", "lora_A", "lora_B", "lora_B_T", "prefix_lookalike", "other"],
 )
 def test_key_mapping(key, plain):
     names = {"model.0.conv", "model.1.up"}
@@ -701,7 +711,7 @@ def test_model_safe_merge_is_all_or_nothing(unet_pair):
     _, injected = unet_pair
     _randomise_b(injected)
     with torch.no_grad():
-        lora_modules(injected)["model.2.0.conv"].lora_B.weight[0, 0] = math.inf
+        lora_modules(injected)["model.2.0.conv"].lora_b.weight[0, 0] = math.inf
     before = base_state_dict(injected)
     with pytest.raises(ValueError, match=r"model\.2\.0\.conv.*non-finite"):
         merge_lora(injected, safe=True)
@@ -712,10 +722,10 @@ def test_model_safe_merge_is_all_or_nothing(unet_pair):
 
 def _corrupt(state: dict, how: str) -> tuple[dict, str]:
     state = dict(state)
-    a_key, b_key = "model.0.conv.unit0.conv.lora_A.weight", "model.2.0.conv.lora_B.weight"
+    a_key, b_key = "model.0.conv.unit0.conv.lora_A.weight", "model.2.0.conv.lora_B_T.weight"
     if how == "missing":
         del state[b_key]
-        return state, r"missing keys: model\.2\.0\.conv\.lora_B\.weight"
+        return state, r"missing keys: model\.2\.0\.conv\.lora_B_T\.weight"
     if how == "unexpected":
         state["model.0.conv.unit0.conv.lora_C.weight"] = torch.zeros(1)
         return state, r"unexpected keys: model\.0\.conv\.unit0\.conv\.lora_C\.weight"
@@ -727,10 +737,10 @@ def _corrupt(state: dict, how: str) -> tuple[dict, str]:
         )
     if how == "nan":
         state[b_key] = torch.full_like(state[b_key], math.nan)
-        return state, r"non-finite values: model\.2\.0\.conv\.lora_B\.weight"
+        return state, r"non-finite values: model\.2\.0\.conv\.lora_B_T\.weight"
     if how == "not_tensor":
         state[b_key] = [0.0]
-        return state, r"not floating-point tensors: model\.2\.0\.conv\.lora_B\.weight"
+        return state, r"not floating-point tensors: model\.2\.0\.conv\.lora_B_T\.weight"
     raise AssertionError(how)
 
 
@@ -751,8 +761,8 @@ def _small_state() -> dict[str, torch.Tensor]:
     return {
         "enc.lora_A.weight": torch.ones(2, 3, 3, 3),
         "enc.lora_B.weight": torch.ones(4, 2, 1, 1),
-        "up.lora_A_T.weight": torch.ones(4, 2, 2, 2),
-        "up.lora_B.weight": torch.ones(3, 2, 1, 1),
+        "up.lora_A.weight": torch.ones(2, 4, 1, 1),
+        "up.lora_B_T.weight": torch.ones(2, 3, 2, 2),
     }
 
 
@@ -761,13 +771,14 @@ def _small_state() -> dict[str, torch.Tensor]:
     [
         ({"enc.lora_X.weight": torch.ones(1)}, 1.0, r"not adapter keys.*enc\.lora_X\.weight"),
         ({"enc.lora_B.weight": None}, 1.0, r"exactly one A and one B: enc"),
-        ({"up.lora_A.weight": torch.ones(2, 4, 2, 2)}, 1.0, r"exactly one A and one B: up"),
+        ({"up.lora_B.weight": torch.ones(3, 2, 1, 1)}, 1.0, r"exactly one A and one B: up"),
         (
             {"enc.lora_B.weight": torch.ones(4, 3, 1, 1)},
             1.0,
             r"`enc\.lora_A\.weight`.*\(2, 3, 3, 3\).*\(4, 3, 1, 1\)",
         ),
-        ({"up.lora_A_T.weight": torch.ones(2, 4, 2, 2)}, 1.0, r"`up\.lora_A_T\.weight`.*\[in, r, \*k\]"),
+        ({"up.lora_B_T.weight": torch.ones(3, 2, 2, 2)}, 1.0, r"`up\.lora_B_T\.weight`.*\[r, out, \*k\]"),
+        ({"up.lora_A.weight": torch.ones(2, 4, 2, 2)}, 1.0, r"`up\.lora_A\.weight`.*\[r, in, 1, \.\.\]"),
         ({"enc.lora_B.weight": torch.ones(4, 2, 3, 3)}, 1.0, r"`enc\.lora_A\.weight`"),
         ({"enc.lora_B.weight": torch.full((4, 2, 1, 1), math.inf)}, 1.0, r"not finite.*enc\.lora_B\.weight"),
         (
@@ -785,9 +796,10 @@ def _small_state() -> dict[str, torch.Tensor]:
     ids=[
         "unknown_key",
         "missing_b",
-        "two_as",
+        "two_bs",
         "rank_mismatch",
         "wrong_kind_layout",
+        "transposed_a_not_pointwise",
         "b_not_pointwise",
         "non_finite",
         "int_dtype",
@@ -816,17 +828,42 @@ def test_adapter_delta_from_state_empty():
 
 
 def test_adapter_delta_kind_comes_from_the_key():
-    """With in == r the two A layouts have the same shape; the key decides, and it matters."""
+    """With a 1×1 kernel and out == r the two B layouts have the same shape; the key decides, and it matters."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ConvTranspose2d(5, 3, 3))
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ConvTranspose2d(3, 3, 1))
     inject_lora(net, rank=3, target_modules=("0",))
     _randomise_b(net)
     state = lora_state_dict(net)
-    assert state["0.lora_A.weight"].shape == (3, 3, 3, 3)
-    relabelled = {k.replace("lora_A.", "lora_A_T."): v for k, v in state.items()}
+    assert state["0.lora_A.weight"].shape == state["0.lora_B.weight"].shape == (3, 3, 1, 1)
+    relabelled = {k.replace("lora_B.", "lora_B_T."): v for k, v in state.items()}
     right = adapter_delta_from_state(state, 1.0)["0.weight"]
     wrong = adapter_delta_from_state(relabelled, 1.0)["0.weight"]
-    assert right.shape == (5, 3, 3, 3) and wrong.shape == (3, 5, 3, 3)
+    torch.testing.assert_close(right, lora_delta_state_dict(net)["0.weight"], **TOL)
+    assert right.shape == wrong.shape and not torch.allclose(right, wrong)
+
+
+@pytest.mark.parametrize(
+    "base, rank, expected",
+    [
+        (nn.Conv2d(4, 6, 3), 2, {"lora_A": (2, 4, 3, 3), "lora_B": (6, 2, 1, 1)}),
+        (nn.ConvTranspose2d(8, 4, 2, stride=2), 2, {"lora_A": (2, 8, 1, 1), "lora_B_T": (2, 4, 2, 2)}),
+        (nn.ConvTranspose3d(6, 3, 3, stride=2), 2, {"lora_A": (2, 6, 1, 1, 1), "lora_B_T": (2, 3, 3, 3, 3)}),
+    ],
+    ids=["conv2d", "convT2d", "convT3d"],
+)
+def test_state_dict_key_layout(base, rank, expected):
+    """The keys tell the layout: A ``[r, in, *k_A]``; ``lora_B`` ``[out, r, 1..]`` or ``lora_B_T`` ``[r, out, *k]``."""
+    net = nn.Sequential(base)
+    inject_lora(net, rank=rank)
+    state = lora_state_dict(net)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {f"0.{n}.weight": s for n, s in expected.items()}
+
+
+def test_transposed_adapter_is_the_cheaper_side():
+    """For an up-sampling layer (in > out) the kernel sits on B: r·(in + out·K) numbers, not r·(in·K + out)."""
+    net = nn.Sequential(nn.ConvTranspose2d(64, 16, 3, stride=2))
+    inject_lora(net, rank=4)
+    assert lora_param_count(net)["adapter_params"] == 4 * (64 + 16 * 9) < 4 * (64 * 9 + 16)
 
 
 def test_state_bytes_refuses_non_tensor():

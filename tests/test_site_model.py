@@ -31,7 +31,7 @@ def weights(tmp_path_factory):
     adapted = lora_unet("quick", lora_rank=2, lora_alpha=4.0)
     with torch.no_grad():
         for m in lora_modules(adapted).values():
-            m.lora_B.weight.normal_(0, 0.05)
+            m.lora_b.weight.normal_(0, 0.05)
     torch.save(plain_state_dict(adapted), out / "base.pt")
     torch.save(lora_state_dict(adapted), out / "adapter.pt")
     return out, plain.eval(), adapted.eval()
@@ -149,8 +149,14 @@ def test_channel_argmax_equals_torch_argmax_ties_included():
 
 
 def test_adapter_rank_must_be_unique():
-    state = {"a.lora_A.weight": torch.zeros(2, 1, 3, 3), "b.lora_A_T.weight": torch.zeros(4, 3, 2, 2)}
+    state = {"a.lora_A.weight": torch.zeros(2, 1, 3, 3), "b.lora_A.weight": torch.zeros(3, 4, 1, 1)}
     with pytest.raises(ModelError, match=r"different ranks \[2, 3\]"):
+        adapter_rank(state)
+
+
+def test_adapter_rank_names_the_earlier_layout():
+    state = {"a.lora_A.weight": torch.zeros(2, 1, 3, 3), "b.lora_A_T.weight": torch.zeros(4, 2, 2, 2)}
+    with pytest.raises(ModelError, match=r"`b\.lora_A_T\.weight` is the adapter layout of earlier versions"):
         adapter_rank(state)
 
 

@@ -49,14 +49,18 @@ from nvflare.app_common.workflows.model_controller import ModelController
 
 from cardiolora.fl import rml
 from cardiolora.fl.common import (
+    DEFAULT_TRANSPORT_DTYPE,
     Meta,
     Task,
     bundle_network,
+    check_transport_dtype,
+    from_transport,
     load_site_config,
     pack_adapters,
     payload_bytes,
     to_numpy,
     to_torch,
+    to_transport,
 )
 from cardiolora.fl.history import plot_history, write_json
 
@@ -85,6 +89,9 @@ class RateMyLoRAController(ModelController):
         state_name: sub-folder of the state directory (one per job kind); the state directory is
             the server config's ``state_dir`` or ``<server workspace>/cardiolora_state``.
         persistor_id: the component that loads ``W_0`` (:class:`cardiolora.fl.persistor.BundleModelPersistor`).
+        transport_dtype: dtype adapters travel in, both ways: ``"float16"`` (default, half the
+            bytes) or ``"float32"``. Named to the sites in every task's meta; an adapter that
+            arrives in another dtype is rejected. ``W`` itself (``init``, ``sync``) travels in float32.
 
     Raises:
         ValueError: naming the argument that is out of range.
@@ -102,6 +109,7 @@ class RateMyLoRAController(ModelController):
         "task_timeout",
         "straggler_grace",
         "state_name",
+        "transport_dtype",
     )
 
     def __init__(
@@ -121,6 +129,7 @@ class RateMyLoRAController(ModelController):
         cross_eval: bool = True,
         state_name: str = "rate_my_lora",
         persistor_id: str = "persistor",
+        transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
     ) -> None:
         super().__init__(persistor_id=persistor_id)
         for name, value, low in (
@@ -141,6 +150,7 @@ class RateMyLoRAController(ModelController):
             raise ValueError(f"`rank_threshold` must be in (0, 1], got {rank_threshold!r}.")
         if not isinstance(max_delta_ratio, (int, float)) or max_delta_ratio <= 0:
             raise ValueError(f"`max_delta_ratio` must be > 0, got {max_delta_ratio!r}.")
+        check_transport_dtype(transport_dtype)
         if not state_name or os.sep in state_name:
             raise ValueError(f"`state_name` must be a plain folder name, got {state_name!r}.")
         self.num_rounds = num_rounds
@@ -157,6 +167,7 @@ class RateMyLoRAController(ModelController):
         self.straggler_grace = straggler_grace
         self.cross_eval = cross_eval
         self.state_name = state_name
+        self.transport_dtype = transport_dtype
         # run state
         self.weights: dict[str, torch.Tensor] = {}
         self.checksum = ""
@@ -342,8 +353,12 @@ class RateMyLoRAController(ModelController):
         return out
 
     def _model(self, params: Mapping[str, Any] | None = None, **meta: Any) -> FLModel:
-        meta = {Meta.PROFILE: self.profile, Meta.ROUND: self.round, **meta}
+        meta = {Meta.PROFILE: self.profile, Meta.ROUND: self.round, Meta.TRANSPORT_DTYPE: self.transport_dtype, **meta}
         return FLModel(params=dict(params or {}), current_round=self.round, total_rounds=self.num_rounds, meta=meta)
+
+    def _adapters_down(self, adapters: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Any]:
+        """Accepted adapters packed for a download, in the transport dtype (exact: they arrived in it)."""
+        return to_numpy(to_transport(pack_adapters(adapters), self.transport_dtype))
 
     def _verify(self, results: Mapping[str, FLModel], task: str) -> list[str]:
         """Sites whose returned checksum differs from the server's ``W`` (logged as errors)."""
@@ -401,13 +416,14 @@ class RateMyLoRAController(ModelController):
                     self.max_delta_ratio,
                     site=site,
                     rank=rank,
+                    dtype=check_transport_dtype(self.transport_dtype),
                 )
             except ValueError as err:
                 self.warning(f"{stage} of round {self.round}: {err} The round goes on without it.")
                 rec["accepted"] = False
                 rec["reason"] = str(err)
                 continue
-            accepted[site] = to_torch(r.params)
+            accepted[site] = from_transport(r.params)
             rec["accepted"] = True
         return accepted
 
@@ -573,7 +589,7 @@ class RateMyLoRAController(ModelController):
         cand = rml.candidate_coefficients(sizes)
         val = self._send(
             Task.VALIDATE,
-            self._model(to_numpy(pack_adapters(accepted)), **{Meta.COEFFICIENTS: cand, Meta.SCALINGS: scalings}),
+            self._model(self._adapters_down(accepted), **{Meta.COEFFICIENTS: cand, Meta.SCALINGS: scalings}),
             list(self.active),
         )
         current: dict[str, float] = {}
@@ -646,7 +662,7 @@ class RateMyLoRAController(ModelController):
         self.history.append({"round": self.round, "lambda": None, "task": "cross_eval", "sites": {}})
         results = self._send(
             Task.CROSS_EVAL,
-            self._model(to_numpy(pack_adapters(personal)), **{Meta.SCALINGS: scalings}),
+            self._model(self._adapters_down(personal), **{Meta.SCALINGS: scalings}),
             list(self.active),
         )
         table: dict[str, Any] = {"global": {}, "in_client": {}, "cross_client": {}}

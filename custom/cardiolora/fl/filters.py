@@ -5,7 +5,7 @@ and before the answer is sent (``task_result_filters`` of the client app). It pa
 only if
 
 * its tensors (a ``WEIGHTS`` / ``WEIGHT_DIFF`` DXO) are all keyed ``<module>.lora_A.weight``,
-  ``<module>.lora_A_T.weight`` or ``<module>.lora_B.weight`` and are floating-point arrays;
+  ``<module>.lora_B.weight`` or ``<module>.lora_B_T.weight`` and are floating-point arrays;
 * its metrics (a ``METRICS`` DXO) and its meta hold nothing but numbers, booleans, None, short
   strings and lists / dicts of those (no array, tensor or bytes can hide there);
 * it is no other kind of DXO.
@@ -99,7 +99,7 @@ def check_result(
                 desc["bytes"] += nbytes
                 if not is_adapter_key(key):
                     reasons.append(
-                        f"`{key}` is not an adapter key (<module>.lora_A[_T].weight / <module>.lora_B.weight)"
+                        f"`{key}` is not an adapter key (<module>.lora_A.weight / <module>.lora_B[_T].weight)"
                     )
                 elif shape is None:
                     reasons.append(f"`{key}` is a {dtype}, expected a tensor")

@@ -12,6 +12,8 @@ the job's ``custom/`` folder; it imports the installed ``cardiolora`` package, w
 ``app_packages``). Hyperparameters appear once: profile, rounds, local epochs and the job seed are
 arguments here, network numbers live in :mod:`cardiolora.profiles`, read through the bundle. The
 seed reaches every site as the script argument ``--seed`` (see :func:`cardiolora.fl.seeds.round_seed`).
+The LoRA jobs' ``transport_dtype`` (float16 by default) is an argument of the server's controller,
+which names it to the sites in every task (:mod:`cardiolora.fl.common`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from nvflare.job_config.defs import FilterType
 
 from cardiolora.fl import rml
 from cardiolora.fl.aggregators import DatasetSizeAggregator
-from cardiolora.fl.common import Task, bundle_network
+from cardiolora.fl.common import DEFAULT_TRANSPORT_DTYPE, TRANSPORT_DTYPES, Task, bundle_network, check_transport_dtype
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.persistor import BundleModelPersistor
@@ -58,6 +60,7 @@ def build_job(
     straggler_grace: int = 600,
     ranks: tuple[int, int] = (16, 32),
     seed: int = DEFAULT_SEED,
+    transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
 ) -> FedJob:
     """Build the FedJob of one method.
 
@@ -74,17 +77,20 @@ def build_job(
         seed: job seed (non-negative int), passed to every site's script as ``--seed``: the bundle
             seed of the site's workflows and, with site and round, the seed of each local run
             (:func:`cardiolora.fl.seeds.round_seed`; 0 gives the seeds of the runs made before jobs had one).
+        transport_dtype: dtype the LoRA jobs' adapters travel in, ``"float16"`` (default) or
+            ``"float32"``; ``fedavg_full`` ships full float32 weights and ignores it.
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
 
     Raises:
         ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
-            or a `seed` that is not a non-negative int.
+            a `seed` that is not a non-negative int, or an unknown `transport_dtype`.
     """
     if name not in JOB_NAMES:
         raise ValueError(f"`name` must be one of {list(JOB_NAMES)}, got {name!r}.")
     seed = check_seed(seed)
+    check_transport_dtype(transport_dtype)
     prof = get_profile(profile)
     local_epochs = int(local_epochs or prof.local_epochs)
     bundle_network(profile, 0)  # fail fast: the bundle's network_def builds for this profile
@@ -104,6 +110,7 @@ def build_job(
                 task_timeout=task_timeout,
                 straggler_grace=straggler_grace,
                 state_name=name,
+                transport_dtype=transport_dtype,
             ),
             id="controller",
         )
@@ -186,7 +193,8 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
 
     ``python jobs/<name>/job.py --export`` writes ``jobs/<name>/exported/`` (what ``submit_job``
     takes); ``--out DIR`` exports elsewhere; ``--rounds`` / ``--profile`` / ``--local-epochs`` /
-    ``--min-clients`` / ``--seed`` change the federation's hyperparameters. Without ``--export`` it prints what
+    ``--min-clients`` / ``--seed`` / ``--transport-dtype`` (LoRA jobs) change the federation's
+    hyperparameters. Without ``--export`` it prints what
     the job is and how to run it.
 
     Args:
@@ -214,6 +222,13 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
         "--straggler-grace", type=int, default=600, help="seconds to wait for the other sites once min_clients answered"
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
+    if name != "fedavg_full":
+        p.add_argument(
+            "--transport-dtype",
+            choices=sorted(TRANSPORT_DTYPES),
+            default=DEFAULT_TRANSPORT_DTYPE,
+            help=f"dtype the adapters travel in, both ways (default {DEFAULT_TRANSPORT_DTYPE}: half of float32)",
+        )
     args = p.parse_args(argv)
     job = build_job(
         name,
@@ -224,6 +239,7 @@ def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLik
         task_timeout=args.task_timeout,
         straggler_grace=args.straggler_grace,
         seed=args.seed,
+        transport_dtype=getattr(args, "transport_dtype", DEFAULT_TRANSPORT_DTYPE),
     )
     if args.export or args.out:
         dest = export_job(job, args.out or job_dir / "exported")

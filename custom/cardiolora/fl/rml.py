@@ -283,7 +283,7 @@ def adapter_deltas(
     """Full-size float64 deltas ``ΔW_c = s_c · B_c A_c`` of every site's adapter.
 
     Args:
-        adapters: ``{site: adapter-only state dict}`` (``<name>.lora_A[_T].weight``, ``<name>.lora_B.weight``).
+        adapters: ``{site: adapter-only state dict}`` (``<name>.lora_A.weight``, ``<name>.lora_B[_T].weight``).
         scalings: ``{site: alpha / r}`` (a number, or ``{module: alpha / r}``) for every site of `adapters`.
 
     Returns:
@@ -473,6 +473,7 @@ def validate_adapter(
     max_delta_ratio: float = DEFAULT_MAX_DELTA_RATIO,
     site: str = "site",
     rank: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Check an adapter that arrived from a site; return its full-size float64 deltas.
 
@@ -488,14 +489,15 @@ def validate_adapter(
         max_delta_ratio: largest accepted ``||ΔW_k|| / ||W_k||``, > 0.
         site: the site's name for the message.
         rank: the site's rank for the message.
+        dtype: if given, the dtype every tensor must arrive in (the job's transport dtype).
 
     Returns:
         ``{"<name>.weight": ΔW}`` in float64.
 
     Raises:
         ValueError: saying what was expected and what came: missing / unexpected keys, values
-            that are not floating tensors, wrong shapes (expected vs got), non-finite values,
-            modules whose update is too large (ratio vs limit).
+            that are not floating tensors, a dtype other than `dtype`, wrong shapes (expected vs
+            got), non-finite values, modules whose update is too large (ratio vs limit).
     """
     if isinstance(max_delta_ratio, bool) or not isinstance(max_delta_ratio, (int, float)) or max_delta_ratio <= 0:
         raise ValueError(f"`max_delta_ratio` must be a number > 0, got {max_delta_ratio!r}.")
@@ -526,6 +528,9 @@ def validate_adapter(
         tensors[k] = t
     if not_float:
         problems.append(f"not floating-point tensors: {_preview(not_float)}")
+    wrong_dtype = [f"{k} ({t.dtype})" for k, t in tensors.items() if dtype is not None and t.dtype != dtype]
+    if wrong_dtype:
+        problems.append(f"not in the transport dtype {dtype}: {_preview(wrong_dtype)}")
     wrong = [
         f"{k} (expected {tuple(spec[k])}, got {tuple(t.shape)})"
         for k, t in tensors.items()

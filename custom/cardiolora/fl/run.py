@@ -79,6 +79,7 @@ def run_simulation(
     timeout: float | None = None,
     straggler_grace: int = 600,
     seed: int = DEFAULT_SEED,
+    transport_dtype: str | None = None,
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
 
@@ -97,17 +98,22 @@ def run_simulation(
         timeout: seconds before the simulator is stopped (None: no limit).
         straggler_grace: seconds the server waits for the remaining sites once ``min_clients`` answered.
         seed: the job seed (every site's local training; see :func:`cardiolora.fl.seeds.round_seed`).
+        transport_dtype: dtype the LoRA jobs' adapters travel in (``"float16"`` / ``"float32"``;
+            None: the job's default, :data:`cardiolora.fl.common.DEFAULT_TRANSPORT_DTYPE`).
 
     Returns:
         ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
 
     Raises:
         RuntimeError: if the simulator fails or times out (the message names its log).
-        ValueError: if `seed` is not a non-negative int (before anything is written).
+        ValueError: if `seed` is not a non-negative int or `transport_dtype` unknown (before anything is written).
     """
+    from cardiolora.fl.common import DEFAULT_TRANSPORT_DTYPE, check_transport_dtype
     from cardiolora.fl.jobs import build_job, export_job
 
     seed = check_seed(seed)
+    transport_dtype = transport_dtype or DEFAULT_TRANSPORT_DTYPE
+    check_transport_dtype(transport_dtype)
     workdir = Path(workdir).resolve()
     sites = list(sites or ["site-1", "site-2", "site-3"])
     min_clients = min_clients or max(1, len(sites) - 1)
@@ -123,6 +129,7 @@ def run_simulation(
             task_timeout=int(timeout or 3600),
             straggler_grace=straggler_grace,
             seed=seed,
+            transport_dtype=transport_dtype,
         ),
         workdir / "job" / job,
     )
@@ -201,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--straggler-grace", type=int, default=600)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
+    p.add_argument("--transport-dtype", choices=["float16", "float32"], help="dtype adapters travel in (LoRA jobs)")
     args = p.parse_args(argv)
     try:
         summary = run_simulation(
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             args.torch_threads,
             straggler_grace=args.straggler_grace,
             seed=args.seed,
+            transport_dtype=args.transport_dtype,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"cardiolora.fl.run: {err}", file=sys.stderr)

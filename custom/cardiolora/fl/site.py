@@ -10,7 +10,10 @@ Tests plug in a small backend on a tiny network; the task logic is the same.
 
 The site applies exactly the server's merge (:func:`cardiolora.fl.rml.apply_coefficients` on the
 adapters it got in ``validate``) and returns the checksum of its ``W``, which the server compares
-with its own.
+with its own. Adapters travel in the transport dtype the server names in the task meta
+(``Meta.TRANSPORT_DTYPE``; float32 if it names none): the site rounds its own adapter to it
+before sending it and before building its personalised model from it, and turns what it receives
+back into float32 (:func:`cardiolora.fl.common.to_transport` / ``from_transport``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from cardiolora.fl import rml
-from cardiolora.fl.common import Meta, SiteConfig, Task, to_torch, unpack_adapters
+from cardiolora.fl.common import Meta, SiteConfig, Task, from_transport, to_torch, to_transport, unpack_adapters
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
@@ -278,6 +281,11 @@ class SiteRunner:
             raise RuntimeError(f"{self.site}: no global weights yet (the `init` task comes first).")
         return rml.state_checksum(self.weights)
 
+    @staticmethod
+    def _transport_dtype(meta: Mapping[str, Any]) -> str:
+        """The dtype the server wants adapters in (``"float32"`` when the task names none)."""
+        return str(meta.get(Meta.TRANSPORT_DTYPE) or "float32")
+
     def _need_weights(self, task: str) -> dict[str, torch.Tensor]:
         if self.weights is None:
             raise RuntimeError(f"{self.site}: task `{task}` before `init`: the site holds no global weights.")
@@ -391,6 +399,7 @@ class SiteRunner:
         adapter, loss = self.backend.train_adapter(
             self._need_weights(Task.TRAIN), self.rank, epochs, self._seed(round_index)
         )
+        adapter = to_transport(adapter, self._transport_dtype(meta))  # exactly what the server will see
         self.summary["rounds"].append({"round": round_index, "merge": status, "train_loss": loss, "rank": self.rank})
         return Reply(
             params=adapter,
@@ -406,7 +415,7 @@ class SiteRunner:
     def on_validate(self, params: dict, meta: dict) -> Reply:
         """Score the equal-rating candidate ``W_{t-1} + Σ |D_c| ΔW_c / Σ|D|`` built from the adapters: ``P_t^c``."""
         weights = self._need_weights(Task.VALIDATE)
-        adapters = {s: to_torch(a) for s, a in unpack_adapters(params).items()}
+        adapters = {s: from_transport(a) for s, a in unpack_adapters(params).items()}
         coefficients = {s: float(a) for s, a in dict(meta.get(Meta.COEFFICIENTS) or {}).items()}
         scalings = dict(meta.get(Meta.SCALINGS) or {})
         candidate = rml.apply_coefficients(weights, adapters, scalings, coefficients)
@@ -438,8 +447,12 @@ class SiteRunner:
             raise ValueError(f"{self.site}: the finalize task names no rank for this site.")
         epochs = int(meta.get(Meta.LOCAL_EPOCHS, 1))
         adapter, loss = self.backend.train_adapter(weights, rank, epochs, self._seed(round_index))
+        # rounded first: the personalised model is the one the other sites evaluate from the upload
+        adapter = to_transport(adapter, self._transport_dtype(meta))
         scaling = self.backend.scalings(rank)
-        personal = rml.apply_coefficients(weights, {self.site: adapter}, {self.site: scaling}, {self.site: 1.0})
+        personal = rml.apply_coefficients(
+            weights, {self.site: from_transport(adapter)}, {self.site: scaling}, {self.site: 1.0}
+        )
         global_path = self._save(weights, "global_model.pt")
         personal_path = self._save(personal, "personalised_model.pt")
         self.personal_weights = personal
@@ -460,7 +473,7 @@ class SiteRunner:
     def on_cross_eval(self, params: dict, meta: dict) -> Reply:
         """Evaluate ``W_T`` and every site's personalised model ``W_T + ΔW_c`` on this site's test split."""
         weights = self._need_weights(Task.CROSS_EVAL)
-        adapters = {s: to_torch(a) for s, a in unpack_adapters(params).items()}
+        adapters = {s: from_transport(a) for s, a in unpack_adapters(params).items()}
         scalings = dict(meta.get(Meta.SCALINGS) or {})
         results = {"global": self.backend.evaluate(weights, "test")}
         for owner in sorted(adapters):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from cardiolora.lora.layers import (
     BASE,
     LORA_A,
-    LORA_A_TRANSPOSED,
     LORA_B,
+    LORA_B_TRANSPOSED,
     SUPPORTED_CONV_TYPES,
     LoRAConv,
     lora_delta,
@@ -39,8 +39,8 @@ from cardiolora.lora.model import (
 __all__ = [
     "BASE",
     "LORA_A",
-    "LORA_A_TRANSPOSED",
     "LORA_B",
+    "LORA_B_TRANSPOSED",
     "SUPPORTED_CONV_TYPES",
     "LoRAConv",
     "lora_delta",

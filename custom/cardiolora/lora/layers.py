@@ -1,28 +1,46 @@
 """LoRA adapters for convolutions and transposed convolutions (Rate-My-LoRA, He et al. 2025).
 
-Every adapted convolution computes with the weight ``W = W0 + (alpha / r) * B·A``: ``W0`` is
-the frozen base weight, ``A`` a convolution of the base's type and geometry that maps the input
-channels to ``r`` channels, and ``B`` a 1×1(×1) regular convolution from ``r`` channels to the
-output channels. The model of the API is PEFT's ``tuners/lora/layer.py``; unlike PEFT, the
-transposed convolutions that MONAI's U-Net upsamples with are covered too.
+Every adapted convolution computes with the weight ``W = W0 + (alpha / r) * ΔW(A, B)``: ``W0`` is
+the frozen base weight and the adapter is two convolutions in a row, A (input channels → ``r``)
+then B (``r`` → output channels). One of the two carries the base's kernel and geometry, the
+other is pointwise (1×1(×1), stride 1). The model of the API is PEFT's ``tuners/lora/layer.py``;
+unlike PEFT, the transposed convolutions that MONAI's U-Net upsamples with are covered too.
 
-Why the factorisation is exact (no bias in A or B, same geometry in A as in the base):
+Which side carries the kernel. A rank-``r`` adapter of a layer with ``in`` input channels, ``out``
+output channels and ``K = Π k`` kernel elements holds ``r·(in·K + out)`` numbers with the kernel
+on the input side (A) and ``r·(in + out·K)`` with it on the output side (B). A site uploads these
+numbers every round, so the cheaper side is used:
+
+* regular convolutions keep the kernel on A (as PEFT): in the encoder ``in ≤ out``;
+* transposed convolutions put it on B: MONAI's ``UNet`` upsamples from the concatenation of the
+  skip and the deeper level to fewer channels, ``in ≥ 2·out`` (768 → 128, 256 → 64, 128 → 32,
+  64 → 4 in the ``paper`` profile), so the output side costs 1/4 to 1/7 of the input side there.
+
+The side is fixed per kind (not chosen per layer) so that the state-dict key alone tells a server
+without a model the layout of every tensor: A is always a regular convolution (``lora_A``, layout
+``[r, in, *k_A]``) and B is either a pointwise convolution (``lora_B``, ``[out, r, 1, ..]``) or a
+transposed convolution (``lora_B_T``, ``[r, out, *k]``). For the networks of both profiles this
+fixed rule gives the per-layer minimum of the two costs for every layer.
+
+Why the factorisation is exact (no bias in A or B; the kernel-carrying factor has the base's
+geometry, the pointwise one stride 1 and no padding, so it keeps the grid):
 
 *Convolution* (weight layout ``[out, in, *k]``). A has weight ``A[r, in, *k]`` and
-``z[r] = Σ_{in,k} A[r, in, k] · x[in, p + k]``; B has weight ``B[out, r, 1..]`` and maps
-``y[out] = Σ_r B[out, r] · z[r]`` pointwise, so
+``z[r, p] = Σ_{in,k} A[r, in, k] · x[in, p + k]``; B has weight ``B[out, r, 1..]`` and maps
+``y[out, p] = Σ_r B[out, r] · z[r, p]`` pointwise, so
 ``ΔW[out, in, k] = Σ_r B[out, r] · A[r, in, k]``.
 
 *Transposed convolution* (weight layout ``[in, out, *k]``). Its output is
 ``y[out, q] = Σ_{in,k} W[in, out, k] · x[in, p]`` summed over the (p, k) with
 ``q = p·stride - padding + k·dilation`` (plus ``output_padding`` on the far border). A is a
-transposed convolution ``in → r`` with the base's kernel, stride, padding, dilation and
-output_padding, weight ``A[in, r, *k]``, so ``z[r, q] = Σ_{in,k} A[in, r, k] · x[in, p]`` over
-the same (p, k) pairs and on the same output grid. B is pointwise, hence
+pointwise convolution ``in → r`` with weight ``A[r, in, 1..]``: ``z[r, p] = Σ_in A[r, in] · x[in, p]``
+on the input grid. B is a transposed convolution ``r → out`` with the base's kernel, stride,
+padding, dilation and output_padding, weight ``B[r, out, *k]``, summing over the same (p, k) pairs
+onto the same output grid, hence
 
-    y[out, q] = Σ_r B[out, r] · z[r, q] = Σ_{in,k} (Σ_r A[in, r, k] · B[out, r]) · x[in, p]
+    y[out, q] = Σ_{r,k} B[r, out, k] · z[r, p] = Σ_{in,k} (Σ_r A[r, in] · B[r, out, k]) · x[in, p]
 
-which is a transposed convolution with ``ΔW[in, out, k] = Σ_r A[in, r, k] · B[out, r]`` in the
+which is a transposed convolution with ``ΔW[in, out, k] = Σ_r A[r, in] · B[r, out, k]`` in the
 base's own layout. Both deltas are computed by :func:`lora_delta`.
 """
 
@@ -37,8 +55,8 @@ from torch import nn
 __all__ = [
     "SUPPORTED_CONV_TYPES",
     "LORA_A",
-    "LORA_A_TRANSPOSED",
     "LORA_B",
+    "LORA_B_TRANSPOSED",
     "BASE",
     "LoRAConv",
     "lora_delta",
@@ -54,14 +72,16 @@ SUPPORTED_CONV_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose3d,
 )
 
-#: Attribute (and state-dict key part) of the down-projection A of a regular convolution.
+#: Attribute (and state-dict key part) of the down-projection A, a regular convolution in both
+#: cases: ``[r, in, *k]`` with the base's kernel (conv base) or ``[r, in, 1, ..]`` (transposed base).
 LORA_A = "lora_A"
-#: Attribute of the down-projection A of a *transposed* convolution. A different name, because its
-#: weight ``[in, r, *k]`` cannot be told from a convolution's ``[r, in, *k]`` by shape alone when
-#: ``in == r``; the key therefore carries the kind to a server that has A and B but no model.
-LORA_A_TRANSPOSED = "lora_A_T"
-#: Attribute of the up-projection B (a 1×1(×1) regular convolution in both cases).
+#: Attribute of the up-projection B of a regular convolution: a 1×1(×1) convolution ``[out, r, 1, ..]``.
 LORA_B = "lora_B"
+#: Attribute of the up-projection B of a *transposed* convolution: a transposed convolution with the
+#: base's kernel and geometry, ``[r, out, *k]``. A different name, because that layout cannot be told
+#: from ``[out, r, 1, ..]`` by shape alone (1×1 kernel and ``out == r``); the key carries the kind
+#: to a server that has A and B but no model.
+LORA_B_TRANSPOSED = "lora_B_T"
 #: Attribute under which the wrapper keeps the base convolution (``<name>.base.weight``).
 BASE = "base"
 
@@ -133,15 +153,15 @@ def check_supported(module: nn.Module, name: str = "module") -> None:
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, transposed: bool) -> torch.Tensor:
     """Full-size weight delta of one adapter from its A and B weights.
 
-    Convolution: ``ΔW[o, i, k] = scaling · Σ_r B[o, r] · A[r, i, k]`` (A ``[r, in, *k]``).
-    Transposed convolution: ``ΔW[i, o, k] = scaling · Σ_r A[i, r, k] · B[o, r]`` (A ``[in, r, *k]``).
-    B is ``[out, r, 1, ..]`` in both cases. The result has the base weight's layout.
+    Convolution: ``ΔW[o, i, k] = scaling · Σ_r B[o, r] · A[r, i, k]`` (A ``[r, in, *k]``, B ``[out, r, 1, ..]``).
+    Transposed convolution: ``ΔW[i, o, k] = scaling · Σ_r A[r, i] · B[r, o, k]`` (A ``[r, in, 1, ..]``,
+    B ``[r, out, *k]``). The result has the base weight's layout.
 
     Args:
-        a: weight of A, 4-D (2-D conv) or 5-D (3-D conv).
-        b: weight of B, same number of dimensions as `a`, spatial sizes all 1.
+        a: weight of A, 4-D (2-D conv) or 5-D (3-D conv); spatial sizes all 1 if `transposed`.
+        b: weight of B, same number of dimensions as `a`; spatial sizes all 1 unless `transposed`.
         scaling: ``alpha / r``.
-        transposed: True when `a` is in the transposed-convolution layout ``[in, r, *k]``.
+        transposed: True for the adapter of a transposed convolution (B in the layout ``[r, out, *k]``).
 
     Returns:
         ΔW with shape ``[out, in, *k]`` (conv) or ``[in, out, *k]`` (transposed conv).
@@ -153,28 +173,35 @@ def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, transposed: boo
         >>> a, b = torch.ones(2, 3, 3, 3), torch.ones(5, 2, 1, 1)
         >>> lora_delta(a, b, 0.5, transposed=False).shape
         torch.Size([5, 3, 3, 3])
+        >>> lora_delta(torch.ones(2, 8, 1, 1), torch.ones(2, 4, 2, 2), 1.0, transposed=True).shape
+        torch.Size([8, 4, 2, 2])
     """
-    rank = a.shape[1] if transposed else a.shape[0]
-    if a.dim() not in (4, 5) or b.dim() != a.dim() or b.shape[1] != rank or any(s != 1 for s in b.shape[2:]):
-        layout = "[in, r, *k]" if transposed else "[r, in, *k]"
+    if transposed:
+        ok = a.dim() in (4, 5) and b.dim() == a.dim() and b.shape[0] == a.shape[0]
+        ok = ok and all(s == 1 for s in a.shape[2:])
+    else:
+        ok = a.dim() in (4, 5) and b.dim() == a.dim() and b.shape[1] == a.shape[0]
+        ok = ok and all(s == 1 for s in b.shape[2:])
+    if not ok:
+        a_layout, b_layout = ("[r, in, 1, ..]", "[r, out, *k]") if transposed else ("[r, in, *k]", "[out, r, 1, ..]")
         raise ValueError(
-            f"`a` {tuple(a.shape)} (layout {layout}) and `b` {tuple(b.shape)} (layout [out, r, 1, ..]) "
+            f"`a` {tuple(a.shape)} (layout {a_layout}) and `b` {tuple(b.shape)} (layout {b_layout}) "
             "do not form a LoRA adapter."
         )
-    b2 = b.flatten(1)  # [out, r]
     if transposed:
-        delta = torch.einsum("irk,or->iok", a.flatten(2), b2).reshape(a.shape[0], b.shape[0], *a.shape[2:])
+        delta = (a.flatten(1).transpose(0, 1) @ b.flatten(1)).reshape(a.shape[1], *b.shape[1:])
     else:
-        delta = (b2 @ a.flatten(1)).reshape(b.shape[0], *a.shape[1:])
+        delta = (b.flatten(1) @ a.flatten(1)).reshape(b.shape[0], *a.shape[1:])
     return delta * scaling
 
 
 class LoRAConv(nn.Module):
-    """A convolution or transposed convolution with a LoRA adapter: ``W = W0 + (alpha / r)·B·A``.
+    """A convolution or transposed convolution with a LoRA adapter: ``W = W0 + (alpha / r)·ΔW(A, B)``.
 
     The base module is kept as ``self.base`` (state-dict keys ``base.weight``, ``base.bias``), the
-    adapter as ``self.lora_A`` (regular conv) or ``self.lora_A_T`` (transposed conv) and
-    ``self.lora_B``; see the module docstring for why the factorisation is exact for both kinds.
+    adapter as ``self.lora_A`` and ``self.lora_B`` (regular conv: A with the base's kernel, B
+    pointwise) or ``self.lora_B_T`` (transposed conv: A pointwise, B a transposed convolution with
+    the base's kernel); see the module docstring for the choice and why both are exact.
     The base parameters are frozen (``requires_grad=False``). At construction A is kaiming-uniform
     (``a=sqrt(5)``) and B zero, so the module computes exactly what the base computes.
 
@@ -227,27 +254,29 @@ class LoRAConv(nn.Module):
             "dilation": base.dilation,
             "bias": False,
         }
-        if self.transposed:
-            geometry["output_padding"] = base.output_padding
         # the plain torch type, not type(base): a subclass may have another constructor
         conv_type = next(t for t in SUPPORTED_CONV_TYPES if isinstance(base, t))
-        lora_a = conv_type(base.in_channels, rank, **geometry, **factory)
-        spatial_dims = base.weight.dim() - 2
-        lora_b = _POINTWISE_CONV[spatial_dims](rank, base.out_channels, kernel_size=1, bias=False, **factory)
-        setattr(self, self.a_name, lora_a)
-        self.lora_B = lora_b
+        pointwise = _POINTWISE_CONV[base.weight.dim() - 2]
+        if self.transposed:  # kernel on the output side: A pointwise in → r, B transposed r → out
+            geometry["output_padding"] = base.output_padding
+            self.lora_A = pointwise(base.in_channels, rank, kernel_size=1, bias=False, **factory)
+            lora_b = conv_type(rank, base.out_channels, **geometry, **factory)
+        else:  # kernel on the input side: A conv in → r, B pointwise r → out
+            self.lora_A = conv_type(base.in_channels, rank, **geometry, **factory)
+            lora_b = pointwise(rank, base.out_channels, kernel_size=1, bias=False, **factory)
+        setattr(self, self.b_name, lora_b)
         self.lora_dropout: nn.Module = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
         self.reset_adapter()
 
     @property
-    def a_name(self) -> str:
-        """Attribute name of A: ``"lora_A_T"`` for a transposed base, else ``"lora_A"``."""
-        return LORA_A_TRANSPOSED if self.transposed else LORA_A
+    def b_name(self) -> str:
+        """Attribute name of B: ``"lora_B_T"`` for a transposed base, else ``"lora_B"``."""
+        return LORA_B_TRANSPOSED if self.transposed else LORA_B
 
     @property
-    def lora_a(self) -> nn.Module:
-        """The down-projection A, whichever attribute name it has."""
-        return getattr(self, self.a_name)
+    def lora_b(self) -> nn.Module:
+        """The up-projection B, whichever attribute name it has."""
+        return getattr(self, self.b_name)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling}, merged={self.merged}"
@@ -273,21 +302,21 @@ class LoRAConv(nn.Module):
             y = self.base(x)
         if self.merged:
             return y
-        h = self.lora_dropout(x)
-        h = self.lora_a(h, output_size) if self.transposed else self.lora_a(h)
-        return y + self.lora_B(h) * self.scaling
+        h = self.lora_A(self.lora_dropout(x))
+        h = self.lora_b(h, output_size) if self.transposed else self.lora_b(h)
+        return y + h * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
         """The full-size ``ΔW = (alpha / r) · B·A`` in the base weight's layout and shape.
 
         Conv: ``ΔW[o, i, k] = s · Σ_r B[o, r] · A[r, i, k]``, shape ``[out, in, *k]``;
-        transposed conv: ``ΔW[i, o, k] = s · Σ_r A[i, r, k] · B[o, r]``, shape ``[in, out, *k]``,
+        transposed conv: ``ΔW[i, o, k] = s · Σ_r A[r, i] · B[r, o, k]``, shape ``[in, out, *k]``,
         with ``s = alpha / r``. The result keeps the autograd graph (detach it to store it).
 
         Returns:
             A tensor shaped like ``self.base.weight``.
         """
-        return lora_delta(self.lora_a.weight, self.lora_B.weight, self.scaling, self.transposed)
+        return lora_delta(self.lora_A.weight, self.lora_b.weight, self.scaling, self.transposed)
 
     def merged_weight(self) -> torch.Tensor:
         """``W0 + ΔW`` as a new tensor (nothing is modified).
@@ -347,6 +376,6 @@ class LoRAConv(nn.Module):
         the next adapter starts from zero.
         """
         with torch.no_grad():
-            nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
-            nn.init.zeros_(self.lora_B.weight)
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_b.weight)
         self.merged = False

@@ -6,15 +6,17 @@ injected model
 
 * ``<name>.weight`` / ``<name>.bias`` of the plain network become ``<name>.base.weight`` /
   ``<name>.base.bias`` (:func:`wrap_key` maps plain → injected, :func:`unwrap_key` back);
-* the adapter adds ``<name>.lora_A.weight`` (regular convolution, layout ``[r, in, *k]``) or
-  ``<name>.lora_A_T.weight`` (transposed convolution, layout ``[in, r, *k]``) and
-  ``<name>.lora_B.weight`` (``[out, r, 1, ..]``).
+* the adapter adds ``<name>.lora_A.weight`` (always a regular convolution: ``[r, in, *k]`` for a
+  convolution base, ``[r, in, 1, ..]`` for a transposed one) and either ``<name>.lora_B.weight``
+  (convolution base, ``[out, r, 1, ..]``) or ``<name>.lora_B_T.weight`` (transposed convolution
+  base, ``[r, out, *k]``).
 
 The adapter-only state dict (:func:`lora_state_dict`) is what a site sends; the server turns it into
 full-size deltas keyed by the *plain* network's weight key ``<name>.weight`` with
 :func:`adapter_delta_from_state`, which needs no model. Conv vs transposed conv cannot be told from
-the shapes alone (``[r, in, *k]`` and ``[in, r, *k]`` coincide when ``in == r``), so the kind is
-encoded in the key (``lora_A`` vs ``lora_A_T``) and the shapes are checked against it.
+the shapes alone (``[out, r, 1, ..]`` and ``[r, out, *k]`` coincide for a 1×1 kernel and
+``out == r``), so the kind is encoded in B's key (``lora_B`` vs ``lora_B_T``) and the shapes are
+checked against it. The rank is ``A.shape[0]`` in both cases.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from torch import nn
 from cardiolora.lora.layers import (
     BASE,
     LORA_A,
-    LORA_A_TRANSPOSED,
     LORA_B,
+    LORA_B_TRANSPOSED,
     LoRAConv,
     check_rank_alpha_dropout,
     check_supported,
@@ -66,8 +68,8 @@ _CONV_TYPES: tuple[type[nn.Module], ...] = (
 )
 _ADAPTER_SUFFIXES: dict[str, str] = {
     f".{LORA_A}.weight": LORA_A,
-    f".{LORA_A_TRANSPOSED}.weight": LORA_A_TRANSPOSED,
     f".{LORA_B}.weight": LORA_B,
+    f".{LORA_B_TRANSPOSED}.weight": LORA_B_TRANSPOSED,
 }
 _WILDCARDS = "*?["
 
@@ -151,7 +153,7 @@ def mark_only_lora_trainable(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     for m in mods.values():
-        for p in (*m.lora_a.parameters(), *m.lora_B.parameters()):
+        for p in (*m.lora_A.parameters(), *m.lora_b.parameters()):
             p.requires_grad_(True)
 
 
@@ -242,7 +244,7 @@ def inject_lora(
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter-only state dict: ``<name>.lora_A.weight`` (or ``lora_A_T``) and ``<name>.lora_B.weight``.
+    """The adapter-only state dict: ``<name>.lora_A.weight`` and ``<name>.lora_B.weight`` (or ``lora_B_T``).
 
     Args:
         model: a model with adapters.
@@ -261,8 +263,8 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     out: dict[str, torch.Tensor] = {}
     for name, m in _require_lora(model).items():
-        out[f"{name}.{m.a_name}.weight"] = m.lora_a.weight.detach().cpu().clone()
-        out[f"{name}.{LORA_B}.weight"] = m.lora_B.weight.detach().cpu().clone()
+        out[f"{name}.{LORA_A}.weight"] = m.lora_A.weight.detach().cpu().clone()
+        out[f"{name}.{m.b_name}.weight"] = m.lora_b.weight.detach().cpu().clone()
     return out
 
 
@@ -292,8 +294,8 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
         raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
     expected: dict[str, torch.Tensor] = {}
     for name, m in mods.items():
-        expected[f"{name}.{m.a_name}.weight"] = m.lora_a.weight
-        expected[f"{name}.{LORA_B}.weight"] = m.lora_B.weight
+        expected[f"{name}.{LORA_A}.weight"] = m.lora_A.weight
+        expected[f"{name}.{m.b_name}.weight"] = m.lora_b.weight
 
     problems: list[str] = []
     missing = [k for k in expected if k not in state]
@@ -509,16 +511,16 @@ def adapter_delta_from_state(
 ) -> dict[str, torch.Tensor]:
     """Full-size deltas from an adapter-only state dict, without a model (the server's side).
 
-    For each module ``<name>`` with ``<name>.lora_A.weight`` (regular conv, A ``[r, in, *k]``) or
-    ``<name>.lora_A_T.weight`` (transposed conv, A ``[in, r, *k]``) and ``<name>.lora_B.weight``
-    (B ``[out, r, 1, ..]``)::
+    For each module ``<name>`` with ``<name>.lora_A.weight`` and either ``<name>.lora_B.weight``
+    (regular conv: A ``[r, in, *k]``, B ``[out, r, 1, ..]``) or ``<name>.lora_B_T.weight``
+    (transposed conv: A ``[r, in, 1, ..]``, B ``[r, out, *k]``)::
 
         conv:        ΔW[o, i, k] = s · Σ_r B[o, r] · A[r, i, k]
-        transposed:  ΔW[i, o, k] = s · Σ_r A[i, r, k] · B[o, r]
+        transposed:  ΔW[i, o, k] = s · Σ_r A[r, i] · B[r, o, k]
 
     with ``s = alpha / r`` (Rate-My-LoRA: the server aggregates these full-size deltas, since the
-    ranks differ across sites). The kind comes from the key, not the shapes: the two A layouts
-    coincide in shape when ``in == r``. The same :func:`lora_delta` as in
+    ranks differ across sites). The kind comes from the key, not the shapes: the two B layouts
+    coincide in shape for a 1×1 kernel and ``out == r``. The same :func:`lora_delta` as in
     :meth:`LoRAConv.delta_weight` is used, so the result equals :func:`lora_delta_state_dict`.
 
     Args:
@@ -537,7 +539,7 @@ def adapter_delta_from_state(
             differ from those of `state`.
 
     Example:
-        >>> state = {"up.lora_A_T.weight": torch.ones(3, 2, 2, 2), "up.lora_B.weight": torch.ones(5, 2, 1, 1)}
+        >>> state = {"up.lora_A.weight": torch.ones(2, 3, 1, 1), "up.lora_B_T.weight": torch.ones(2, 5, 2, 2)}
         >>> adapter_delta_from_state(state, 1.0)["up.weight"].shape
         torch.Size([3, 5, 2, 2])
     """
@@ -554,12 +556,12 @@ def adapter_delta_from_state(
             unknown.append(str(key))
     if unknown:
         raise ValueError(
-            f"`state` has keys that are not adapter keys (<name>.lora_A.weight, <name>.lora_A_T.weight, "
-            f"<name>.lora_B.weight): {_preview(unknown)}."
+            f"`state` has keys that are not adapter keys (<name>.lora_A.weight, <name>.lora_B.weight, "
+            f"<name>.lora_B_T.weight): {_preview(unknown)}."
         )
     if not parts:
         raise ValueError("`state` holds no adapter.")
-    incomplete = [n for n, p in parts.items() if LORA_B not in p or (LORA_A in p) == (LORA_A_TRANSPOSED in p)]
+    incomplete = [n for n, p in parts.items() if LORA_A not in p or (LORA_B in p) == (LORA_B_TRANSPOSED in p)]
     if incomplete:
         raise ValueError(f"`state`: modules without exactly one A and one B: {_preview(incomplete)}.")
     bad_values = [
@@ -585,12 +587,12 @@ def adapter_delta_from_state(
 
     out: dict[str, torch.Tensor] = {}
     for name, p in parts.items():
-        transposed = LORA_A_TRANSPOSED in p
-        a_key = f"{name}.{LORA_A_TRANSPOSED if transposed else LORA_A}.weight"
+        transposed = LORA_B_TRANSPOSED in p
+        b_part = LORA_B_TRANSPOSED if transposed else LORA_B
         try:
-            delta = lora_delta(p[LORA_A_TRANSPOSED if transposed else LORA_A], p[LORA_B], scales[name], transposed)
+            delta = lora_delta(p[LORA_A], p[b_part], scales[name], transposed)
         except ValueError as err:
-            raise ValueError(f"`state`: `{a_key}` and `{name}.{LORA_B}.weight`: {err}") from err
+            raise ValueError(f"`state`: `{name}.{LORA_A}.weight` and `{name}.{b_part}.weight`: {err}") from err
         out[f"{name}.weight"] = delta
     return out
 
@@ -645,7 +647,7 @@ def lora_param_count(model: nn.Module) -> dict[str, int | float]:
         26
     """
     mods = _require_lora(model)
-    adapter_ids = {id(p) for m in mods.values() for p in (*m.lora_a.parameters(), *m.lora_B.parameters())}
+    adapter_ids = {id(p) for m in mods.values() for p in (*m.lora_A.parameters(), *m.lora_b.parameters())}
     params = list(model.parameters())
     adapter_bytes = state_bytes(lora_state_dict(model), torch.float32)
     model_bytes = state_bytes(base_state_dict(model), torch.float32)

@@ -313,7 +313,7 @@ def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
 def adapter_rank(state: Mapping[str, torch.Tensor], where: str = "adapter") -> int:
     """The LoRA rank of an adapter-only state dict (the same for every module).
 
-    ``lora_A.weight`` is ``[r, in, *k]``, ``lora_A_T.weight`` is ``[in, r, *k]``.
+    ``lora_A.weight`` is ``[r, in, *k]`` (or ``[r, in, 1, ..]`` for a transposed convolution).
 
     Args:
         state: the adapter state dict.
@@ -323,14 +323,20 @@ def adapter_rank(state: Mapping[str, torch.Tensor], where: str = "adapter") -> i
         The rank r.
 
     Raises:
-        ModelError: if it holds no ``lora_A`` key or the modules have different ranks.
+        ModelError: if it holds no ``lora_A`` key, holds keys of the earlier ``lora_A_T`` layout, or
+            the modules have different ranks.
     """
+    old_layout = [k for k in state if k.endswith(".lora_A_T.weight")]
+    if old_layout:
+        raise ModelError(
+            f"{where}: `{old_layout[0]}` is the adapter layout of earlier versions (transposed convolutions "
+            "adapted on the input side); this version keeps their kernel in `<name>.lora_B_T.weight`. "
+            "Retrain the adapter, or use the merged plain model (personalised_model.pt)."
+        )
     ranks = set()
     for key, value in state.items():
         if key.endswith(".lora_A.weight"):
             ranks.add(int(value.shape[0]))
-        elif key.endswith(".lora_A_T.weight"):
-            ranks.add(int(value.shape[1]))
     if not ranks:
         raise ModelError(f"{where}: no `<name>.lora_A.weight` keys; not an adapter-only state dict.")
     if len(ranks) > 1:
