@@ -2,26 +2,33 @@
 
     .venv/bin/python benchmarks/inference_bench.py [--phases 25] [--slices 10] [--repeats 2]
 
+(needs the optional ONNX Runtime backend: ``pip install -e '.[onnx]'``)
+
 One study of ``--slices`` x ``--phases`` images of 224 x 224 pixels at 1.25 mm (the paper
 profile's grid, so each slice is one 224 x 224 window) is segmented with the paper-profile U-Net
 (random weights, seeded: the time does not depend on what the weights learned) by
 
-* **baseline** — what a MONAI user writes first: per phase, the same preprocessing
-  (``cardiolora.predict.volume_transforms``), ``SliceInferer(roi_size=(224, 224), spatial_dim=2)``
-  with its default settings (``sw_batch_size=1``, overlap 0.25), ``torch.no_grad()``, the network
-  in its default (contiguous) memory format, then softmax, ``Invertd`` and argmax;
+* **baseline** — what a MONAI user writes first: per phase, the same preprocessing in MONAI's
+  stock transforms (``ScaleIntensityRangePercentilesd``, ``Spacingd``),
+  ``SliceInferer(roi_size=(224, 224), spatial_dim=2)`` with its default settings
+  (``sw_batch_size=1``, overlap 0.25), ``torch.no_grad()``, the network in its default
+  (contiguous) memory format, then softmax, ``Invertd`` and argmax;
 * **pipeline** — the site application's path (``cardiolora.site.app.segment_labels`` without
   the clean-up, i.e. ``cardiolora.predict.predict_cine`` through ``SiteModel.runner()``): the same
   preprocessing per phase, the slices of all phases through one ``SliceInferer`` call with
   ``sw_batch_size`` slices per forward pass, ``torch.inference_mode()``, plain (merged) weights,
   and on the CPU the slices of each pass split across one worker thread per core, each with one
   intra-op thread (``cardiolora.site.model.SliceParallel``), then the same restoration. Variants:
-  ``sw_batch_size`` 2, 8 and 32, and batching alone (2 intra-op threads, no slice workers);
+  batching alone (32 slices per pass, 2 intra-op threads, no slice workers), and the network run by
+  ONNX Runtime (``--backend onnx``: its export, cached per weights; with slice workers, or with
+  ONNX Runtime's own 2 threads). The one-time cost of the ONNX export and of loading it from the
+  cache is timed apart;
 
 and the full application step (``segment_labels``: pipeline + anatomical clean-up) is timed too.
 Both pipelines run in the same process on the same weights and input, alternately, ``--repeats``
 times; the median is reported, with the labels' agreement (they must be equal) and the machine's
-load average (other jobs on the 2 cores slow both). Writes benchmarks/results/inference.json and the
+load average (other jobs on the 2 cores slow both); the command fails if any pipeline's labels
+agree with the baseline's on fewer than 99.99 % of the voxels. Writes benchmarks/results/inference.json and the
 block between the inference-bench markers of inference/README.md.
 """
 
@@ -38,8 +45,7 @@ import torch
 
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.networks import lora_unet
-from cardiolora.predict import volume_transforms
-from cardiolora.profiles import get_profile
+from cardiolora.profiles import Profile, get_profile
 from cardiolora.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +54,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 COMMAND = ".venv/bin/python benchmarks/inference_bench.py"
 TARGET_SECONDS = 15.0
 TARGET_SPEEDUP = 1.5
+MIN_AGREEMENT = 0.9999  # fraction of voxels whose label must equal the baseline's, in every pipeline
 
 
 def synthetic_study(n_phases: int, n_slices: int, size: int, spacing: float, seed: int = 0) -> CineStudy:
@@ -71,6 +78,17 @@ def synthetic_study(n_phases: int, n_slices: int, size: int, spacing: float, see
     )
 
 
+def stock_transforms(prof: Profile) -> list:
+    """The profile's preprocessing (``cardiolora.predict.volume_transforms``) in MONAI's stock transforms."""
+    from monai.transforms import ScaleIntensityRangePercentilesd, Spacingd
+
+    lo, hi = prof.intensity_percentiles
+    return [
+        ScaleIntensityRangePercentilesd(keys="image", lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True),
+        Spacingd(keys="image", pixdim=[prof.pixel_spacing, prof.pixel_spacing, -1.0], mode="bilinear"),
+    ]
+
+
 def baseline(net: torch.nn.Module, study: CineStudy, profile: str) -> np.ndarray:
     """Per phase: preprocessing, a default SliceInferer, softmax, Invertd, argmax."""
     from monai.data import MetaTensor
@@ -78,7 +96,7 @@ def baseline(net: torch.nn.Module, study: CineStudy, profile: str) -> np.ndarray
     from monai.transforms import Compose, Invertd
 
     prof = get_profile(profile)
-    pre = Compose(volume_transforms(prof))
+    pre = Compose(stock_transforms(prof))
     inferer = SliceInferer(roi_size=list(prof.spatial_size), spatial_dim=2)
     affine = torch.as_tensor(nifti_affine(study.affine_lps))
     out = np.empty(study.image.shape, dtype=np.uint8)
@@ -99,23 +117,27 @@ def baseline(net: torch.nn.Module, study: CineStudy, profile: str) -> np.ndarray
     return out
 
 
-PIPELINES: dict[str, tuple[int, int]] = {
-    # name: (sw_batch_size, cpu_workers; 1 = plain intra-op threading)
-    "pipeline sw2": (2, 0),
-    "pipeline sw8": (8, 0),
-    "pipeline sw32": (32, 0),
-    "batching only sw32": (32, 1),
+PIPELINES: dict[str, tuple[int, int, str]] = {
+    # name: (sw_batch_size, cpu_workers (0: one per core; 1: plain intra-op threading), backend)
+    "pipeline sw8": (8, 0, "torch"),
+    "batching only sw32": (32, 1, "torch"),
+    "onnx sw8": (8, 0, "onnx"),
+    "onnx sw8 ort threads": (8, 1, "onnx"),
 }
-DEFAULT = "pipeline sw8"  # the application's default (SegmentOptions.sw_batch_size)
+DEFAULT = "pipeline sw8"  # the application's default (SegmentOptions.sw_batch_size, DEFAULT_BACKEND)
 
 
 def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     """Time the baseline and the pipeline variants alternately; return the measurements."""
-    from cardiolora.site.app import SegmentOptions, segment_labels
-    from cardiolora.site.model import SiteModel
+    import tempfile
 
-    if PIPELINES[DEFAULT][0] != SegmentOptions().sw_batch_size:
-        raise RuntimeError(f"{DEFAULT} is not the application's default sw_batch_size; update PIPELINES.")
+    from cardiolora.site.app import SegmentOptions, segment_labels
+    from cardiolora.site.backend import import_onnxruntime
+    from cardiolora.site.model import DEFAULT_BACKEND, SiteModel, select_backend
+
+    if PIPELINES[DEFAULT][0] != SegmentOptions().sw_batch_size or PIPELINES[DEFAULT][2] != DEFAULT_BACKEND:
+        raise RuntimeError(f"{DEFAULT} is not the application's default sw_batch_size / backend; update PIPELINES.")
+    import_onnxruntime()  # the ONNX rows need it: fail here, not after the baseline ran
     profile = "paper"
     prof = get_profile(profile)
     size = prof.spatial_size[0]
@@ -123,14 +145,29 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     torch.manual_seed(0)
     net = lora_unet(profile).eval()
     cores = max(1, os.cpu_count() or 1)
+    cache = Path(tempfile.mkdtemp(prefix="cardiolora-onnx-"))  # empty: the first export is timed
 
-    def site_model(workers: int) -> SiteModel:
-        return SiteModel(net, prof, torch.device("cpu"), files={}, sha256={}, cpu_workers=workers or cores)
+    def site_model(workers: int, backend: str) -> SiteModel:
+        plain = SiteModel(net, prof, torch.device("cpu"), files={}, sha256={}, cpu_workers=workers or cores)
+        model = select_backend(plain, backend, cache)
+        if model.backend != backend:
+            raise RuntimeError(f"backend {backend!r} unavailable: {model.backend_info.get('fallback')}")
+        return model
+
+    once: dict[str, float] = {}
+    t = time.perf_counter()
+    first = site_model(0, "onnx")
+    once["onnx first load (export + session + check)"] = time.perf_counter() - t
+    once["onnx export alone"] = float(first.backend_info["export_seconds"])
+    t = time.perf_counter()
+    site_model(0, "onnx")
+    once["onnx cached load (session + check)"] = time.perf_counter() - t
+    models = {name: site_model(workers, backend) for name, (_, workers, backend) in PIPELINES.items()}
 
     warm = synthetic_study(1, 2, size, prof.pixel_spacing)  # first calls build oneDNN kernels: not timed
     baseline(net, warm, profile)
-    for sw, workers in PIPELINES.values():
-        segment_labels(warm, site_model(workers), SegmentOptions(progress=False, postprocess=False, sw_batch_size=sw))
+    for name, (sw, _, _) in PIPELINES.items():
+        segment_labels(warm, models[name], SegmentOptions(progress=False, postprocess=False, sw_batch_size=sw))
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in PIPELINES}, "application": []}
     labels = {}
@@ -138,15 +175,14 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
         t = time.perf_counter()
         labels["baseline"] = baseline(net, study, profile)
         times["baseline"].append(time.perf_counter() - t)
-        for name, (sw, workers) in PIPELINES.items():
+        for name, (sw, _, _) in PIPELINES.items():
             t = time.perf_counter()
             labels[name] = segment_labels(
-                study, site_model(workers), SegmentOptions(progress=False, postprocess=False, sw_batch_size=sw)
+                study, models[name], SegmentOptions(progress=False, postprocess=False, sw_batch_size=sw)
             )[0]
             times[name].append(time.perf_counter() - t)
-        sw, workers = PIPELINES[DEFAULT]
         t = time.perf_counter()
-        segment_labels(study, site_model(workers), SegmentOptions(progress=False, sw_batch_size=sw))
+        segment_labels(study, models[DEFAULT], SegmentOptions(progress=False, sw_batch_size=PIPELINES[DEFAULT][0]))
         times["application"].append(time.perf_counter() - t)
     # The clean-up's cost depends on the labels: random weights label noise (its worst case); a
     # trained network labels one heart, as in the phantom's ground truth timed here.
@@ -160,10 +196,16 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
         clean_cine(truth)
         times["clean-up of phantom labels"].append(time.perf_counter() - t)
     med = {k: float(np.median(v)) for k, v in times.items()}
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    import onnxruntime
+
     return {
         "command": COMMAND,
         "machine": machine_line(),
         "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
         "cpu_cores": cores,
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
@@ -172,8 +214,11 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
         "profile": profile,
         "weights": "random (seeded); timing does not depend on what the weights learned",
         "repeats": repeats,
-        "pipelines": {k: {"sw_batch_size": sw, "cpu_workers": w or cores} for k, (sw, w) in PIPELINES.items()},
+        "pipelines": {
+            k: {"sw_batch_size": sw, "cpu_workers": w or cores, "backend": b} for k, (sw, w, b) in PIPELINES.items()
+        },
         "default": DEFAULT,
+        "one_time_seconds": once,
         "seconds": times,
         "median_seconds": med,
         "speedup": med["baseline"] / med[DEFAULT],
@@ -192,18 +237,20 @@ def table(r: dict) -> str:
     s = r["study"]
     base = m["baseline"]
     rows = [
-        f"| baseline: per-phase `SliceInferer` (defaults: 1 slice per pass), `no_grad`, "
-        f"{r['torch_threads']} intra-op threads | {base:.1f} | 1.00x |",
+        f"| baseline: per-phase `SliceInferer` (defaults: 1 slice per pass), MONAI's stock transforms, `no_grad`, "
+        f"PyTorch, {r['torch_threads']} intra-op threads | {base:.1f} | 1.00x |",
     ]
     for name, cfg in r["pipelines"].items():
+        engine = "PyTorch" if cfg["backend"] == "torch" else f"ONNX Runtime {r['onnxruntime']}"
+        threads = r["torch_threads"] if cfg["backend"] == "torch" else r["cpu_cores"]
         how = (
             f"{cfg['cpu_workers']} slice workers x 1 thread"
             if cfg["cpu_workers"] > 1
-            else f"{r['torch_threads']} intra-op threads, no slice workers"
+            else f"{threads} intra-op threads, no slice workers"
         )
         mark = " **(default)**" if name == r["default"] else ""
         rows.append(
-            f"| site pipeline{mark}: phases batched, {cfg['sw_batch_size']} slices per pass, {how}, `inference_mode` "
+            f"| site pipeline{mark}: {engine}, phases batched, {cfg['sw_batch_size']} slices per pass, {how} "
             f"| {m[name]:.1f} | {base / m[name]:.2f}x |"
         )
     rows.append(
@@ -215,17 +262,24 @@ def table(r: dict) -> str:
         f"| anatomical clean-up alone, phantom ground-truth labels ({shape}) "
         f"| {m['clean-up of phantom labels']:.1f} | |"
     )
+    once = r["one_time_seconds"]
     agree = min(r["labels_equal_fraction"].values())
     lines = [
         f"Measured with `{r['command']}` ({r['machine']}; load average {r['load_average_before'][0]} before, "
         f"{r['load_average_after'][0]} after: a load above 0 means other jobs shared the cores). One study of "
         f"{s['slices']} slices x {s['phases']} phases, {s['matrix'][0]} x {s['matrix'][1]} at {s['pixel_mm']} mm "
         f"(one 224 x 224 window per slice), paper-profile U-Net with random weights (the time does not depend on "
-        f"what the weights learned); median of {r['repeats']} alternating runs.",
+        f"what the weights learned); median of {r['repeats']} alternating runs. All pipelines use "
+        f"`inference_mode`, plain (merged) weights, the 2D sliding-window batch and numpy percentiles.",
         "",
         "| pipeline | seconds per study | vs baseline |",
         "|---|---:|---:|",
         *rows,
+        "",
+        f"ONNX Runtime, once per model file (not in the rows above): export "
+        f"{once['onnx export alone']:.1f} s, first load with export, session and check "
+        f"{once['onnx first load (export + session + check)']:.1f} s, later loads from the cache "
+        f"{once['onnx cached load (session + check)']:.1f} s.",
         "",
         f"Labels of every pipeline agree with the baseline on at least {100 * agree:.4f} % of the voxels. "
         f"Targets: <= {r['targets']['seconds_per_study']:g} s per study for the application step with random weights "
@@ -247,6 +301,9 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["median_seconds"], indent=1), f"speedup {result['speedup']:.2f}x")
+    disagree = {k: v for k, v in result["labels_equal_fraction"].items() if v < MIN_AGREEMENT}
+    if disagree:  # a faster pipeline that labels differently is not a result: no README block
+        raise SystemExit(f"labels differ from the baseline on more than {100 * (1 - MIN_AGREEMENT):g} %: {disagree}")
     if not args.no_readme:
         replace_block(README, "inference-bench", table(result))
         print(f"wrote {RESULTS} and the inference-bench block of {README}")

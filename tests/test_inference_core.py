@@ -147,3 +147,21 @@ def test_pretrain_command_on_a_raw_acdc_folder(tmp_path, capsys):
     assert (tmp_path / "model.pt").is_file()
     digest = (tmp_path / "model.sha256").read_text().split()[0]
     assert digest in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 40, 30, 5), (1, 120, 100, 90)], ids=["torch-quantile-range", "numpy-range(>1M voxels)"]
+)
+def test_numpy_percentile_scaling_equals_monai(shape):
+    """The pipeline's percentile scaling gives MONAI's values (np.percentile vs torch.quantile)."""
+    from monai.transforms import ScaleIntensityRangePercentilesd
+
+    from cardiolora.predict import NumpyPercentileScaled
+
+    img = MetaTensor(torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 500.0, affine=torch.eye(4))
+    kwargs = {"keys": "image", "lower": 1.0, "upper": 99.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
+    got = NumpyPercentileScaled(**kwargs)({"image": img.clone()})["image"]
+    expected = ScaleIntensityRangePercentilesd(**kwargs)({"image": img.clone()})["image"]
+    assert isinstance(got, MetaTensor) and got.dtype == expected.dtype
+    # fp32 percentiles by two libraries: equal up to float rounding of the interpolation
+    torch.testing.assert_close(got.as_tensor(), expected.as_tensor(), atol=1e-5, rtol=0)

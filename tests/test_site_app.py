@@ -457,6 +457,19 @@ def test_site_config_file(tiny):
     assert main(["segment", str(tiny / "tiny.nii.gz"), "--config", str(tiny / "bad.json")]) == 2
 
 
+def test_segment_backend_flag(tiny):
+    """--backend onnx: ONNX Runtime when the optional extra is installed, else PyTorch; the report says which."""
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx", "onnxscript"))
+    args = ["segment", str(tiny / "tiny.nii.gz"), "--model", str(tiny / "model.pt"), "--no-progress", "--overwrite"]
+    args += ["--out", str(tiny / "onnx-out"), "--backend", "onnx", "--onnx-cache", str(tiny / "onnx-cache")]
+    assert main(args) == 0
+    model = json.loads((tiny / "onnx-out" / "tiny" / "report.json").read_text())["model"]
+    assert model["backend"] == ("onnx" if installed else "torch")
+    assert model["backend_info"]["requested"] == "onnx" and ("fallback" in model["backend_info"]) != installed
+
+
 def test_run_study_without_postprocessing_reports_no_change(tiny):
     model = load_site_model(tiny / "model.pt")
     [study], batch = find_studies(tiny / "tiny.nii.gz")

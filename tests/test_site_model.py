@@ -171,15 +171,15 @@ def test_pick_device_defaults_to_cpu_without_gpu():
 
 
 @pytest.mark.parametrize(
-    "per_pass, workers",
-    [(256, 1), (4, 1), (1, 1), (256, 2)],
-    ids=["all-phases", "two-phases-per-pass", "one-slice-per-pass", "phase-workers"],
+    "per_pass, workers, xy",
+    [(256, 1, (70, 90)), (4, 1, (70, 90)), (1, 1, (70, 90)), (256, 2, (70, 90)), (4, 1, (260, 230))],
+    ids=["all-phases", "two-phases-per-pass", "one-slice-per-pass", "phase-workers", "several-windows"],
 )
-def test_predict_cine_equals_predict_volume_per_phase(per_pass, workers):
+def test_predict_cine_equals_predict_volume_per_phase(per_pass, workers, xy):
     torch.manual_seed(0)
     net = lora_unet("quick")
     rng = np.random.default_rng(0)
-    cine = rng.random((3, 70, 90, 2)).astype(np.float32) * np.array([1.0, 5.0, 20.0])[:, None, None, None]
+    cine = rng.random((3, *xy, 2)).astype(np.float32) * np.array([1.0, 5.0, 20.0])[:, None, None, None]
     affine = np.diag([1.1, 1.3, 8.0, 1.0])
     done = []
     before = torch.get_num_threads()

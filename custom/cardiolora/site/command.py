@@ -30,6 +30,8 @@ CONFIG_KEYS: tuple[str, ...] = (
     "max_gb",
     "sw_batch_size",
     "cpu_workers",
+    "backend",
+    "onnx_cache",
 )
 
 
@@ -59,6 +61,13 @@ def add_segment_arguments(q: Any) -> None:
     q.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present, else CPU)")
     q.add_argument("--sw-batch-size", type=int, help="slices per forward pass (default 8)")
     q.add_argument("--cpu-workers", type=int, help="CPU: slice-parallel threads (default: the number of cores)")
+    q.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        help="network backend: ONNX Runtime (CPU; falls back to PyTorch with a warning when it cannot be used), "
+        "PyTorch, or auto (ONNX Runtime when installed on the CPU; default)",
+    )
+    q.add_argument("--onnx-cache", help="folder of cached ONNX exports (default ~/.cache/cardiolora/onnx)")
     q.add_argument("--overwrite", action="store_true", help="replace finished outputs (atomically)")
     q.add_argument("--no-postprocess", action="store_true", help="keep the raw network labels")
     q.add_argument("--no-progress", action="store_true")
@@ -83,7 +92,7 @@ def _settings(args: Any) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"--config {path}: unknown keys {unknown}; known: {list(CONFIG_KEYS)}.")
         base = path.parent
-        for key in ("out", "model", "base", "adapter"):  # relative paths are relative to the config file
+        for key in ("out", "model", "base", "adapter", "onnx_cache"):  # relative paths are relative to the config file
             if config.get(key) is not None and not Path(str(config[key])).is_absolute():
                 config[key] = str(base / str(config[key]))
     from cardiolora.site.app import SegmentOptions
@@ -111,7 +120,7 @@ def segment_command(args: Any) -> int:
             incompatible model (:class:`~cardiolora.site.model.ModelError`).
     """
     from cardiolora.site.app import SegmentOptions, run_segment
-    from cardiolora.site.model import load_site_model
+    from cardiolora.site.model import DEFAULT_BACKEND, load_site_model
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module
     s = _settings(args)
@@ -141,6 +150,8 @@ def segment_command(args: Any) -> int:
         device=s.get("device"),
         lora_alpha=s.get("lora_alpha"),
         cpu_workers=s.get("cpu_workers"),
+        backend=s.get("backend") or DEFAULT_BACKEND,
+        onnx_cache=s.get("onnx_cache"),
     )
     result = run_segment(args.input, s["out"], model, options)
     for o in result.outcomes:

@@ -20,12 +20,21 @@ threads that each run the network with one intra-op thread (:class:`SliceParalle
 delays one worker instead of stalling every convolution (measured in
 ``benchmarks/inference_bench.py``). Each slice is still computed on its own: outputs equal the
 plain network's up to float rounding.
+
+Backends. ``backend="torch"`` runs the PyTorch network; ``"onnx"`` runs its ONNX export with ONNX
+Runtime on the CPU (:mod:`cardiolora.site.backend`: exported once per weights and cached, checked
+against PyTorch before use); ``"auto"`` takes ONNX Runtime when it is installed and the device is
+the CPU. Whenever ONNX Runtime cannot be used (not installed, export or check failed, a GPU), the
+PyTorch network runs and a warning says why (:func:`select_backend`); the report records the
+backend that ran.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +46,7 @@ import torch
 from cardiolora.profiles import Profile, get_profile
 
 __all__ = [
+    "DEFAULT_BACKEND",
     "ModelError",
     "SiteModel",
     "SliceParallel",
@@ -45,7 +55,13 @@ __all__ = [
     "intra_op_threads",
     "load_site_model",
     "pick_device",
+    "select_backend",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: The site application's default backend (inference/README.md, "Speed", says why).
+DEFAULT_BACKEND = "torch"
 
 
 class ModelError(ValueError):
@@ -136,6 +152,11 @@ class SiteModel:
         sha256: sha256 of each file in `files`, same keys.
         lora: ``{"rank": r, "alpha": a}`` when an adapter was merged, else empty.
         cpu_workers: slice-parallel worker threads on the CPU (1: plain intra-op threading).
+        backend: the backend that runs: ``"torch"``, or ``"onnx"`` with `onnx` set
+            (:func:`select_backend`).
+        onnx: the ONNX Runtime module when `backend` is ``"onnx"``.
+        backend_info: how the backend was chosen (asked for, fallback reason, ONNX file, export
+            seconds), for the report.
     """
 
     network: torch.nn.Module
@@ -145,15 +166,20 @@ class SiteModel:
     sha256: dict[str, str]
     lora: dict[str, float] = field(default_factory=dict)
     cpu_workers: int = 1
+    backend: str = "torch"
+    onnx: torch.nn.Module | None = None
+    backend_info: dict[str, object] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def runner(self) -> Iterator[torch.nn.Module]:
-        """The module to infer with: :class:`SliceParallel` on a CPU with ``cpu_workers > 1``,
-        else the network itself (its worker threads are shut down on exit)."""
+        """The module to infer with: the backend's network (PyTorch, or ONNX Runtime), wrapped in
+        :class:`SliceParallel` on a CPU with ``cpu_workers > 1`` (its worker threads are shut
+        down on exit)."""
+        network = self.onnx if self.backend == "onnx" and self.onnx is not None else self.network
         if self.device.type != "cpu" or self.cpu_workers <= 1:
-            yield self.network
+            yield network
             return
-        runner = SliceParallel(self.network, self.cpu_workers)
+        runner = SliceParallel(network, self.cpu_workers)
         try:
             yield runner
         finally:
@@ -174,7 +200,54 @@ class SiteModel:
             "model_sha256": self.model_sha256,
             "lora_merged": dict(self.lora),
             "cpu_workers": self.cpu_workers,
+            "backend": self.backend,
+            "backend_info": dict(self.backend_info),
         }
+
+
+def select_backend(
+    model: SiteModel, backend: str = DEFAULT_BACKEND, cache_dir: str | os.PathLike | None = None
+) -> SiteModel:
+    """The model set up to run on `backend`, falling back to PyTorch (with a warning) when ONNX
+    Runtime cannot be used.
+
+    Args:
+        model: a model on the PyTorch backend.
+        backend: ``"torch"``; ``"onnx"`` (ONNX Runtime on the CPU); ``"auto"`` (ONNX Runtime when
+            installed and the device is the CPU, else PyTorch).
+        cache_dir: the ONNX export cache (``None``:
+            :func:`cardiolora.site.backend.default_cache_dir`).
+
+    Returns:
+        A copy of `model` with ``backend``, ``onnx`` and ``backend_info`` set.
+
+    Raises:
+        ModelError: if `backend` is not one of :data:`cardiolora.site.backend.BACKENDS`.
+    """
+    from cardiolora.site.backend import BACKENDS, BackendUnavailable, OnnxNotInstalled, onnx_network
+
+    if backend not in BACKENDS:
+        raise ModelError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
+    info: dict[str, object] = {"requested": backend}
+    if backend == "torch":
+        return dataclasses.replace(model, backend="torch", onnx=None, backend_info=info)
+    expected = backend == "auto"  # auto without ONNX Runtime or on a GPU: PyTorch is the plan, not a failure
+    if model.device.type != "cpu":
+        reason = f"ONNX Runtime is used on the CPU only; the device is {model.device}"
+    else:
+        threads = 1 if model.cpu_workers > 1 else max(1, os.cpu_count() or 1)
+        try:
+            module, details = onnx_network(model.network, tuple(model.profile.spatial_size), threads, cache_dir)
+        except BackendUnavailable as err:
+            reason = str(err)
+            expected = expected and isinstance(err, OnnxNotInstalled)
+        else:
+            info.update(details)
+            return dataclasses.replace(model, backend="onnx", onnx=module, backend_info=info)
+    info["fallback"] = reason
+    log = logger.info if expected else logger.warning
+    log("backend %r: running the PyTorch network instead (%s).", backend, reason)
+    return dataclasses.replace(model, backend="torch", onnx=None, backend_info=info)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -303,6 +376,8 @@ def load_site_model(
     lora_alpha: float | None = None,
     channels_last: bool = False,
     cpu_workers: int | None = None,
+    backend: str = DEFAULT_BACKEND,
+    onnx_cache: str | os.PathLike | None = None,
 ) -> SiteModel:
     """Build the profile's plain U-Net with the site's weights, ready for inference.
 
@@ -317,6 +392,10 @@ def load_site_model(
             float rounding; measured no faster on the 2-core AVX2 CPU of the benchmark, so off).
         cpu_workers: slice-parallel threads on the CPU (module docstring); ``None``: the number of
             CPU cores (``os.cpu_count()``); 1 turns it off.
+        backend: ``"torch"``, ``"onnx"`` or ``"auto"`` (:func:`select_backend`; ONNX Runtime
+            falls back to PyTorch with a warning when it cannot be used).
+        onnx_cache: folder of cached ONNX exports (``None``: ``~/.cache/cardiolora/onnx`` or
+            ``$CARDIOLORA_CACHE/onnx``).
 
     Returns:
         The :class:`SiteModel`.
@@ -325,9 +404,13 @@ def load_site_model(
         ModelError: naming the file, if the arguments do not name exactly one of the two forms,
             a file is missing or unreadable, the weights do not fit the profile's network (e.g. a
             paper-profile file with ``profile="quick"``), the adapter does not fit, or the merge
-            gives non-finite weights.
+            gives non-finite weights, or `backend` is unknown.
     """
     from cardiolora.networks import load_weights, lora_unet
+    from cardiolora.site.backend import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ModelError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
 
     if (model is None) == (base is None and adapter is None):
         raise ModelError("give either `model` (model.pt) or both `base` and `adapter`, not both and not neither.")
@@ -368,4 +451,5 @@ def load_site_model(
     workers = int(cpu_workers) if cpu_workers is not None else max(1, os.cpu_count() or 1)
     if workers < 1:
         raise ModelError(f"`cpu_workers` must be >= 1, got {cpu_workers!r}.")
-    return SiteModel(network=net, profile=prof, device=dev, files=files, sha256=sha, lora=lora, cpu_workers=workers)
+    site = SiteModel(network=net, profile=prof, device=dev, files=files, sha256=sha, lora=lora, cpu_workers=workers)
+    return select_backend(site, backend, onnx_cache)
