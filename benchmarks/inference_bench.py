@@ -269,8 +269,9 @@ def table(r: dict) -> str:
         f"{r['load_average_after'][0]} after: a load above 0 means other jobs shared the cores). One study of "
         f"{s['slices']} slices x {s['phases']} phases, {s['matrix'][0]} x {s['matrix'][1]} at {s['pixel_mm']} mm "
         f"(one 224 x 224 window per slice), paper-profile U-Net with random weights (the time does not depend on "
-        f"what the weights learned); median of {r['repeats']} alternating runs. All pipelines use "
-        f"`inference_mode`, plain (merged) weights, the 2D sliding-window batch and numpy percentiles.",
+        f"what the weights learned); median of {r['repeats']} alternating runs. The site pipelines use "
+        "`inference_mode`, plain (merged) weights, the 2D sliding-window batch and numpy percentiles; the "
+        "baseline is MONAI's stock `SliceInferer` and transforms with the same weights.",
         "",
         "| pipeline | seconds per study | vs baseline |",
         "|---|---:|---:|",
