@@ -42,7 +42,7 @@ def summarise(results: dict) -> dict:
 
     Returns:
         ``{"global_dice": {site: d}, "personal_dice": {site: d}, "bytes_up_per_round": {site: b},
-        "checksums_agree": bool}`` (Dice = mean over LV, MYO, RV on the site's test split).
+        "checksums_agree": bool, "ranks": {site: r}}`` (Dice = mean over LV, MYO, RV on the site's test split).
     """
     table = json.loads(Path(results["cross_site_eval.json"]).read_text())["mean_over_structures"]["dice"]
     history = json.loads(Path(results["rml_history.json"]).read_text())
@@ -52,6 +52,7 @@ def summarise(results: dict) -> dict:
         "personal_dice": {site: table[site][site] for site in table if site != "global"},
         "bytes_up_per_round": {s: v["bytes_up"] for s, v in rounds[-1]["sites"].items()},
         "checksums_agree": all(v.get("checksum_ok", True) for r in history["rounds"] for v in r["sites"].values()),
+        "ranks": history["ranks"],
     }
 
 
@@ -92,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             profile="quick", transport_dtype=dt,
         )  # fmt: skip
         runs[dt] = summarise(summary["results"])
-        runs[dt]["ranks"] = json.loads(Path(summary["results"]["rml_history.json"]).read_text())["ranks"]
         runs[dt]["seconds"] = summary["seconds"]
     result = {"rounds": args.rounds, "pretrain_epochs": args.pretrain_epochs, "runs": runs}
     result["machine"] = machine_line()

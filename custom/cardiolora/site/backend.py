@@ -86,7 +86,7 @@ def import_onnxruntime() -> Any:
 
 
 def state_sha256(network: torch.nn.Module) -> str:
-    """sha256 over the network's state dict (names, dtypes, shapes and values, in key order).
+    """sha256 over the network's state dict (:func:`cardiolora.fl.rml.state_checksum`).
 
     Args:
         network: the module.
@@ -94,12 +94,9 @@ def state_sha256(network: torch.nn.Module) -> str:
     Returns:
         The hex digest; equal for equal weights whatever file they came from.
     """
-    h = hashlib.sha256()
-    for name, value in sorted(network.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    from cardiolora.fl.rml import state_checksum
+
+    return state_checksum(network.state_dict())
 
 
 def default_cache_dir() -> Path:
