@@ -17,20 +17,20 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import EnhancedMRImageStorage as ENHANCED_MR_IMAGE_STORAGE
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import LegacyConvertedEnhancedMRImageStorage as LEGACY_ENHANCED_MR_IMAGE_STORAGE
 
 from cardiolora.data.cine import CineStudy
-from cardiolora.data.writers import write_dicom_cine, write_dicom_localizers
-from cardiolora.site.dicom_reader import (
-    ENHANCED_MR_IMAGE_STORAGE,
-    LEGACY_ENHANCED_MR_IMAGE_STORAGE,
-    DicomInputError,
+from cardiolora.dicom import (
     read_cine,
     read_short_axis_cine,
     rejection_reasons,
     scan_folder,
     select_short_axis_cine,
 )
+from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
+from cardiolora.errors import InputError as DicomInputError
 
 try:  # the phantom generator is being finished elsewhere; fall back to a tiny synthetic study
     from cardiolora.data.phantom import make_subject
@@ -305,7 +305,7 @@ def test_scan_describes_every_series(base_folder, small_study):
     assert np.diff(sa.slice_positions_mm) == pytest.approx([small_study.spacing_zyx[0]] * (small_study.n_slices - 1))
     assert (lax.n_positions, lax.n_phases, lax.description) == (1, 3, "4CH cine")
     assert loc.is_localizer and rejection_reasons(sa) == []
-    assert select_short_axis_cine(scan.series) is sa  # a plain list of series works too
+    assert select_short_axis_cine(scan.series).series is sa  # a plain list of series works too
     assert "1 slice position (need >= 2)" in rejection_reasons(lax)
 
 
@@ -323,7 +323,7 @@ SELECTIONS = [
 def test_select_picks_short_axis(base_folder, name):
     scan = scan_folder(base_folder)
     sa = next(s for s in scan.series if s.series_number == 5)
-    chosen = select_short_axis_cine(scan, sa.series_uid if name == "uid" else name)
+    chosen = select_short_axis_cine(scan, sa.series_uid if name == "uid" else name).series
     assert chosen is sa
 
 
@@ -365,7 +365,7 @@ def test_select_prefers_description_hint(tmp_path, small_study):
         bigger, tmp_path, series_number=7, series_description="MOLLI 5(3)3", file_prefix="T1", uid_seed="a"
     )
     write_dicom_cine(small_study, tmp_path, series_number=8, series_description="sa cine", uid_seed="a")
-    assert select_short_axis_cine(scan_folder(tmp_path)).series_number == 8
+    assert select_short_axis_cine(scan_folder(tmp_path)).series.series_number == 8
 
 
 def test_select_ambiguous_name(tmp_path, small_study):
@@ -374,7 +374,7 @@ def test_select_ambiguous_name(tmp_path, small_study):
     scan = scan_folder(tmp_path)
     with pytest.raises(DicomInputError, match=r"`series` 'sa cine' names 2 series: series 7 'SA cine'"):
         select_short_axis_cine(scan, "sa cine")
-    assert select_short_axis_cine(scan).series_number == 8  # equal rank: the later (repeated) series
+    assert select_short_axis_cine(scan).series.series_number == 8  # equal rank: the later (repeated) series
 
 
 def _layout_flat(src: Path, dst: Path, rng: np.random.Generator) -> None:
@@ -594,7 +594,7 @@ def test_read_cine_on_files_raises(folder, spoil, part):
 
 
 def test_memory_limit_raises_before_reading(folder, small_study):
-    info = select_short_axis_cine(scan_folder(folder))
+    info = select_short_axis_cine(scan_folder(folder)).series
     for path in folder.glob("IM_*.dcm"):  # pixels unreadable: the limit must fire first
         path.write_bytes(path.read_bytes()[:-100])
     need = small_study.image.size * 4
@@ -742,7 +742,7 @@ def test_rvsc_scan(rvsc):
             key=lambda f: f.instance_number,
         )
         assert np.all(np.diff([f.trigger_time for f in frames]) > 0)
-    assert select_short_axis_cine(scan) is info  # it qualifies: >= 2 positions, >= 2 phases each
+    assert select_short_axis_cine(scan).series is info  # it qualifies: >= 2 positions, >= 2 phases each
 
 
 def test_rvsc_folder_with_contour_files(rvsc):

@@ -11,15 +11,15 @@ import pytest
 from conftest import shared_data
 
 from cardiolora.data.phantom import make_subject
-from cardiolora.data.writers import write_dicom_cine
-from cardiolora.site.dicom_reader import (
-    DicomInputError,
+from cardiolora.dicom import (
     read_cine,
     read_short_axis_cine,
     rejection_reasons,
     scan_folder,
     select_short_axis_cine,
 )
+from cardiolora.dicom.mr_writer import write_dicom_cine
+from cardiolora.errors import InputError as DicomInputError
 
 RVSC_SLICE_MM = 8.4
 RVSC_PIXEL_MM = 0.70140280561122
@@ -85,7 +85,7 @@ def test_selection_follows_the_policy(tmp_path, small):
     [info] = [s for s in scan_folder(folder).series]
     assert "1 phase per slice position (need >= 2 for a cine)" in rejection_reasons(info)
     assert rejection_reasons(info, "drop") == []
-    assert select_short_axis_cine([info], incomplete_positions="drop") is info
+    assert select_short_axis_cine([info], incomplete_positions="drop").series is info
 
 
 @pytest.mark.parametrize(

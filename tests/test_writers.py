@@ -12,19 +12,18 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import MRImageStorage as MR_IMAGE_STORAGE
 
-from cardiolora.data import writers
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.data.writers import (
     MNMS2_CSV_COLUMNS,
-    MR_IMAGE_STORAGE,
     project_to_source,
     write_acdc,
-    write_dicom_cine,
-    write_dicom_localizers,
     write_mnms2,
     write_truth,
 )
+from cardiolora.dicom import mr_writer
+from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 from cardiolora.labels import SOURCE_TO_PROJECT, remap_labels
 
 # --------------------------------------------------------------------------------------------
@@ -436,12 +435,12 @@ def test_dicom_pixels_recover_image(dicom_case: tuple[CineStudy, list[Path]]) ->
         z, t = divmod(i, study.n_phases)
         ds = pydicom.dcmread(path)
         stored = ds.pixel_array
-        assert stored.dtype == np.uint16 and stored.max() <= writers.DICOM_STORED_MAX
+        assert stored.dtype == np.uint16 and stored.max() <= mr_writer.DICOM_STORED_MAX
         slope = float(ds.RescaleSlope) if slope is None else slope
         assert float(ds.RescaleSlope) == slope  # one slope for the series
         value = stored.astype(np.float64) * slope + float(ds.RescaleIntercept)
         np.testing.assert_allclose(value, study.image[t, z], rtol=0, atol=slope / 2 * (1 + 1e-9) + 1e-9)
-    assert slope == pytest.approx(float(study.image.max()) / writers.DICOM_STORED_MAX, rel=1e-9)
+    assert slope == pytest.approx(float(study.image.max()) / mr_writer.DICOM_STORED_MAX, rel=1e-9)
 
 
 def test_dicom_geometry_reconstructs_affine(dicom_case: tuple[CineStudy, list[Path]]) -> None:
@@ -694,3 +693,11 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: 
     with pytest.raises(OSError, match="disk full"):
         write_dicom_cine(make_study(n_phases=2, n_slices=1), tmp_path / "d")
     assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_seeded_uids_do_not_collide_across_slice_and_phase(tmp_path):
+    """(slice 11, phase 0) and (slice 1, phase 10) once shared a SOPInstanceUID (concatenated seeds)."""
+    study = make_study(n_phases=11, n_slices=12)
+    paths = write_dicom_cine(study, tmp_path, uid_seed="collide")
+    uids = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths]
+    assert len(set(uids)) == len(uids)

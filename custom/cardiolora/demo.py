@@ -96,7 +96,7 @@ def demo_study(folder: Path, site: str = DEMO_SITE, seed: int = 0, n_phases: int
     """
     from cardiolora.data.generate import DEFAULT_SITES, subject_seed
     from cardiolora.data.phantom import make_subject
-    from cardiolora.data.writers import write_dicom_cine, write_dicom_localizers
+    from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 
     names = [s.name for s in DEFAULT_SITES]
     if site not in names:

@@ -121,13 +121,8 @@ def generate_sites(
     from tqdm.auto import tqdm
 
     from cardiolora.data.phantom import make_subject
-    from cardiolora.data.writers import (
-        write_acdc,
-        write_dicom_cine,
-        write_dicom_localizers,
-        write_mnms2,
-        write_truth,
-    )
+    from cardiolora.data.writers import write_acdc, write_mnms2, write_truth
+    from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 
     _check_sites(sites)
     out = Path(out_dir)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cardiolora.site.dicom_reader import DEFAULT_MAX_BYTES, INCOMPLETE_POSITION_POLICIES
+from cardiolora.dicom import DEFAULT_MAX_BYTES, INCOMPLETE_POSITION_POLICIES
 
 __all__ = ["CONFIG_KEYS", "add_segment_arguments", "segment_command"]
 
@@ -26,6 +26,8 @@ CONFIG_KEYS: tuple[str, ...] = (
     "profile",
     "device",
     "series",
+    "series_rules",
+    "seg_per_phase",
     "incomplete_positions",
     "max_gb",
     "sw_batch_size",
@@ -50,6 +52,16 @@ def add_segment_arguments(q: Any) -> None:
     q.add_argument("--lora-alpha", type=float, help="the adapter's alpha (default: its rank, scaling 1)")
     q.add_argument("--profile", choices=["quick", "paper"], help="run profile of the weights (default quick)")
     q.add_argument("--series", help="SeriesInstanceUID, SeriesNumber or SeriesDescription of the cine")
+    q.add_argument(
+        "--series-rules",
+        help="series-selection rules JSON (default: the package's dicom/series_rules.json; inference/README.md)",
+    )
+    q.add_argument(
+        "--seg-per-phase",
+        action="store_true",
+        default=None,
+        help="write one DICOM SEG instance per phase instead of one SEG object per study",
+    )
     q.add_argument(
         "--incomplete-positions",
         choices=list(INCOMPLETE_POSITION_POLICIES),
@@ -93,7 +105,8 @@ def _settings(args: Any) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"--config {path}: unknown keys {unknown}; known: {list(CONFIG_KEYS)}.")
         base = path.parent
-        for key in ("out", "model", "base", "adapter", "onnx_cache"):  # relative paths are relative to the config file
+        # relative paths are relative to the config file
+        for key in ("out", "model", "base", "adapter", "onnx_cache", "series_rules"):
             if config.get(key) is not None and not Path(str(config[key])).is_absolute():
                 config[key] = str(base / str(config[key]))
     from cardiolora.site.app import SegmentOptions
@@ -140,6 +153,8 @@ def segment_command(args: Any) -> int:
         progress=not args.no_progress,
         sw_batch_size=int(s["sw_batch_size"]),
         postprocess=not args.no_postprocess,
+        series_rules=s.get("series_rules"),
+        seg_per_phase=bool(s.get("seg_per_phase")),
     )
     if not Path(args.input).exists():
         raise ValueError(f"{args.input}: no such file or folder.")
@@ -161,6 +176,12 @@ def segment_command(args: Any) -> int:
         if o.reason:
             line += f": {o.reason}"
         print(line, file=sys.stdout if o.status == "done" else sys.stderr)
+    flagged = [o for o in result.outcomes if o.status == "partial"]
+    if flagged:
+        print(
+            f"{len(flagged)} of {len(result.outcomes)} studies are partial: a promised output is missing (see above)",
+            file=sys.stderr,
+        )
     if result.csv is not None:
         print(f"report of all studies: {result.csv}")
     if not result.outcomes:

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from cardiolora.data.cine import LPS_TO_RAS, CineStudy, nifti_affine
-from cardiolora.site.dicom_reader import DicomInputError
+from cardiolora.errors import InputError
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti", "nifti_study_name", "read_nifti_cine", "write_nifti_outputs"]
 
@@ -64,7 +64,7 @@ def read_nifti_cine(path: str | os.PathLike, max_bytes: int) -> CineStudy:
         file, ``meta["source"] = "nifti"``.
 
     Raises:
-        DicomInputError: (the application's input error) naming the file, if it cannot be read
+        InputError: (the application's input error) naming the file, if it cannot be read
             as NIfTI, is not 3D / 4D, is larger than `max_bytes`, holds non-finite values or has
             a degenerate affine.
     """
@@ -74,29 +74,29 @@ def read_nifti_cine(path: str | os.PathLike, max_bytes: int) -> CineStudy:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on corrupt files
-        raise DicomInputError(f"{p}: not a readable NIfTI file ({type(exc).__name__}: {exc}).") from exc
+        raise InputError(f"{p}: not a readable NIfTI file ({type(exc).__name__}: {exc}).") from exc
     shape = tuple(int(n) for n in img.shape)
     if len(shape) == 5 and shape[3] == 1:
         shape = (shape[0], shape[1], shape[2], shape[4])
     if len(shape) not in (3, 4) or min(shape) < 1:
-        raise DicomInputError(f"{p}: NIfTI shape {tuple(img.shape)}; expected (X, Y, Z) or (X, Y, Z, T).")
+        raise InputError(f"{p}: NIfTI shape {tuple(img.shape)}; expected (X, Y, Z) or (X, Y, Z, T).")
     n_bytes = int(np.prod(shape)) * 4
     if n_bytes > max_bytes:
-        raise DicomInputError(
+        raise InputError(
             f"{p}: needs {n_bytes} bytes ({n_bytes / 1024**3:.2f} GiB) of float32 memory for shape {shape}, "
             f"more than the limit {max_bytes} (--max-gb)."
         )
     try:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except Exception as exc:  # noqa: BLE001 - truncated gzip streams raise EOFError, zlib.error ...
-        raise DicomInputError(f"{p}: cannot read the voxel data ({type(exc).__name__}: {exc}); truncated?") from exc
+        raise InputError(f"{p}: cannot read the voxel data ({type(exc).__name__}: {exc}); truncated?") from exc
     if not np.all(np.isfinite(data)):
-        raise DicomInputError(f"{p}: the image holds NaN or infinite values.")
+        raise InputError(f"{p}: the image holds NaN or infinite values.")
     affine = np.asarray(img.affine, dtype=np.float64)
     pixdim = np.asarray(img.header.get_zooms(), dtype=np.float64)
     norms = np.linalg.norm(affine[:3, :3], axis=0)
     if np.any(norms <= 0) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise DicomInputError(f"{p}: the affine is degenerate ({affine[:3, :3].tolist()}).")
+        raise InputError(f"{p}: the affine is degenerate ({affine[:3, :3].tolist()}).")
     if pixdim.size >= 3 and np.all(pixdim[:3] > 0) and not np.allclose(norms, pixdim[:3], atol=1e-3):
         affine = affine_with_spacing(affine, pixdim[:3])
     cine = data[..., None] if data.ndim == 3 else data
