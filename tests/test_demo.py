@@ -62,7 +62,9 @@ def test_site_inference_writes_every_output_and_reuses_it(tmp_path, random_model
     result = site_inference(tmp_path, random_model, "quick", "site-3", progress=False, n_phases=3)
     _, study = demo_study(tmp_path / "site_study", "site-3", n_phases=3)
     assert result["status"] == "done"
-    assert len(result["seg"]) == 3 and all(pydicom.dcmread(p).Modality == "SEG" for p in result["seg"])
+    [seg] = result["seg"]  # one SEG object for the whole cine
+    assert pydicom.dcmread(seg).Modality == "SEG" and int(pydicom.dcmread(seg).NumberOfFrames) % 3 == 0
+    assert pydicom.dcmread(result["sr"]).Modality == "SR"
     assert [p.rsplit("/", 1)[1] for p in result["pictures"]] == ["overlay_ed_es.png", "volume_curve.png"]
     report = json.loads(open(result["report_json"]).read())
     assert report["outputs"]["dicom_seg"] and open(result["report_csv"]).read().count("\n") == 2

@@ -36,12 +36,12 @@ from cardiolora.clinical import mosteller_bsa
 from cardiolora.data.cine import LPS_TO_RAS, nifti_affine
 from cardiolora.data.generate import SiteSpec, generate_sites
 from cardiolora.data.phantom import make_subject
-from cardiolora.data.writers import write_dicom_cine, write_dicom_localizers
+from cardiolora.dicom import read_short_axis_cine
+from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 from cardiolora.metrics import dice
 from cardiolora.networks import lora_unet, plain_state_dict
 from cardiolora.site import app as site_app
 from cardiolora.site.app import SegmentOptions, find_studies, run_study
-from cardiolora.site.dicom_reader import read_short_axis_cine
 from cardiolora.site.model import load_site_model
 
 #: The pretraining of the fixture: subjects of the phantom reference site, epochs, learning rate.
@@ -226,7 +226,7 @@ def test_good_study_outputs_are_complete(batch):
     names = {p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()}
     expected = {"report.json", "report.csv", "overlay_ed_es.png", "volume_curve.png"}
     expected |= {f"nifti/{n}.nii.gz" for n in ("image", "labels", "labels_ED", "labels_ES")}
-    expected |= {f"seg/phase_{t:03d}.dcm" for t in range(TEST_PHASES)}
+    expected |= {"seg/seg.dcm", "sr/measurements.dcm"}
     assert names == expected
     for png in ("overlay_ed_es.png", "volume_curve.png"):
         assert mpimg.imread(study / png).shape[0] > 300
@@ -290,33 +290,31 @@ def test_report_fields(batch, subject, trained):
 
 
 def test_dicom_seg_round_trip(batch):
-    """Every SEG instance reads back (highdicom, pydicom) as the label map, referencing source instances."""
+    """One SEG object for the study reads back (highdicom) as the label map of every phase and slice."""
     batch_dir, out, _ = batch
     cine = read_short_axis_cine(batch_dir / "good")
     labels = _labels_tzyx(out / "good")
-    series_uids = set()
+    path = out / "good" / "seg" / "seg.dcm"
+    seg = hd.seg.segread(path)
     for t in range(TEST_PHASES):
-        path = out / "good" / "seg" / f"phase_{t:03d}.dcm"
         sources = cine.meta["source_sop_instance_uids"][t]
-        seg = hd.seg.segread(path)
         pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=sources, combine_segments=True)
         np.testing.assert_array_equal(pixels, labels[t])
-        ds = pydicom.dcmread(path)
-        assert ds.SOPClassUID == SEG_STORAGE and ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
-        assert ds.StudyInstanceUID == cine.meta["study_instance_uid"]
-        assert ds.FrameOfReferenceUID == cine.meta["frame_of_reference_uid"]
-        referenced = {
-            item.ReferencedSOPInstanceUID
-            for frame in ds.PerFrameFunctionalGroupsSequence
-            for deriv in frame.DerivationImageSequence
-            for item in deriv.SourceImageSequence
-        }
-        listed = {i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
-        assert referenced == listed == set(sources)
-        assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == cine.meta["series_instance_uid"]
-        assert ds.InstanceNumber == t + 1 and ds.ContentLabel == f"PHASE_{t:03d}"
-        series_uids.add(ds.SeriesInstanceUID)
-    assert len(series_uids) == 1
+    ds = pydicom.dcmread(path)
+    assert ds.SOPClassUID == SEG_STORAGE and ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+    assert int(ds.NumberOfFrames) == TEST_PHASES * labels.shape[1] * 3
+    assert ds.StudyInstanceUID == cine.meta["study_instance_uid"]
+    assert ds.FrameOfReferenceUID == cine.meta["frame_of_reference_uid"]
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for frame in ds.PerFrameFunctionalGroupsSequence
+        for deriv in frame.DerivationImageSequence
+        for item in deriv.SourceImageSequence
+    }
+    listed = {i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    every_source = {uid for row in cine.meta["source_sop_instance_uids"] for uid in row}
+    assert referenced == listed == every_source
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == cine.meta["series_instance_uid"]
     segments = {s.SegmentNumber: s for s in ds.SegmentSequence}
     expected = {1: ("LV cavity", "87878005"), 2: ("LV myocardium", "49848007"), 3: ("RV cavity", "53085002")}
     for number, (label, code) in expected.items():
@@ -536,8 +534,9 @@ def test_rvsc_patient_folder_needs_and_obeys_drop(tiny, capsys):
     report = json.loads((out / "patient09" / "report.json").read_text())
     assert report["geometry"]["shape_tzyx"] == [20, 1, 256, 216]
     assert sum("slice position dropped" in w for w in report["warnings"]) == 2
-    assert len(list((out / "patient09" / "seg").glob("phase_*.dcm"))) == 20
-    seg = pydicom.dcmread(out / "patient09" / "seg" / "phase_000.dcm")
+    assert report["status"] == "done" and report["outputs"]["dicom_seg"] == ["seg/seg.dcm"]
+    seg = pydicom.dcmread(out / "patient09" / "seg" / "seg.dcm")
+    assert int(seg.NumberOfFrames) == 20 * 1 * 3  # every phase of the kept position, three segments
     source = pydicom.dcmread(folder / "P09dicom" / "P09-0000.dcm", stop_before_pixels=True)
-    [ref] = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
-    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID  # phase 0 of the kept position
+    refs = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert source.SOPInstanceUID in refs and len(refs) == 20  # the kept position's 20 files

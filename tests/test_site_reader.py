@@ -43,7 +43,9 @@ def _folder(tmp_path: Path, study, remove: list[tuple[int, int]]) -> Path:
 
 def test_default_refuses_incomplete_positions(tmp_path, small):
     folder = _folder(tmp_path, small, [(0, 1), (0, 2)])
-    with pytest.raises(DicomInputError, match="1 phase per slice position"):
+    with pytest.raises(
+        DicomInputError, match=r"1 of 4 slice positions hold fewer than 2 phases \(phases per position: 1, 3, 3, 3"
+    ):
         read_short_axis_cine(folder)
 
 
@@ -83,7 +85,10 @@ def test_drop_to_a_single_slice_uses_the_slice_thickness(tmp_path, small):
 def test_selection_follows_the_policy(tmp_path, small):
     folder = _folder(tmp_path, small, [(0, 1), (0, 2)])
     [info] = [s for s in scan_folder(folder).series]
-    assert "1 phase per slice position (need >= 2 for a cine)" in rejection_reasons(info)
+    assert rejection_reasons(info) == [
+        "1 of 4 slice positions hold fewer than 2 phases (phases per position: 1, 3, 3, 3; "
+        "a cine needs >= 2 at every position)"
+    ]
     assert rejection_reasons(info, "drop") == []
     assert select_short_axis_cine([info], incomplete_positions="drop").series is info
 

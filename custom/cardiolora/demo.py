@@ -9,7 +9,7 @@ Stages, each reusing what an earlier run left in the work folder:
    personalise one local epoch at each site, cross-site evaluation;
 5. site inference: a new phantom DICOM cine study of ``site-1`` (one not in any split: localiser,
    long-axis and short-axis series) segmented by the site application with ``site-1``'s
-   personalised model (DICOM SEG, NIfTI, report, pictures), scored against the phantom's truth;
+   personalised model (DICOM SEG and SR, NIfTI, report, pictures), scored against the phantom's truth;
 
 then print where the outputs are and Dice per site before and after federation.
 """
@@ -137,7 +137,7 @@ def site_inference(
         n_phases: cine phases of the study (``None``: the profile's draw).
 
     Returns:
-        ``{"study", "output", "status", "seg", "report_json", "report_csv", "pictures",
+        ``{"study", "output", "status", "seg", "sr", "report_json", "report_csv", "pictures",
         "dice_vs_truth": {structure: Dice}, "measured": {...}, "truth": {...}}``.
 
     Raises:
@@ -169,6 +169,7 @@ def site_inference(
         "output": str(target),
         "status": outcome.status,
         "seg": sorted(str(target / p) for p in report["outputs"].get("dicom_seg", [])),
+        "sr": str(target / report["outputs"]["dicom_sr"]) if "dicom_sr" in report["outputs"] else None,
         "report_json": str(target / "report.json"),
         "report_csv": str(target / "report.csv"),
         "pictures": [
@@ -186,7 +187,9 @@ def print_site_inference(result: dict[str, Any]) -> None:
     print(f"study:    {result['study']}")
     print(f"outputs:  {result['output']} ({result['status']})")
     if seg:
-        print(f"DICOM SEG: {len(seg)} instances, e.g. {seg[0]}")
+        print(f"DICOM SEG: {', '.join(seg)}")
+    if result.get("sr"):
+        print(f"DICOM SR:  {result['sr']} (volumes, EF, LV mass, ED/ES)")
     print(f"report:   {result['report_json']} and {result['report_csv']}")
     for png in result["pictures"]:
         print(f"picture:  {png}")
@@ -287,7 +290,8 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
 
     _stage("summary")
     print(f"site inference outputs: {inference['output']}")
-    print(f"  DICOM SEG: {Path(inference['output']) / 'seg'}  report: {inference['report_json']}")
+    print(f"  DICOM SEG: {Path(inference['output']) / 'seg'}  SR: {inference.get('sr')}")
+    print(f"  report:    {inference['report_json']}")
     print(f"  pictures:  {', '.join(inference['pictures'])}")
     print_dice_table(base, after)
     summary = {

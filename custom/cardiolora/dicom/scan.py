@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import EnhancedMRImageStorage
+from pydicom.uid import UID, EnhancedMRImageStorage
 
 from cardiolora.dicom.geometry import analyse
 from cardiolora.dicom.headers import (
@@ -344,8 +344,11 @@ def _scan_one(path: Path, seen: dict[str, Path]) -> _Member | tuple[str, Problem
                 None,
             )
         if "Rows" not in ds:
-            sop = text(ds, "SOPClassUID") or "unknown SOP class"
-            return "skipped", Problem(path, f"not an image (SOP class {sop}, no Rows)"), None
+            sop = UID(text(ds, "SOPClassUID"))
+            if sop.name.endswith("Image Storage"):  # an image class without Rows: the header was cut
+                reason = f"{sop.name} header ends before Rows (truncated or incomplete file)"
+                return "problem", Problem(path, reason), None
+            return "skipped", Problem(path, f"not an image (SOP class {sop.name or sop or 'unknown'}, no Rows)"), None
         sop_uid = text(ds, "SOPInstanceUID")
         key = (text(ds, "StudyInstanceUID"), text(ds, "SeriesInstanceUID"))
         if sop_uid in seen:

@@ -8,8 +8,9 @@ module) lists named rules, each a set of conditions on a series. Selection is:
    parallel planes, >= 2 slice positions and >= 2 phases at every position. These are structural
    needs of a cine volume and are not rules.
 2. **Rules, in order**: the first rule that matches at least one qualifying series picks among
-   the series it matches; ties go to more positions × phases, then more positions, then ORIGINAL
-   over DERIVED ImageType, then the higher SeriesNumber (the later, repeated acquisition).
+   the series it matches; ties go to more positions × phases (with ``drop``: those kept), then
+   more positions, then more acquired positions, then ORIGINAL over DERIVED ImageType, then the
+   higher SeriesNumber (the later, repeated acquisition).
    The report names the rule (``SelectedSeries.rule``).
 
 A stack split over several series (one series per slice position, e.g. ``sax_5``, ``sax_6`` ...)
@@ -257,13 +258,32 @@ def check_policy(incomplete_positions: str) -> None:
         )
 
 
-def count_reasons(n_positions: int, n_phases: int, min_positions: int = 2) -> list[str]:
-    """Reasons about too few slice positions or phases (a cine stack needs >= 2 of each)."""
+def count_reasons(
+    n_positions: int, n_phases: int, min_positions: int = 2, per_position: Sequence[int] = ()
+) -> list[str]:
+    """Reasons about too few slice positions or phases (a cine stack needs >= 2 of each).
+
+    Args:
+        n_positions: slice positions that count.
+        n_phases: the fewest phases at one of them.
+        min_positions: positions needed.
+        per_position: phases at every position, to say which hold too few when they differ.
+
+    Returns:
+        The reasons (empty when the counts suffice).
+    """
     reasons = []
     if n_positions < min_positions:
         reasons.append(f"{plural(n_positions, 'slice position')} (need >= {min_positions})")
     if n_phases < 2:
-        reasons.append(f"{plural(n_phases, 'phase')} per slice position (need >= 2 for a cine)")
+        if len(set(per_position)) > 1:
+            few = sum(1 for n in per_position if n < 2)
+            reasons.append(
+                f"{few} of {len(per_position)} slice positions hold fewer than 2 phases (phases per position: "
+                f"{', '.join(str(n) for n in per_position)}; a cine needs >= 2 at every position)"
+            )
+        else:
+            reasons.append(f"{plural(n_phases, 'phase')} per slice position (need >= 2 for a cine)")
     return reasons
 
 
@@ -295,7 +315,7 @@ def rejection_reasons(info: SeriesInfo, incomplete_positions: str = "raise") -> 
         n_full = sum(1 for n in info.phases_per_position if n == full)
         counts = count_reasons(n_full, full, min_positions=1)
     else:
-        counts = count_reasons(info.n_positions, info.n_phases)
+        counts = count_reasons(info.n_positions, info.n_phases, per_position=info.phases_per_position)
     # Identical duplicates are dropped when the pixels are read; they matter here when they are
     # why a position holds too few phases.
     if counts and info.duplicate_issue:
@@ -303,10 +323,17 @@ def rejection_reasons(info: SeriesInfo, incomplete_positions: str = "raise") -> 
     return reasons + counts
 
 
-def _tie_key(info: SeriesInfo) -> tuple[int, int, int, int]:
+def _tie_key(info: SeriesInfo, incomplete_positions: str) -> tuple[int, ...]:
+    """Ties among matches: the volume read (positions x phases, with ``drop`` the kept ones), its
+    positions, every acquired position, ORIGINAL over DERIVED, then the higher SeriesNumber."""
+    counts = info.phases_per_position
+    if incomplete_positions == "drop" and counts:
+        positions, phases = sum(1 for n in counts if n == max(counts)), max(counts)
+    else:
+        positions, phases = info.n_positions, info.n_phases
     original = int(bool(info.image_type) and info.image_type[0] == "ORIGINAL")
     number = info.series_number if info.series_number is not None else -1
-    return (info.n_positions * info.n_phases, info.n_positions, original, number)
+    return (positions * phases, positions, info.n_positions, original, number)
 
 
 def _named(infos: Sequence[SeriesInfo], name: str | int) -> SeriesInfo:
@@ -379,7 +406,8 @@ def select_short_axis_cine(
     for rule in rule_list:
         matched = [s for s in candidates if not rule.failed(s)]
         if matched:
-            return SelectedSeries(max(matched, key=_tie_key), rule.name, where)
+            best = max(matched, key=lambda m: _tie_key(m, incomplete_positions))
+            return SelectedSeries(best, rule.name, where)
     listed = []
     for s in infos:
         reasons = rejection_reasons(s, incomplete_positions)

@@ -32,7 +32,7 @@ rule picked the series), ``frame_of_reference_uid`` (slice 0's) and ``frame_of_r
 (every distinct one), ``series_number``, ``series_description``, ``sop_class_uid``,
 ``patient_id``, ``manufacturer``, ``scanner``, ``field_strength_t``, ``height_cm``,
 ``weight_kg``, ``sex``, ``age_years``, ``phase_order``, ``slice_order``, ``slice_positions_mm``,
-``trigger_times_ms_per_slice``, ``trigger_time_spread_ms``, ``ed_es_known``, ``problems``,
+``trigger_times_ms_per_slice``, ``trigger_time_spread_ms``, ``trigger_time_gaps``, ``ed_es_known``, ``problems``,
 ``skipped``, ``duplicates_dropped``, ``positions_dropped``, ``dicom_warnings`` (pydicom's
 warnings, one line per kind).
 
@@ -63,7 +63,7 @@ from cardiolora.dicom.select import check_policy, count_reasons, select_short_ax
 from cardiolora.dicom.stack import assemble_stacks
 from cardiolora.errors import MAX_NAMES, InputError, Problem, name_list
 
-__all__ = ["DEFAULT_MAX_BYTES", "read_cine", "read_short_axis_cine", "read_study"]
+__all__ = ["DEFAULT_MAX_BYTES", "read_cine", "read_short_axis_cine", "read_study", "trigger_gaps"]
 
 #: Default pixel-memory limit of :func:`read_cine` (2 GiB of float32 voxels).
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -181,6 +181,35 @@ def _trigger_times(
     return np.asarray(means, dtype=np.float64), table, spread
 
 
+def trigger_gaps(times_ms: np.ndarray, factor: float = 1.5) -> list[str]:
+    """Steps between consecutive phases' trigger times that are over `factor` × the median step.
+
+    A cine's phases are evenly spaced in time; a step much longer than the others means a phase
+    is missing there (a file lost or left out by the scan).
+
+    Args:
+        times_ms: mean trigger time per phase (NaN when unknown: then no gap is reported).
+        factor: how many median steps make a gap (> 1).
+
+    Returns:
+        One note per gap, e.g. ``"trigger times jump 97 ms between phases 3 and 4 (median step
+        48 ms): a phase missing?"``.
+    """
+    times = np.asarray(times_ms, dtype=float)
+    if times.size < 3 or not np.all(np.isfinite(times)):
+        return []
+    steps = np.diff(times)
+    median = float(np.median(steps))
+    if median <= 0:
+        return []
+    return [
+        f"trigger times jump {step:.0f} ms between phases {t} and {t + 1} (median step {median:.0f} ms): "
+        "a phase missing?"
+        for t, step in enumerate(steps)
+        if step > factor * median
+    ]
+
+
 def _drop_incomplete_positions(lay: Layout) -> tuple[Layout, list[str]]:
     """Keep the slice positions that hold the full (largest) phase set; re-analyse their frames.
 
@@ -281,7 +310,10 @@ def read_cine(
     if incomplete_positions == "drop":
         lay, positions_dropped = _drop_incomplete_positions(lay)
     issues = lay.issues + count_reasons(
-        len(lay.slices), min((len(s) for s in lay.slices), default=0), min_positions=1 if positions_dropped else 2
+        len(lay.slices),
+        min((len(s) for s in lay.slices), default=0),
+        min_positions=1 if incomplete_positions == "drop" else 2,
+        per_position=[len(s) for s in lay.slices],
     )
     if issues or lay.row_cos is None or lay.col_cos is None or lay.normal is None:
         raise InputError(f"{info.label} cannot be read as a short-axis cine: {'; '.join(issues)}.")
@@ -356,6 +388,7 @@ def read_cine(
     affine[:3, 2] = lay.normal * spacing_z
     affine[:3, 3] = lay.slices[0][0].position  # type: ignore[assignment]
     times, per_slice, spread = _trigger_times(lay.slices, n_phases)
+    gaps = trigger_gaps(times)
 
     header = info.header
     meta: dict[str, object] = {
@@ -378,6 +411,7 @@ def read_cine(
         "slice_positions_mm": list(lay.projections),
         "trigger_times_ms_per_slice": per_slice,
         "trigger_time_spread_ms": spread,
+        "trigger_time_gaps": gaps,
         "ed_es_known": False,
         "problems": [str(p) for p in info.problems],
         "source_series_instance_uids": list(info.source_series),

@@ -3,7 +3,7 @@
 ``cardiolora segment STUDY_OR_FOLDER_OF_STUDIES --out DIR --model model.pt`` runs, per study:
 
 1. **read** — a DICOM folder (any nesting; the short-axis cine is picked by
-   :func:`~cardiolora.site.dicom_reader.read_short_axis_cine`, or named with ``--series``) or a
+   :func:`~cardiolora.dicom.read_short_axis_cine`, or named with ``--series``) or a
    NIfTI stack / cine (:func:`~cardiolora.site.nifti_io.read_nifti_cine`);
 2. **segment** — every slice of every phase with the site's model
    (:func:`~cardiolora.site.model.load_site_model`: plain weights, or base + adapter merged once)
@@ -41,6 +41,7 @@ finishes the other studies).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -55,12 +56,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cardiolora.data.cine import CineStudy, nifti_affine
-from cardiolora.site.dicom_reader import (
+from cardiolora.dicom import (
     DEFAULT_MAX_BYTES,
     INCOMPLETE_POSITION_POLICIES,
-    DicomInputError,
-    read_short_axis_cine,
+    ScanResult,
+    StudyScan,
+    load_rules,
+    read_study,
+    scan_folder,
+    select_short_axis_cine,
 )
+from cardiolora.errors import InputError, Problem
 from cardiolora.site.nifti_io import is_nifti, nifti_study_name, read_nifti_cine, write_nifti_outputs
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_OK",
+    "EXIT_PARTIAL",
     "EXIT_SKIPPED",
     "EXIT_UNEXPECTED",
     "BatchOutcome",
@@ -90,6 +97,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
+EXIT_PARTIAL = 4
 
 #: Trigger times of one phase that differ by more than this across slices are worth a warning.
 TRIGGER_SPREAD_WARN_MS = 50.0
@@ -104,11 +112,20 @@ class StudyInput:
         name: output folder name (unique within a run).
         path: the DICOM folder / file or the NIfTI file.
         kind: ``"dicom"``, ``"nifti"`` or ``"other"`` (a loose file in a batch folder: skipped).
+        scan: for DICOM, the study as the folder scan found it (PatientID + StudyInstanceUID);
+            ``None`` when the scan found no image series there.
+        problems: files the scan left out that lie in this study's folder.
+        skipped: files the scan skipped on purpose (DICOMDIR, non-image instances).
+        warnings: pydicom's warnings during the scan, one line per kind.
     """
 
     name: str
     path: Path
     kind: str
+    scan: StudyScan | None = None
+    problems: tuple[Problem, ...] = ()
+    skipped: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,9 @@ class SegmentOptions:
         progress: show a tqdm bar per study.
         sw_batch_size: slices per forward pass.
         postprocess: apply the anatomical clean-up.
+        series_rules: a series-selection rules file (``None``: the defaults,
+            :data:`cardiolora.dicom.DEFAULT_RULES_FILE`).
+        seg_per_phase: write one SEG instance per phase instead of one SEG object per study.
     """
 
     series: str | None = None
@@ -132,6 +152,8 @@ class SegmentOptions:
     progress: bool = True
     sw_batch_size: int = 8
     postprocess: bool = True
+    series_rules: str | None = None
+    seg_per_phase: bool = False
 
     def __post_init__(self) -> None:
         if self.incomplete_positions not in INCOMPLETE_POSITION_POLICIES:
@@ -143,6 +165,8 @@ class SegmentOptions:
             raise ValueError(f"`max_bytes` must be a positive integer, got {self.max_bytes!r}.")
         if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int) or self.sw_batch_size < 1:
             raise ValueError(f"`sw_batch_size` must be a positive integer, got {self.sw_batch_size!r}.")
+        if self.series_rules is not None:
+            load_rules(self.series_rules)  # a bad rules file is refused before any study is read
 
 
 @dataclass
@@ -151,7 +175,10 @@ class StudyOutcome:
 
     Attributes:
         study: the input.
-        status: ``done``, ``skipped`` (bad input), ``exists`` (finished output kept) or ``error``.
+        status: ``done`` (every promised output written), ``partial`` (written, but a promised
+            output is missing: `reason` names it and why), ``skipped`` (bad input), ``exists``
+            (finished output kept), ``failed`` (the report itself could not be written: nothing
+            kept) or ``error`` (unexpected).
         reason: why it was not done (empty when done).
         output: the study's output folder (done / exists).
         row: its CSV row values (see :data:`cardiolora.site.report.CSV_COLUMNS`).
@@ -192,14 +219,17 @@ def exit_code(outcomes: Sequence[StudyOutcome], batch: bool) -> int:
         batch: whether the input was a folder of studies.
 
     Returns:
-        0 all done; 1 an unexpected error; 2 a single study not done (or no study); 3 a batch
-        with skipped studies.
+        0 all done; 1 an unexpected error or a study whose report could not be written
+        (``error`` / ``failed``); 4 a study with a promised output missing (``partial``); 2 a
+        single study not done (or no study); 3 a batch with skipped studies.
     """
     statuses = [o.status for o in outcomes]
     if not statuses:
         return EXIT_BAD_INPUT
-    if "error" in statuses:
+    if "error" in statuses or "failed" in statuses:
         return EXIT_UNEXPECTED
+    if "partial" in statuses:
+        return EXIT_PARTIAL
     if all(s == "done" for s in statuses):
         return EXIT_OK
     return EXIT_SKIPPED if batch else EXIT_BAD_INPUT
@@ -214,29 +244,59 @@ def _visible(entries: Sequence[Path]) -> list[Path]:
     return sorted(p for p in entries if not p.name.startswith("."))
 
 
-def _dicom_header(path: Path) -> Any | None:
-    """The header of `path` when it is a DICOM file (Part 10, e.g. also a DICOMDIR), else None."""
-    import pydicom
-
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - anything unreadable is simply "not DICOM" here
-        return None
+def _safe_name(text: str) -> str:
+    """`text` as a folder name (letters, digits, ``-``, ``_``, ``.``)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._")
+    return cleaned or "study"
 
 
-def _first_study_uid(folder: Path) -> str | None:
-    """StudyInstanceUID of the first DICOM file found under `folder` (a few files tried)."""
-    tried = 0
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            ds = _dicom_header(Path(root) / name)
-            if ds is not None and "StudyInstanceUID" in ds:
-                return str(ds.StudyInstanceUID)
-            tried += 1
-            if tried >= _HEADER_PROBES:
-                return None
-    return None
+def _top_folder(path: Path, root: Path) -> str:
+    """The first folder below `root` on the way to `path` (``""`` for files at the top)."""
+    parts = path.relative_to(root).parts if path != root else ()
+    return parts[0] if len(parts) > 1 else ""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
+def _dicom_studies(root: Path, scan: ScanResult) -> list[StudyInput]:
+    """One :class:`StudyInput` per (PatientID, StudyInstanceUID) that the scan of `root` found.
+
+    A study's name is the subfolder of `root` that holds all its files when that subfolder
+    holds no other study, else ``<PatientID>_<end of the StudyInstanceUID>``. Files the scan
+    left out go to the study whose subfolder holds them.
+    """
+    found = scan.studies()
+    homes = []
+    for study in found:
+        tops = {_top_folder(p, root) for p in study.files}
+        homes.append(next(iter(tops)) if len(tops) == 1 and "" not in tops else "")
+    counts = {h: homes.count(h) for h in homes}
+    homed = [root / h for h in homes if h and counts[h] == 1]
+    out = []
+    for study, home in zip(found, homes, strict=True):
+        if home and counts[home] == 1:
+            name, folder = home, root / home
+            mine = tuple(p for p in scan.problems if _inside(p.path, folder))
+            skipped = tuple(p for p in scan.skipped if _inside(p.path, folder))
+        else:  # flat or interleaved: the files left out outside every study folder concern it
+            name, folder = _safe_name(f"{study.patient_id or 'anonymous'}_{study.study_uid[-8:]}"), root
+            mine = tuple(p for p in scan.problems if not any(_inside(p.path, h) for h in homed))
+            skipped = tuple(p for p in scan.skipped if not any(_inside(p.path, h) for h in homed))
+        out.append(StudyInput(name, folder, "dicom", study, mine, skipped, tuple(scan.warnings)))
+    return out
+
+
+def _folder_studies(folder: Path, scan: ScanResult | None = None) -> list[StudyInput]:
+    """The DICOM studies of `folder` (or file); one study keeps the folder's (or file's) name."""
+    scan = scan if scan is not None else scan_folder(folder)
+    found = _dicom_studies(folder, scan)
+    if len(found) > 1:
+        return found
+    name = folder.stem if folder.is_file() else folder.name
+    study = found[0].scan if found else None
+    return [StudyInput(name, folder, "dicom", study, tuple(scan.problems), tuple(scan.skipped), tuple(scan.warnings))]
 
 
 def _unique_names(studies: list[StudyInput]) -> list[StudyInput]:
@@ -245,56 +305,49 @@ def _unique_names(studies: list[StudyInput]) -> list[StudyInput]:
     for s in studies:
         n = seen.get(s.name, 0)
         seen[s.name] = n + 1
-        out.append(s if n == 0 else StudyInput(f"{s.name}_{n + 1}", s.path, s.kind))
+        out.append(s if n == 0 else dataclasses.replace(s, name=f"{s.name}_{n + 1}"))
     return out
 
 
 def find_studies(path: str | os.PathLike) -> tuple[list[StudyInput], bool]:
     """The studies named by the command's input, and whether it is a batch.
 
-    Rule: a NIfTI file is one study; another file is one DICOM study. A folder is
-
-    * a **batch** when it holds NIfTI files at its top level (each NIfTI file and each subfolder
-      is a study; other loose files are listed as skipped), or when it holds no DICOM file at its
-      top level and its subfolders hold DICOM files of two or more StudyInstanceUIDs (the first
-      header found in each subfolder): each subfolder is a study (those without DICOM are listed
-      as skipped);
-    * otherwise **one study**: DICOM files (a DICOMDIR counts) at the top level, a single
-      subfolder (``STUDY/DICOM/...`` exports), or subfolders whose DICOM files belong to one
-      StudyInstanceUID (series folders, next to folders of contours or reports).
+    Rule: a NIfTI file is one study. DICOM input (a file or a folder, any nesting) is scanned once
+    and its image files grouped into **studies by PatientID + StudyInstanceUID**: one study is
+    processed under the input's name; several make a batch, each study named by the subfolder
+    that holds it (else ``<PatientID>_<end of the StudyInstanceUID>``). A folder holding NIfTI
+    files at its top level is a batch of those files and of its subfolders (each scanned the same
+    way); other loose files there are listed as skipped.
 
     Args:
         path: the command's input.
 
     Returns:
-        ``(studies, batch)``; hidden entries (``.name``) are ignored.
+        ``(studies, batch)``; hidden entries (``.name``) are ignored at the top level.
 
     Raises:
-        DicomInputError: if `path` does not exist.
+        InputError: if `path` does not exist.
     """
     root = Path(path)
     if not root.exists():
-        raise DicomInputError(f"{root}: no such file or folder.")
-    if root.is_file():
-        kind = "nifti" if is_nifti(root) else "dicom"
-        name = nifti_study_name(root) if kind == "nifti" else root.stem
-        return [StudyInput(name, root, kind)], False
-    entries = _visible(list(root.iterdir()))
-    files = [p for p in entries if p.is_file()]
-    folders = [p for p in entries if p.is_dir()]
-    niftis = [p for p in files if is_nifti(p)]
+        raise InputError(f"{root}: no such file or folder.")
+    if root.is_file() and is_nifti(root):
+        return [StudyInput(nifti_study_name(root), root, "nifti")], False
+    entries = _visible(list(root.iterdir())) if root.is_dir() else []
+    niftis = [p for p in entries if p.is_file() and is_nifti(p)]
     if niftis:
         studies = [StudyInput(nifti_study_name(p), p, "nifti") for p in niftis]
-        studies += [StudyInput(p.name, p, "dicom") for p in folders]
-        studies += [StudyInput(p.name, p, "other") for p in files if not is_nifti(p)]
+        for folder in (p for p in entries if p.is_dir()):
+            studies += _folder_studies(folder)
+        studies += [StudyInput(p.name, p, "other") for p in entries if p.is_file() and not is_nifti(p)]
         return _unique_names(studies), True
-    if any(_dicom_header(p) is not None for p in files[:_HEADER_PROBES]) or len(folders) < 2:
-        return [StudyInput(root.name, root, "dicom")], False
-    uids = {uid for uid in (_first_study_uid(f) for f in folders) if uid is not None}
-    if len(uids) <= 1:  # one study whose series (and maybe contour or report folders) are subfolders
-        return [StudyInput(root.name, root, "dicom")], False
-    studies = [StudyInput(p.name, p, "dicom") for p in folders]
-    studies += [StudyInput(p.name, p, "other") for p in files]
+    scan = scan_folder(root)
+    found = _dicom_studies(root, scan)
+    if len(found) <= 1:
+        return _folder_studies(root, scan), False
+    flat = any(s.path == root for s in found)  # loose files then belong to the flat studies' problems
+    loose = [] if flat else [p for p in scan.problems if p.path.parent == root]
+    studies = found + [StudyInput(p.path.name, p.path, "other") for p in loose]
     return _unique_names(studies), True
 
 
@@ -314,23 +367,30 @@ def load_study(study: StudyInput, options: SegmentOptions) -> CineStudy:
         The :class:`CineStudy` ``(T, Z, Y, X)``.
 
     Raises:
-        DicomInputError: naming the file or series, for every kind of bad input (see the reader
+        InputError: naming the file or series, for every kind of bad input (see the reader
             and :func:`~cardiolora.site.nifti_io.read_nifti_cine`); also for a loose non-study
             file in a batch folder.
     """
     if study.kind == "other":
-        raise DicomInputError(
+        raise InputError(
             f"{study.path}: not a study (a loose file in a batch folder; a study is a subfolder or a NIfTI file)."
         )
     if study.kind == "nifti":
         if options.series is not None:
-            raise DicomInputError(f"{study.path}: --series applies to DICOM input, not to a NIfTI file.")
+            raise InputError(f"{study.path}: --series applies to DICOM input, not to a NIfTI file.")
         return read_nifti_cine(study.path, options.max_bytes)
-    return read_short_axis_cine(
-        study.path,
+    if study.scan is None:
+        empty = ScanResult(study.path, [], list(study.problems), list(study.skipped), 0)
+        select_short_axis_cine(empty)  # raises "no DICOM image series found", naming the files left out
+    return read_study(
+        study.scan,  # type: ignore[arg-type]
         options.series,
+        rules=options.series_rules,
         max_bytes=options.max_bytes,
         incomplete_positions=options.incomplete_positions,
+        problems=study.problems,
+        skipped=study.skipped,
+        warnings=study.warnings,
     )
 
 
@@ -411,6 +471,15 @@ def _warnings(cine: CineStudy, function: dict[str, Any] | None, curves: dict[str
         out.append(f"file left out by the scan: {p}")
     for d in meta.get("duplicates_dropped") or []:
         out.append(f"duplicate instance ignored: {d}")
+    out.extend(meta.get("trigger_time_gaps") or [])
+    out.extend(meta.get("stack_notes") or [])
+    frames_of_reference = meta.get("frame_of_reference_uids") or []
+    if len(frames_of_reference) > 1:
+        out.append(
+            f"the source files carry {len(frames_of_reference)} different FrameOfReferenceUIDs; their geometry "
+            f"was checked to form one stack and the outputs use slice 0's ({meta.get('frame_of_reference_uid')})"
+        )
+    out.extend(f"DICOM reading: {w}" for w in meta.get("dicom_warnings") or [])
     if not np.any(curves["LV"] > 0):
         out.append("no LV cavity found in any phase")
     if function is not None and function["ed_phase"] == function["es_phase"]:
@@ -420,7 +489,8 @@ def _warnings(cine: CineStudy, function: dict[str, Any] | None, curves: dict[str
 
 def _series_info(cine: CineStudy) -> dict[str, Any]:
     keys = ("study_instance_uid", "series_instance_uid", "series_number", "series_description", "patient_id",
-            "manufacturer", "scanner", "field_strength_t", "phase_order", "incomplete_positions")  # fmt: skip
+            "manufacturer", "scanner", "field_strength_t", "phase_order", "incomplete_positions", "series_rule",
+            "series_rules_file", "assembled_by", "source_series_instance_uids", "frame_of_reference_uid")  # fmt: skip
     return {k: cine.meta[k] for k in keys if k in cine.meta}
 
 
@@ -536,7 +606,6 @@ def _write_outputs(
     options: SegmentOptions,
 ) -> dict[str, Any]:
     """Write every output of one study into `tmp`; returns the report written."""
-    import cardiolora
     from cardiolora.site.figures import overlay_montage, volume_curve_figure
     from cardiolora.site.report import write_csv, write_json
 
@@ -545,43 +614,102 @@ def _write_outputs(
     ed = None if function is None else int(function["ed_phase"])
     es = None if function is None else int(function["es_phase"])
     outputs: dict[str, Any] = {}
+    missing: dict[str, str] = {}
     nifti = write_nifti_outputs(cine, labels, tmp / "nifti", ed, es)
     outputs["nifti"] = {k: str(p.relative_to(tmp)) for k, p in nifti.items()}
     if study.kind == "dicom":
-        from cardiolora.site.dicom_seg import write_cine_seg
-
-        try:
-            number = cine.meta.get("series_number")
-            segs = write_cine_seg(
-                labels,
-                cine.meta["source_files"],
-                cine.meta["source_frame_numbers"],
-                tmp / "seg",
-                version=cardiolora.__version__,
-                parameters={"profile": model.profile.name, "model_sha256": model.model_sha256[:16]},
-                trigger_times_ms=cine.trigger_times_ms,
-                ed_phase=ed,
-                es_phase=es,
-                series_number=1000 + int(number) if isinstance(number, int) and 0 <= number < 2**30 else 9901,
-            )
-            outputs["dicom_seg"] = [str(p.relative_to(tmp)) for p in segs]
-        except ValueError as err:
-            report["warnings"].append(f"DICOM SEG not written: {err}")
-            outputs["dicom_seg"] = []
+        _write_dicom_outputs(tmp, cine, model, labels, options, report, outputs, missing)
     phases = {"ED": ed, "ES": es} if function is not None else {"phase": 0}
     title = f"{study.name}: " + (
         f"LV EF {_fmt(function['lv_ef_pct'])} %, RV EF {_fmt(function['rv_ef_pct'])} %" if function else "single phase"
     )
-    outputs["overlay_png"] = overlay_montage(cine.image, labels, phases, tmp / "overlay_ed_es.png", title).name
-    if function is not None:
-        curves = report["volume_curve_ml"]
-        outputs["volume_curve_png"] = volume_curve_figure(
-            curves, cine.trigger_times_ms, ed, es, tmp / "volume_curve.png", title
-        ).name
+    try:
+        outputs["overlay_png"] = overlay_montage(cine.image, labels, phases, tmp / "overlay_ed_es.png", title).name
+        if function is not None:
+            curves = report["volume_curve_ml"]
+            outputs["volume_curve_png"] = volume_curve_figure(
+                curves, cine.trigger_times_ms, ed, es, tmp / "volume_curve.png", title
+            ).name
+    except Exception as err:  # noqa: BLE001 - a picture that fails must not lose the other outputs
+        missing["figures"] = f"{type(err).__name__}: {err}"
+    if missing:
+        report["status"] = "partial"
+        report["reason"] = "; ".join(f"{k} not written: {v}" for k, v in missing.items())
+    report["missing_outputs"] = missing
     report["outputs"] = outputs
     write_json(report, tmp / "report.json")
     write_csv([report_row(report, None)], tmp / "report.csv")
     return report
+
+
+def _write_dicom_outputs(
+    tmp: Path,
+    cine: CineStudy,
+    model: SiteModel,
+    labels: np.ndarray,
+    options: SegmentOptions,
+    report: dict[str, Any],
+    outputs: dict[str, Any],
+    missing: dict[str, str],
+) -> None:
+    """Write the DICOM SEG and SR of a DICOM study into `tmp`; record what could not be written.
+
+    The SEG is one object for the whole study (``seg/seg.dcm``; one instance per phase with
+    ``options.seg_per_phase``). The SR (``sr/measurements.dcm``) references the SEG, so it is
+    missing when the SEG is; a single-phase study has no ED/ES measurements and promises no SR.
+    Reasons go to `missing` (the study becomes ``partial``), notes to ``report["dicom_notes"]``.
+    """
+    import cardiolora
+    from cardiolora.dicom.seg import write_study_seg
+    from cardiolora.dicom.sr import write_measurement_sr
+
+    function = report["function"]
+    ed = None if function is None else int(function["ed_phase"])
+    es = None if function is None else int(function["es_phase"])
+    number = cine.meta.get("series_number")
+    number = int(number) if isinstance(number, int) and 0 <= number < 2**30 else 0
+    notes: list[str] = report.setdefault("dicom_notes", [])
+    try:
+        seg = write_study_seg(
+            labels,
+            cine.meta["source_files"],
+            cine.meta["source_frame_numbers"],
+            tmp / "seg" / ("phase.dcm" if options.seg_per_phase else "seg.dcm"),
+            version=cardiolora.__version__,
+            parameters={"profile": model.profile.name, "model_sha256": model.model_sha256[:16]},
+            trigger_times_ms=cine.trigger_times_ms,
+            ed_phase=ed,
+            es_phase=es,
+            series_number=1000 + number,
+            frame_of_reference_uid=cine.meta.get("frame_of_reference_uid") or None,
+            per_phase=options.seg_per_phase,
+        )
+    except Exception as err:  # noqa: BLE001 - highdicom raises many types; the study becomes partial
+        missing["dicom_seg"] = f"{type(err).__name__}: {err}"
+        if function is not None:
+            missing["dicom_sr"] = "it references the DICOM SEG, which could not be written"
+        return
+    outputs["dicom_seg"] = [str(p.relative_to(tmp)) for p in seg.paths]
+    notes.extend(seg.notes)
+    if function is None:
+        notes.append("no DICOM SR: a single phase has no ED/ES measurements")
+        return
+    evidence = sorted({*cine.meta["source_files"][ed], *cine.meta["source_files"][es]})
+    try:
+        sr = write_measurement_sr(
+            list(seg.paths),
+            evidence,
+            function,
+            tmp / "sr" / "measurements.dcm",
+            version=cardiolora.__version__,
+            series_number=2000 + number,
+            flags=tuple(report.get("flags", ())),
+            trigger_times_ms=cine.trigger_times_ms,
+        )
+    except Exception as err:  # noqa: BLE001 - highdicom raises many types; the study becomes partial
+        missing["dicom_sr"] = f"{type(err).__name__}: {err}"
+        return
+    outputs["dicom_sr"] = str(sr.relative_to(tmp))
 
 
 def _fmt(value: float) -> str:
@@ -653,9 +781,15 @@ def run_study(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        report = _write_outputs(tmp, study, cine, model, raw, labels, options)
-        _commit(tmp, target)
-    except DicomInputError as err:
+        try:
+            report = _write_outputs(tmp, study, cine, model, raw, labels, options)
+            _commit(tmp, target)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            reason = f"the outputs could not be written ({err}); nothing was kept"
+            logger.error("failed %s: %s", study.name, reason)
+            return StudyOutcome(study, "failed", reason, None, {**base_row, "status": "failed", "reason": reason})
+    except InputError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         logger.warning("skipped %s: %s", study.name, err)
         return StudyOutcome(study, "skipped", str(err), None, {**base_row, "status": "skipped", "reason": str(err)})
@@ -664,7 +798,10 @@ def run_study(
         logger.error("unexpected error on %s:\n%s", study.name, traceback.format_exc())
         reason = f"unexpected {type(err).__name__}: {err}"
         return StudyOutcome(study, "error", reason, None, {**base_row, "status": "error", "reason": reason})
-    return StudyOutcome(study, "done", "", target, report_row(report, target))
+    status = report.get("status", "done")
+    if status != "done":
+        logger.warning("partial %s: %s", study.name, report.get("reason", ""))
+    return StudyOutcome(study, status, report.get("reason", ""), target, report_row(report, target))
 
 
 def run_segment(
@@ -682,7 +819,7 @@ def run_segment(
         The outcomes; for a batch, ``DIR/studies.csv`` and ``DIR/run.json`` are written.
 
     Raises:
-        DicomInputError: if `path` does not exist.
+        InputError: if `path` does not exist.
     """
     from cardiolora.site.report import now_iso, software_versions, write_csv, write_json
 

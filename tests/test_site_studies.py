@@ -1,0 +1,139 @@
+"""The site application on real-world folder layouts: studies by patient, SEG and SR or a partial
+status, and series selection by a rules file.
+
+The network is an untrained quick-profile U-Net (seeded): these tests are about what is read,
+written and reported, not about accuracy (tests/test_site_app.py measures that).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from cardiolora.cli import main
+from cardiolora.data.phantom import make_subject
+from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
+from cardiolora.networks import lora_unet, plain_state_dict
+from cardiolora.site.app import EXIT_PARTIAL, find_studies
+
+
+def _small(seed: int, subject_id: str):
+    s = make_subject(seed, "siemens", subject_id=subject_id, n_phases=3)
+    return dataclasses.replace(s, image=np.ascontiguousarray(s.image[:, :3, :32, :32]), label=None)
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """Two patients' studies mixed in one flat folder, and a model file."""
+    root = tmp_path_factory.mktemp("studies")
+    mixed = root / "mixed"
+    for seed, pid in ((21, "PAT-A"), (22, "PAT-B")):
+        files = write_dicom_cine(_small(seed, pid), root / "tmp" / pid, uid_seed=pid, file_prefix=pid)
+        write_dicom_localizers(_small(seed, pid), root / "tmp" / pid, files[0], uid_seed=pid, n_lax_phases=2)
+    mixed.mkdir()
+    for p in sorted((root / "tmp").rglob("*.dcm")):
+        shutil.copy(p, mixed / f"{p.parent.name}_{p.name}")  # one flat folder, as a PACS export
+    (mixed / "notes.txt").write_text("not an image")
+    torch.manual_seed(0)
+    torch.save(plain_state_dict(lora_unet("quick")), root / "model.pt")
+    return root
+
+
+def _segment(layouts, source, out, *extra):
+    args = ["segment", str(source), "--out", str(out), "--model", str(layouts / "model.pt"), "--no-progress"]
+    return main([*args, *extra])
+
+
+def test_a_folder_of_two_patients_gives_one_outcome_per_study(layouts, capsys):
+    studies, batch = find_studies(layouts / "mixed")
+    assert batch and len(studies) == 2
+    assert sorted(s.scan.patient_id for s in studies) == ["PAT-A", "PAT-B"]
+    out = layouts / "out-mixed"
+    assert _segment(layouts, layouts / "mixed", out) == 0
+    rows = list(csv.DictReader((out / "studies.csv").open()))
+    assert sorted(r["status"] for r in rows) == ["done", "done"]
+    for study in studies:
+        folder = out / study.name
+        report = json.loads((folder / "report.json").read_text())
+        assert report["status"] == "done" and report["missing_outputs"] == {}
+        assert report["series"]["patient_id"] == study.scan.patient_id
+        [seg_file] = report["outputs"]["dicom_seg"]
+        seg = hd.seg.segread(folder / seg_file)
+        assert seg.PatientID == study.scan.patient_id and int(seg.NumberOfFrames) == 3 * 3 * 3  # T x Z x segments
+        sr = pydicom.dcmread(folder / report["outputs"]["dicom_sr"])
+        assert sr.Modality == "SR" and sr.PatientID == study.scan.patient_id
+        refs = [r.ReferencedSOPInstanceUID for item in sr.CurrentRequestedProcedureEvidenceSequence
+                for s in item.ReferencedSeriesSequence for r in s.ReferencedSOPSequence]  # fmt: skip
+        assert seg.SOPInstanceUID in refs
+
+
+def test_a_missing_seg_makes_the_study_partial_never_done(layouts, monkeypatch, capsys):
+    import cardiolora.dicom.seg as seg_module
+
+    def broken(*args, **kwargs):
+        raise ValueError("no room for frames")
+
+    monkeypatch.setattr(seg_module, "write_study_seg", broken)
+    source = layouts / "tmp" / "PAT-A"
+    out = layouts / "out-partial"
+    assert _segment(layouts, source, out) == EXIT_PARTIAL == 4
+    err = capsys.readouterr().err
+    assert "partial" in err and "dicom_seg not written: ValueError: no room for frames" in err
+    assert "dicom_sr not written: it references the DICOM SEG" in err
+    assert "done" not in err.split("partial", 1)[0]
+    report = json.loads((out / "PAT-A" / "report.json").read_text())
+    assert report["status"] == "partial" and set(report["missing_outputs"]) == {"dicom_seg", "dicom_sr"}
+    assert (out / "PAT-A" / "nifti" / "labels.nii.gz").exists(), "what was written is kept"
+
+
+def test_series_rules_file_picks_and_is_named(layouts, tmp_path):
+    study = tmp_path / "two-stacks"
+    s = _small(23, "PAT-C")
+    write_dicom_cine(s, study, uid_seed="c", series_number=5, series_description="SA cine", file_prefix="SA")
+    study_uid = pydicom.dcmread(next(study.glob("SA_*"))).StudyInstanceUID
+    write_dicom_cine(s, study, uid_seed="c2", series_number=9, series_description="research stack",
+                     file_prefix="RS", study_uid=study_uid)  # fmt: skip
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        json.dumps({"rules": [{"name": "research-first", "conditions": {"SeriesDescription": "^research"}}]})
+    )
+    out = tmp_path / "out"
+    assert _segment(layouts, study, out) == 0
+    default = json.loads((out / "two-stacks" / "report.json").read_text())["series"]
+    assert default["series_number"] == 5 and default["series_rule"] == "short-axis-cine-by-name"
+    assert _segment(layouts, study, out, "--overwrite", "--series-rules", str(rules)) == 0
+    chosen = json.loads((out / "two-stacks" / "report.json").read_text())["series"]
+    assert chosen["series_number"] == 9 and chosen["series_rule"] == "research-first"
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ({"rules": []}, "`rules` must be a non-empty list"),
+        (
+            {"rules": [{"name": "x", "conditions": {"SeriesDescription": "("}}]},
+            "rule 'x': condition `SeriesDescription` has an invalid regular",
+        ),
+        (
+            {"rules": [{"name": "x", "conditions": {"n_positions": {"least": 3}}}]},
+            "condition `n_positions` has unknown keys ['least']",
+        ),
+        ({"rules": [{"conditions": {}}]}, "rule 1: each rule needs a `name`"),
+    ],
+    ids=["empty", "bad-regex", "bad-range", "no-name"],
+)
+def test_bad_rules_file_exits_2_naming_the_field(layouts, tmp_path, capsys, rules, message):
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+    assert _segment(layouts, layouts / "tmp" / "PAT-A", tmp_path / "out", "--series-rules", str(path)) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err
+    assert not (tmp_path / "out").exists(), "nothing is written for a refused rules file"
