@@ -40,7 +40,7 @@ from cardiolora.dicom import read_short_axis_cine
 from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 from cardiolora.metrics import dice
 from cardiolora.networks import lora_unet, plain_state_dict
-from cardiolora.site import app as site_app
+from cardiolora.site import outputs as site_outputs
 from cardiolora.site.app import SegmentOptions, find_studies, run_study
 from cardiolora.site.model import load_site_model
 
@@ -411,7 +411,7 @@ def test_a_failure_while_writing_keeps_the_old_output(tiny, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(site_app, "write_nifti_outputs", broken)
+    monkeypatch.setattr(site_outputs, "write_nifti_outputs", broken)
     assert _segment(tiny, "--overwrite") == 1
     assert (tiny / "out" / "tiny" / "report.json").read_bytes() == before
     assert sorted(p.name for p in (tiny / "out").iterdir()) == ["tiny"], "temporary folder left behind"

@@ -76,12 +76,12 @@ def test_a_folder_of_two_patients_gives_one_outcome_per_study(layouts, capsys):
 
 
 def test_a_missing_seg_makes_the_study_partial_never_done(layouts, monkeypatch, capsys):
-    import cardiolora.dicom.seg as seg_module
+    import cardiolora.site.outputs as outputs_module
 
     def broken(*args, **kwargs):
         raise ValueError("no room for frames")
 
-    monkeypatch.setattr(seg_module, "write_study_seg", broken)
+    monkeypatch.setattr(outputs_module, "write_study_seg", broken)
     source = layouts / "tmp" / "PAT-A"
     out = layouts / "out-partial"
     assert _segment(layouts, source, out) == EXIT_PARTIAL == 4
@@ -137,3 +137,13 @@ def test_bad_rules_file_exits_2_naming_the_field(layouts, tmp_path, capsys, rule
     err = capsys.readouterr().err
     assert str(path) in err and message in err
     assert not (tmp_path / "out").exists(), "nothing is written for a refused rules file"
+
+
+def test_seg_per_phase_option_writes_one_instance_per_phase(layouts, tmp_path):
+    out = tmp_path / "out"
+    assert _segment(layouts, layouts / "tmp" / "PAT-B", out, "--seg-per-phase") == 0
+    report = json.loads((out / "PAT-B" / "report.json").read_text())
+    segs = report["outputs"]["dicom_seg"]
+    assert len(segs) == 3 and all(pydicom.dcmread(out / "PAT-B" / p).Modality == "SEG" for p in segs)
+    assert len({pydicom.dcmread(out / "PAT-B" / p).SeriesInstanceUID for p in segs}) == 1
+    assert report["status"] == "done" and "dicom_sr" in report["outputs"]
