@@ -25,6 +25,11 @@ profile's grid, so each slice is one 224 x 224 window) is segmented with the pap
   cache is timed apart;
 
 and the full application step (``segment_labels``: pipeline + anatomical clean-up) is timed too.
+The DICOM side of a study is timed on the same study written as classic MR files
+(``cardiolora.dicom.mr_writer``): reading it (scan, series selection, pixels), the DICOM SEG as
+one object for the whole cine (the default) and as one instance per phase (the earlier layout;
+the ratio of the two is printed), and the DICOM SR; their sum with the application step is the
+site's whole step per study.
 Both pipelines run in the same process on the same weights and input, alternately, ``--repeats``
 times; the median is reported, with the labels' agreement (they must be equal) and the machine's
 load average (other jobs on the 2 cores slow both); the command fails if any pipeline's labels
@@ -127,6 +132,45 @@ PIPELINES: dict[str, tuple[int, int, str]] = {
 DEFAULT = "pipeline sw8"  # the application's default (SegmentOptions.sw_batch_size, DEFAULT_BACKEND)
 
 
+def dicom_io_times(study: CineStudy, labels: np.ndarray, repeats: int) -> dict[str, list[float]]:
+    """Seconds to read `study` from DICOM files and to write its SEG (both layouts) and SR."""
+    import tempfile
+
+    from cardiolora.clinical import cardiac_function
+    from cardiolora.dicom import read_short_axis_cine
+    from cardiolora.dicom.mr_writer import write_dicom_cine
+    from cardiolora.dicom.seg import write_study_seg
+    from cardiolora.dicom.sr import write_measurement_sr
+
+    root = Path(tempfile.mkdtemp(prefix="cardiolora-dicom-bench-"))
+    write_dicom_cine(study, root / "study", uid_seed="bench")
+    cleaned = np.clip(labels, 0, 3).astype(np.uint8)
+    function = cardiac_function(cleaned, study.spacing_zyx)
+    times: dict[str, list[float]] = {"dicom read": [], "seg one object": [], "seg per phase": [], "sr": []}
+    for i in range(repeats + 1):  # the first round warms up imports and caches: not kept
+        t = time.perf_counter()
+        cine = read_short_axis_cine(root / "study")
+        times["dicom read"].append(time.perf_counter() - t)
+        files, frames = cine.meta["source_files"], cine.meta["source_frame_numbers"]
+        t = time.perf_counter()
+        seg = write_study_seg(cleaned, files, frames, root / f"seg{i}" / "seg.dcm", version="bench")
+        times["seg one object"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        write_study_seg(cleaned, files, frames, root / f"phases{i}" / "seg.dcm", version="bench", per_phase=True)
+        times["seg per phase"].append(time.perf_counter() - t)
+        ed, es = int(function["ed_phase"]), int(function["es_phase"])
+        t = time.perf_counter()
+        write_measurement_sr(
+            list(seg.paths), sorted({*files[ed], *files[es]}), function, root / f"sr{i}.dcm", version="bench",
+            trigger_times_ms=cine.trigger_times_ms,
+        )  # fmt: skip
+        times["sr"].append(time.perf_counter() - t)
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    return {k: v[1:] for k, v in times.items()}
+
+
 def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     """Time the baseline and the pipeline variants alternately; return the measurements."""
     import tempfile
@@ -195,6 +239,10 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
         t = time.perf_counter()
         clean_cine(truth)
         times["clean-up of phantom labels"].append(time.perf_counter() - t)
+    times.update(dicom_io_times(study, labels[DEFAULT], repeats))
+    times["whole site step (read + application + SEG + SR)"] = [
+        sum(times[k][i] for k in ("dicom read", "application", "seg one object", "sr")) for i in range(repeats)
+    ]
     med = {k: float(np.median(v)) for k, v in times.items()}
     import shutil
 
@@ -257,6 +305,16 @@ def table(r: dict) -> str:
         f"| site application step (default pipeline + anatomical clean-up of its noisy random-weight labels) "
         f"| {m['application']:.1f} | {base / m['application']:.2f}x |"
     )
+    rows.append(f"| DICOM read: scan, series selection, pixels ({s['slices'] * s['phases']} classic MR files) "
+                f"| {m['dicom read']:.1f} | |")  # fmt: skip
+    rows.append(
+        f"| DICOM SEG, one object for the whole cine (default) | {m['seg one object']:.1f} | "
+        f"{m['seg per phase'] / m['seg one object']:.2f}x faster than per phase |"
+    )
+    rows.append(f"| DICOM SEG, one instance per phase (`--seg-per-phase`) | {m['seg per phase']:.1f} | |")
+    rows.append(f"| DICOM SR (TID 1500) | {m['sr']:.2f} | |")
+    whole = m["whole site step (read + application + SEG + SR)"]
+    rows.append(f"| **whole site step**: DICOM read + application step + SEG + SR | {whole:.1f} | |")
     shape = "x".join(str(n) for n in r["phantom_labels_shape"])
     rows.append(
         f"| anatomical clean-up alone, phantom ground-truth labels ({shape}) "
@@ -301,7 +359,13 @@ def main() -> None:
     result = run(args.phases, args.slices, args.repeats)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["median_seconds"], indent=1), f"speedup {result['speedup']:.2f}x")
+    med = result["median_seconds"]
+    print(json.dumps(med, indent=1), f"speedup {result['speedup']:.2f}x")
+    print(
+        f"SEG one object / per phase: {med['seg one object']:.2f} s / {med['seg per phase']:.2f} s = "
+        f"{med['seg one object'] / med['seg per phase']:.2f}; whole site step "
+        f"{med['whole site step (read + application + SEG + SR)']:.1f} s"
+    )
     disagree = {k: v for k, v in result["labels_equal_fraction"].items() if v < MIN_AGREEMENT}
     if disagree:  # a faster pipeline that labels differently is not a result: no README block
         raise SystemExit(f"labels differ from the baseline on more than {100 * (1 - MIN_AGREEMENT):g} %: {disagree}")

@@ -10,7 +10,12 @@ module                stage
 ``select``            series selection by a rules file (``series_rules.json`` the default)
 ``volume``            the chosen series' pixels → a ``(T, Z, Y, X)`` CineStudy
 ``seg``               DICOM SEG writer (one object per study) and reader
+``seg_frames``        the SEG's sources as a phase x slice table; the stand-in headers
+``seg_merge``         per-phase SEG frames merged into one object with a temporal dimension
 ``sr``                DICOM SR measurement report (TID 1500) writer and reader
+``sr_codes``          the SR's coded concepts (LOINC, SNOMED CT, DCM) and units
+``sr_content``        the SR's content tree
+``sources``           anonymiser values that are not valid DICOM, emptied; atomic saves
 ``mr_writer``         the phantom MR Image Storage writer, mirroring the reader's conventions
 ====================  ========================================================================
 

@@ -25,10 +25,12 @@ read so that the report shows one line per kind with a count instead of a flood.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -135,6 +137,12 @@ class WarningLog:
     message with quoted values and numbers replaced, so 240 "Invalid value for VR UI:
     '1.2.0897...'" warnings make one line.
 
+    Args:
+        loggers: names of loggers (e.g. ``"pydicom"``) whose records, and those of their
+            descendants, are held back while the log is active and kept in :attr:`records`
+            instead of being emitted (pydicom logs what it warns about; they are not counted
+            again in :meth:`lines`). Default: none, log records pass as usual.
+
     Example:
         >>> log = WarningLog()
         >>> with log:
@@ -143,13 +151,25 @@ class WarningLog:
         ["1 warning: Invalid value for VR UI: '1.2.03'"]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, loggers: Sequence[str] = ()) -> None:
         self._counts: Counter[str] = Counter()
         self._example: dict[str, str] = {}
         self._ctx: warnings.catch_warnings | None = None
         self._records: list[warnings.WarningMessage] | None = None
+        self._logger_names = tuple(loggers)
+        self._held: list[logging.Logger] = []
+        #: Log records held back from `loggers` (in order).
+        self.records: list[logging.LogRecord] = []
 
     def __enter__(self) -> WarningLog:
+        names = [
+            name
+            for name in dict.fromkeys([*self._logger_names, *logging.root.manager.loggerDict])
+            if any(name == root or name.startswith(root + ".") for root in self._logger_names)
+        ]
+        self._held = [logging.getLogger(name) for name in names]
+        for logger in self._held:
+            logger.addFilter(self._hold)
         self._ctx = warnings.catch_warnings(record=True)
         self._records = self._ctx.__enter__()
         warnings.simplefilter("always")
@@ -163,6 +183,14 @@ class WarningLog:
         assert self._ctx is not None
         self._ctx.__exit__(exc_type, exc, tb)
         self._ctx = self._records = None
+        for logger in self._held:
+            logger.removeFilter(self._hold)
+        self._held = []
+
+    def _hold(self, record: logging.LogRecord) -> bool:
+        """Logging filter: keep `record` in :attr:`records` and do not emit it."""
+        self.records.append(record)
+        return False
 
     def add(self, message: str) -> None:
         """Count one warning message under its kind."""
@@ -171,9 +199,12 @@ class WarningLog:
         self._counts[kind] += 1
         self._example.setdefault(kind, first)
 
-    def lines(self) -> list[str]:
-        """One line per kind: count and the first message of that kind."""
-        return [f"{n} warning{'s' if n != 1 else ''}: {self._example[kind]}" for kind, n in self._counts.most_common()]
+    def lines(self, width: int | None = None) -> list[str]:
+        """One line per kind: count and the first message of that kind (cut to `width` characters)."""
+        return [
+            f"{n} warning{'s' if n != 1 else ''}: {self._example[kind][:width]}"
+            for kind, n in self._counts.most_common()
+        ]
 
 
 # --------------------------------------------------------------------------------------------

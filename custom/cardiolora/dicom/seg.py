@@ -12,12 +12,11 @@ Enhanced / Legacy Converted Enhanced MR source); ``ReferencedSeriesSequence`` an
 ``SourceImageSequence`` name every source. ``per_phase=True`` writes the per-phase instances
 instead (one series, InstanceNumber and ContentLabel ``PHASE_<t>`` per phase).
 
-Sources. highdicom is given single-frame *stand-in* headers: the first source's attributes with
-invalid strings emptied (dates such as ``00000000`` / ``20120000``, bad times or sexes; all
-type 2 or 3 in the copied modules), each frame's geometry, one FrameOfReferenceUID (the caller's,
-else the first slice's: anonymisers often give every file its own) and a placeholder UID, later
-replaced by the real source UID, referenced as it is even when invalid (leading-zero components).
-The UIDs the SEG creates for itself are fresh. pydicom's warnings become one note per kind.
+Sources (:mod:`cardiolora.dicom.seg_frames`): highdicom is given single-frame *stand-in*
+headers, the first source's attributes with invalid strings emptied, each frame's geometry and a
+placeholder UID, later replaced by the real source UID (:mod:`cardiolora.dicom.seg_merge`),
+referenced as it is even when invalid. The UIDs the SEG creates for itself are fresh. pydicom's
+warnings become one note per kind (:class:`cardiolora.dicom.headers.WarningLog`).
 
 Segments (SNOMED CT via ``pydicom.sr.codedict.codes.SCT``; category 91723000 "Anatomical
 Structure", anatomic region Heart 80891009, algorithm AUTOMATIC ``cardiolora``, family DCM 123110
@@ -29,27 +28,19 @@ codes are used (as TotalSegmentator's SEG export does) and the SegmentLabel says
 
 from __future__ import annotations
 
-import datetime
-import logging
 import os
-import re
-import warnings
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-import pydicom
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.pixels import pack_bits
 from pydicom.sr.codedict import codes
-from pydicom.valuerep import DSfloat, validate_value
 
+from cardiolora.dicom.headers import WarningLog
+from cardiolora.dicom.seg_frames import Frame, frame_of_reference, read_sources, stand_in, stand_in_template
+from cardiolora.dicom.seg_merge import merge_phases, reference_sources
+from cardiolora.dicom.sources import save_atomic, valid_uid
 from cardiolora.labels import LV, MYO, RV
 
 __all__ = [
@@ -68,17 +59,6 @@ SEGMENTS: tuple[tuple[int, str, object, tuple[int, int, int]], ...] = (
     (MYO, "LV myocardium", codes.SCT.LeftVentricleMyocardium, (40, 200, 60)),
     (RV, "RV cavity", codes.SCT.RightVentricle, (40, 120, 230)),
 )
-_MR = "1.2.840.10008.5.1.4.1.1.4"
-_STRING_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UR UT".split())
-_TM = re.compile(r"([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?")
-_DT = re.compile(r"(\d{8})(\d{2,6}(?:\.\d{1,6})?)?([+-]\d{4})?")
-#: Not copied into the stand-ins (multi-frame structure, pixels) or set per stand-in.
-_DROP = frozenset(
-    "PixelData NumberOfFrames PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DimensionIndexSequence "
-    "DimensionOrganizationSequence SourceImageSequence ReferencedSeriesSequence SpacingBetweenSlices SOPClassUID "
-    "SOPInstanceUID Modality StudyInstanceUID SeriesInstanceUID FrameOfReferenceUID Rows Columns "
-    "ImagePositionPatient ImageOrientationPatient PixelSpacing SliceThickness".split()
-)
 
 
 @dataclass(frozen=True)
@@ -93,24 +73,6 @@ class SegResult:
 
     paths: tuple[Path, ...]
     notes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Frame:
-    """One source frame ``(t, z)``: its reference (``frame`` 0 = single-frame file) and geometry."""
-
-    path: str
-    frame: int
-    sop_uid: str
-    class_uid: str
-    study_uid: str
-    series_uid: str
-    for_uid: str | None
-    shape: tuple[int, int]
-    position: tuple[float, ...]
-    orientation: tuple[float, ...]
-    spacing: tuple[float, ...]
-    thickness: float | None
 
 
 def algorithm_identification(
@@ -177,295 +139,6 @@ def phase_description(t: int, n_phases: int, trigger_ms: float, ed: int | None, 
     return (text + (", " + "/".join(tags) if tags else ""))[:64]
 
 
-@contextmanager
-def _quiet() -> Iterator[list[warnings.WarningMessage]]:
-    """Record every warning and drop pydicom's log records (they become notes instead)."""
-    logger = logging.getLogger("pydicom")
-    logger.addFilter(_drop)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield caught
-    finally:
-        logger.removeFilter(_drop)
-
-
-def _drop(record: logging.LogRecord) -> bool:
-    """Logging filter that drops the record."""
-    return False
-
-
-def _warning_notes(caught: Sequence[warnings.WarningMessage]) -> list[str]:
-    """One line per kind of warning (quoted values and numbers masked): count and first message."""
-    kinds: dict[str, list] = {}
-    for w in caught:
-        msg = str(w.message).strip().splitlines()[0] if str(w.message).strip() else "(empty warning)"
-        kinds.setdefault(re.sub(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)*", "#", msg), [0, msg])[0] += 1
-    return [f"{n} warning{'s' if n != 1 else ''}: {msg[:240]}" for n, msg in kinds.values()]
-
-
-def _valid_uid(uid: str) -> bool:
-    """Whether `uid` is a valid DICOM UID (without pydicom's warning)."""
-    return len(uid) <= 64 and bool(pydicom.uid.RE_VALID_UID.match(uid))
-
-
-def _valid_text(vr: str, value: object) -> bool:
-    """Whether a string value is valid for `vr`; dates are checked on the calendar."""
-    text = str(value).strip()
-    if vr in ("DA", "DT"):
-        m = _DT.fullmatch(text)
-        if not m or (vr == "DA" and len(text) != 8) or (m.group(2) and not _TM.fullmatch(m.group(2))):
-            return False
-        try:
-            return bool(datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8])))
-        except ValueError:
-            return False
-    if vr == "TM":
-        return bool(_TM.fullmatch(text))
-    try:
-        validate_value(vr, text, pydicom.config.RAISE)
-    except ValueError:
-        return False
-    return True
-
-
-def _clean_header(ds: Dataset) -> tuple[Dataset, list[str]]:
-    """Top-level public attributes of `ds` (less `_DROP`), invalid strings emptied; what was emptied."""
-    out, fixed = Dataset(), []
-    for elem in ds:
-        if elem.keyword in _DROP or elem.tag.is_private or elem.tag.group == 0x7FE0:
-            continue
-        value = elem.value
-        if elem.VR in _STRING_VRS and value not in (None, ""):
-            values = list(value) if isinstance(value, MultiValue) else [value]
-            if not all(_valid_text(elem.VR, v) for v in values) or (
-                elem.keyword == "PatientSex" and str(value) not in ("M", "F", "O")
-            ):
-                fixed.append(f"{elem.keyword} {str(value)!r}")
-                elem = DataElement(elem.tag, elem.VR, "")
-        out.add(elem)
-    return out, fixed
-
-
-def _floats(value: object, n: int, where: str, field: str) -> tuple[float, ...]:
-    """`n` finite numbers from a DICOM value, or ValueError naming `field`."""
-    try:
-        out = tuple(float(v) for v in (value if isinstance(value, (list, tuple, MultiValue)) else [value]))
-    except (TypeError, ValueError):
-        out = ()
-    if len(out) != n or not np.all(np.isfinite(out)):
-        raise ValueError(f"{where}: the source lacks a valid {field} (got {value!r}).")
-    return out
-
-
-def _frame_attr(ds: Dataset, frame: int, seq: str, attr: str) -> object:
-    """`attr` of frame `frame`: functional groups first in a multi-frame file, else the top level."""
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    groups = [per_frame[frame - 1]] if len(per_frame) >= frame else []
-    found = [
-        g[seq][0][attr].value
-        for g in [*groups, *(ds.get("SharedFunctionalGroupsSequence") or [])]
-        if g.get(seq) and attr in g[seq][0]
-    ]
-    top = [ds[attr].value] if attr in ds and ds[attr].value not in (None, "") else []
-    order = found + top if int(ds.get("NumberOfFrames") or 1) > 1 else top + found
-    return order[0] if order else None
-
-
-def _read_frame(ds: Dataset, path: str, frame: int, where: str) -> _Frame:
-    """Reference and geometry of frame `frame` of the source header `ds`."""
-    n = int(ds.get("NumberOfFrames") or 1)
-    if not 1 <= frame <= n:
-        raise ValueError(f"{where}: `source_frame_numbers` {frame} is not in 1..{n}.")
-    for field in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns"):
-        if not ds.get(field):
-            raise ValueError(f"{where}: the source lacks {field}.")
-    geometry = [
-        _floats(_frame_attr(ds, frame, seq, attr), n_values, where, attr)
-        for seq, attr, n_values in (
-            ("PlanePositionSequence", "ImagePositionPatient", 3),
-            ("PlaneOrientationSequence", "ImageOrientationPatient", 6),
-            ("PixelMeasuresSequence", "PixelSpacing", 2),
-        )
-    ]
-    thick = _frame_attr(ds, frame, "PixelMeasuresSequence", "SliceThickness")
-    multi = "NumberOfFrames" in ds and ds.SOPClassUID != _MR
-    return _Frame(
-        path,
-        frame if multi else 0,
-        str(ds.SOPInstanceUID),
-        str(ds.SOPClassUID),
-        str(ds.StudyInstanceUID),
-        str(ds.SeriesInstanceUID),
-        str(ds.get("FrameOfReferenceUID") or "") or None,
-        (int(ds.Rows), int(ds.Columns)),
-        *geometry,
-        _floats(thick, 1, where, "SliceThickness")[0] if thick not in (None, "") else None,
-    )
-
-
-def _read_sources(
-    label: np.ndarray, files: Sequence[Sequence[object]], numbers: Sequence[Sequence[int]]
-) -> tuple[list[list[_Frame]], Dataset]:
-    """The ``[t][z]`` frame table and the first source's header; checks shapes and repeats."""
-    n_t, n_z = label.shape[:2]
-    for name, table in (("source_files", files), ("source_frame_numbers", numbers)):
-        if len(table) != n_t or any(len(row) != n_z for row in table):
-            raise ValueError(
-                f"`{name}` must be {n_t} phases x {n_z} slices like `label_tzyx` {label.shape}, "
-                f"got {len(table)} phases x {sorted({len(r) for r in table})} slices."
-            )
-    headers: dict[str, Dataset] = {}
-    seen: dict[tuple[str, int], str] = {}  # (SOPInstanceUID, frame) -> where
-    out = []
-    for t in range(n_t):
-        out.append([])
-        for z in range(n_z):
-            path, frame = str(files[t][z]), int(numbers[t][z])
-            where = f"phase {t}, slice {z} ({path})"
-            if path not in headers:
-                try:
-                    headers[path] = pydicom.dcmread(path, stop_before_pixels=True)
-                except (OSError, pydicom.errors.InvalidDicomError) as err:
-                    raise ValueError(f"{where}: cannot read the source: {err}") from err
-            fr = _read_frame(headers[path], path, frame, where)
-            key = (fr.sop_uid, fr.frame)
-            if key in seen:
-                raise ValueError(
-                    f"{where}: the same source frame (SOPInstanceUID {fr.sop_uid}, frame "
-                    f"{fr.frame or 1}) as {seen[key]}."
-                )
-            seen[key] = where
-            if fr.shape != label.shape[2:]:
-                raise ValueError(
-                    f"{where}: label slices are {label.shape[2:]}, the source is {fr.shape} (Rows, Columns)."
-                )
-            out[t].append(fr)
-    return out, headers[str(files[0][0])]
-
-
-def _stand_in(template: Dataset, fr: _Frame, first: _Frame, for_uid: str, thickness: float) -> Dataset:
-    """A single-frame MR header for highdicom: `template`, `fr`'s geometry, a placeholder UID."""
-    ds = Dataset()
-    ds.update(template)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = _MR, hd.UID(), "MR"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = first.study_uid, first.series_uid, for_uid
-    ds.Rows, ds.Columns = fr.shape
-    ds.ImagePositionPatient = [DSfloat(v, auto_format=True) for v in fr.position]
-    ds.ImageOrientationPatient = [DSfloat(v, auto_format=True) for v in fr.orientation]
-    ds.PixelSpacing = [DSfloat(v, auto_format=True) for v in fr.spacing]
-    ds.SliceThickness = DSfloat(fr.thickness or thickness, auto_format=True)
-    return ds
-
-
-def _ref(cls: str, sop: str, **more: object) -> Dataset:
-    """A reference item (ReferencedSOPClassUID, ReferencedSOPInstanceUID and `more`)."""
-    item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = cls, sop
-    for keyword, value in more.items():
-        setattr(item, keyword, value)
-    return item
-
-
-def _reference(seg: Dataset, frames: Sequence[_Frame], placeholders: Mapping[str, _Frame]) -> None:
-    """Replace the placeholder references of `seg` by the real sources `frames`."""
-    for item in seg.PerFrameFunctionalGroupsSequence:
-        for src in (s for d in item.get("DerivationImageSequence", []) for s in d.SourceImageSequence):
-            fr = placeholders.get(src.ReferencedSOPInstanceUID)
-            if fr is not None:  # else already replaced: the frames of one plane share the item
-                src.ReferencedSOPClassUID, src.ReferencedSOPInstanceUID = fr.class_uid, fr.sop_uid
-                if fr.frame:
-                    src.ReferencedFrameNumber = fr.frame
-    studies: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
-    for fr in frames:
-        studies[fr.study_uid][fr.series_uid][fr.sop_uid] = fr.class_uid
-
-    def series_items(series: Mapping[str, Mapping[str, str]]) -> list[Dataset]:
-        items = [Dataset() for _ in series]
-        for item, (uid, instances) in zip(items, series.items(), strict=True):
-            item.SeriesInstanceUID = uid
-            item.ReferencedInstanceSequence = [_ref(c, s) for s, c in instances.items()]
-        return items
-
-    seg.SourceImageSequence = [_ref(c, s) for se in studies.values() for i in se.values() for s, c in i.items()]
-    seg.ReferencedSeriesSequence = series_items(studies.pop(str(seg.StudyInstanceUID)))
-    if studies:  # sources of other studies (Common Instance Reference module)
-        seg.StudiesContainingOtherReferencedInstancesSequence = others = [Dataset() for _ in studies]
-        for item, (uid, series) in zip(others, studies.items(), strict=True):
-            item.StudyInstanceUID, item.ReferencedSeriesSequence = uid, series_items(series)
-
-
-def _merge(
-    segs: Sequence[Dataset],
-    label: np.ndarray,
-    where: Mapping[str, tuple[int, int]],
-    slice_rank: Sequence[Sequence[int]],
-    frame_labels: Sequence[str],
-) -> Dataset:
-    """Merge per-phase SEGs (placeholder references) into ``segs[0]``, adding the temporal index."""
-    base = segs[0]
-    dims = list(base.DimensionIndexSequence)
-    if [int(d.DimensionIndexPointer) for d in dims] != [0x0062000B, 0x00200032]:
-        raise RuntimeError(f"unexpected highdicom DimensionIndexSequence {[d.DimensionIndexPointer for d in dims]}")
-    entries = []
-    for item in (item for seg in segs for item in seg.PerFrameFunctionalGroupsSequence):
-        t, z = where[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
-        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        entries.append((segment, t, slice_rank[t][z], z, item))
-    entries.sort(key=lambda e: e[:4])
-    for s, t, rank, _, item in entries:
-        content = item.FrameContentSequence[0]
-        content.DimensionIndexValues = [s, t + 1, rank]
-        content.TemporalPositionIndex = t + 1
-        content.FrameLabel = frame_labels[t]
-    temporal = Dataset()
-    temporal.DimensionOrganizationUID = dims[0].DimensionOrganizationUID
-    temporal.DimensionIndexPointer = 0x00209128  # TemporalPositionIndex
-    temporal.FunctionalGroupPointer = 0x00209111  # FrameContentSequence
-    temporal.DimensionDescriptionLabel = "Temporal Position Index"
-    base.DimensionIndexSequence = [dims[0], temporal, dims[1]]
-    if base.get("DimensionOrganizationType") == "3D":
-        base.DimensionOrganizationType = "3D_TEMPORAL"
-    base.PerFrameFunctionalGroupsSequence = [e[-1] for e in entries]
-    base.NumberOfFrames = len(entries)
-    base.PixelData = pack_bits(np.stack([label[t, z] == s for s, t, _, z, _ in entries]).astype(np.uint8))
-    return base
-
-
-def _save(ds: Dataset, path: Path) -> None:
-    """Write `ds` to `path` atomically (temporary file beside it, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _frame_of_reference(table: list[list[_Frame]], given: str | None) -> tuple[str, list[str]]:
-    """The SEG's FrameOfReferenceUID and notes saying which one and why."""
-    first = table[0][0]
-    fors = {fr.for_uid for row in table for fr in row if fr.for_uid}
-    if given:
-        uid, note = given, f"FrameOfReferenceUID {given} as given by the caller (the sources carry {len(fors)})."
-    elif first.for_uid:
-        uid, why = (
-            first.for_uid,
-            "all sources share it"
-            if len(fors) == 1
-            else (
-                f"the sources carry {len(fors)} different FrameOfReferenceUIDs (e.g. one per file after "
-                "anonymisation), so the first slice's is used"
-            ),
-        )
-        note = f"FrameOfReferenceUID {uid} from the first source slice ({first.path}): {why}."
-    else:
-        raise ValueError(
-            f"phase 0, slice 0 ({first.path}): the source lacks FrameOfReferenceUID; pass `frame_of_reference_uid`."
-        )
-    return uid, [note] + ([] if _valid_uid(uid) else [f"FrameOfReferenceUID {uid} is invalid; referenced as it is."])
-
-
 def write_study_seg(
     label_tzyx: np.ndarray,
     source_files: Sequence[Sequence[str | os.PathLike]],
@@ -523,7 +196,7 @@ def write_study_seg(
     for name, p in (("ed_phase", ed_phase), ("es_phase", es_phase)):
         if p is not None and not 0 <= p < n_t:
             raise ValueError(f"`{name}` must be in [0, {n_t}), got {p}.")
-    if series_uid is not None and not _valid_uid(series_uid):
+    if series_uid is not None and not valid_uid(series_uid):
         raise ValueError(f"`series_uid` {series_uid!r} is not a valid DICOM UID.")
     out, series, merged_uid = Path(out_path), series_uid or hd.UID(), hd.UID()
     descriptions = segment_descriptions(algorithm_identification(version, parameters))
@@ -531,11 +204,11 @@ def write_study_seg(
     cine_text = f"cardiolora cine, {n_t} phases" + "".join(
         f", {k} {p + 1}" for k, p in (("ED", ed_phase), ("ES", es_phase)) if p is not None
     )
-    with _quiet() as caught:
-        table, first_header = _read_sources(label, source_files, source_frame_numbers)
+    with WarningLog(loggers=("pydicom",)) as log:
+        table, first_header = read_sources(label, source_files, source_frame_numbers)
         first, frames = table[0][0], [fr for row in table for fr in row]
-        for_uid, notes = _frame_of_reference(table, frame_of_reference_uid)
-        template, fixed = _clean_header(first_header)
+        for_uid, notes = frame_of_reference(table, frame_of_reference_uid)
+        template, fixed = stand_in_template(first_header)
         notes += ["left empty (invalid in the sources): " + ", ".join(fixed)] if fixed else []
         if len({(fr.study_uid, fr.series_uid) for fr in frames}) > 1:
             notes.append(
@@ -549,11 +222,11 @@ def write_study_seg(
         if thickness <= 0:
             raise ValueError(f"phase 0, slice 0 ({first.path}): the source lacks SliceThickness.")
         notes += [] if first.thickness else [f"SliceThickness missing: the slice spacing {thickness:g} mm is used."]
-        placeholders: dict[str, _Frame] = {}
+        placeholders: dict[str, Frame] = {}
         where: dict[str, tuple[int, int]] = {}
         segs = []
         for t in range(n_t):
-            stand_ins = [_stand_in(template, fr, first, for_uid, thickness) for fr in table[t]]
+            stand_ins = [stand_in(template, fr, first, for_uid, thickness) for fr in table[t]]
             for z, ds in enumerate(stand_ins):
                 placeholders[ds.SOPInstanceUID], where[ds.SOPInstanceUID] = table[t][z], (t, z)
             try:
@@ -583,14 +256,14 @@ def write_study_seg(
         if per_phase:
             paths = [out.with_name(f"{out.stem}_phase{t:03d}{out.suffix}") for t in range(n_t)]
             for t, (seg, path) in enumerate(zip(segs, paths, strict=True)):
-                _reference(seg, table[t], placeholders)
-                _save(seg, path)
+                reference_sources(seg, table[t], placeholders)
+                save_atomic(seg, path)
         else:
             paths = [out]
-            seg = _merge(segs, label, where, rank, labels)
-            _reference(seg, frames, placeholders)
-            _save(seg, out)
-    return SegResult(paths=tuple(paths), notes=tuple(notes + _warning_notes(caught)))
+            seg = merge_phases(segs, label, where, rank, labels)
+            reference_sources(seg, frames, placeholders)
+            save_atomic(seg, out)
+    return SegResult(paths=tuple(paths), notes=tuple(notes + log.lines(width=240)))
 
 
 def read_study_seg(
@@ -616,7 +289,7 @@ def read_study_seg(
     if len(paths) not in (1, len(uids)):
         raise ValueError(f"`path` lists {len(paths)} files for {len(uids)} phases.")
     phases = []
-    with _quiet():  # the sources' invalid UIDs are referenced as they are: no warning flood
+    with WarningLog(loggers=("pydicom",)):  # the sources' invalid UIDs are referenced as they are: no warning flood
         segs = [hd.seg.segread(p) for p in paths]
         for t, row in enumerate(uids):
             seg, name = (segs[t], paths[t]) if len(segs) > 1 else (segs[0], paths[0])
