@@ -26,13 +26,14 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import MRImageStorage
 from pydicom.valuerep import DSfloat
 
 from cardiolora.dicom.sources import empty_invalid, valid_uid
 
 __all__ = ["Frame", "frame_of_reference", "read_sources", "stand_in", "stand_in_template"]
 
-_MR = "1.2.840.10008.5.1.4.1.1.4"
+_MR = MRImageStorage
 #: Not copied into the stand-ins (multi-frame structure, pixels) or set per stand-in.
 _DROP = frozenset(
     "PixelData NumberOfFrames PerFrameFunctionalGroupsSequence SharedFunctionalGroupsSequence DimensionIndexSequence "

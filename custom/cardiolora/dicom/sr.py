@@ -40,6 +40,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import SegmentationStorage
 
 from cardiolora.dicom.headers import WarningLog
 from cardiolora.dicom.sources import save_atomic
@@ -49,7 +50,7 @@ from cardiolora.dicom.sr_content import build_report
 __all__ = ["FUNCTION_REQUIRED", "INDEXED_KEYS", "SCHEME", "SPECS", "read_measurement_sr", "write_measurement_sr"]
 
 _LOG = logging.getLogger(__name__)
-_SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG, label-map SEG
+_SEG_CLASSES = {SegmentationStorage, "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG; label-map SEG (not in pydicom 3.0)
 
 
 @contextlib.contextmanager
