@@ -13,6 +13,7 @@ import json
 import shutil
 
 import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -21,7 +22,9 @@ import torch
 from cardiolora.cli import main
 from cardiolora.data.phantom import make_subject
 from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
+from cardiolora.dicom.sr import read_measurement_sr
 from cardiolora.networks import lora_unet, plain_state_dict
+from cardiolora.plausibility import plausibility_flags
 from cardiolora.site.app import EXIT_PARTIAL, find_studies
 
 
@@ -58,6 +61,7 @@ def test_a_folder_of_two_patients_gives_one_outcome_per_study(layouts, capsys):
     assert sorted(s.scan.patient_id for s in studies) == ["PAT-A", "PAT-B"]
     out = layouts / "out-mixed"
     assert _segment(layouts, layouts / "mixed", out) == 0
+    printed = capsys.readouterr().out
     rows = list(csv.DictReader((out / "studies.csv").open()))
     assert sorted(r["status"] for r in rows) == ["done", "done"]
     for study in studies:
@@ -73,6 +77,14 @@ def test_a_folder_of_two_patients_gives_one_outcome_per_study(layouts, capsys):
         refs = [r.ReferencedSOPInstanceUID for item in sr.CurrentRequestedProcedureEvidenceSequence
                 for s in item.ReferencedSeriesSequence for r in s.ReferencedSOPSequence]  # fmt: skip
         assert seg.SOPInstanceUID in refs
+        # plausibility flags: the report's are those of its own labels, and the SR carries them
+        labels = np.asarray(nib.load(folder / "nifti" / "labels.nii.gz").dataobj).transpose(3, 2, 1, 0)
+        spacing = report["geometry"]["spacing_zyx_mm"]
+        expected = [f["name"] for f in plausibility_flags(report["function"], labels, spacing)]
+        assert report["flags"] == expected
+        assert read_measurement_sr(folder / report["outputs"]["dicom_sr"])["flags"] == expected
+        if expected:  # the untrained network's labels usually are implausible
+            assert f"  {study.name}: {', '.join(expected)}" in printed
 
 
 def test_a_missing_seg_makes_the_study_partial_never_done(layouts, monkeypatch, capsys):

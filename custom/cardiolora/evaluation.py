@@ -1,8 +1,16 @@
 """Case-level evaluation as the paper reports it (Dice, VOE, HD, HD95, ASSD per structure).
 
-Used by the bundle's ``evaluate.json``, by the federated clients (the score P_t^c of a candidate
-model on a site's validation split is the mean foreground Dice over its cases) and by the
-experiment harness.
+Used by the bundle's ``evaluate.json`` and ``cardiolora evaluate`` (:func:`evaluate_to_files`),
+by the federated clients (the score P_t^c of a candidate model on a site's validation split is
+the mean foreground Dice over its cases) and by the experiment harness.
+
+Two scores per case: **raw**, the network's argmax labels (the paper's numbers, and what the
+federated score uses), and **cleaned**, the same labels after the site application's anatomical
+clean-up (:func:`cardiolora.site.postprocess.clean_labels`, the exact call of the site app and
+of the inference bundle's ``CleanCardiacLabelsd``), i.e. what a hospital gets. Stray blobs
+inflate the raw distances (HD, HD95, ASSD); the cleaned ones measure the delivered result.
+The raw keys keep their historical names (``mean_fg_dice``, ``scores``, ``summary.json``, the
+``<S>_<metric>`` CSV columns); the cleaned ones are named ``cleaned`` / ``cleaned_*``.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from cardiolora.labels import STRUCTURES
 from cardiolora.metrics import METRICS, aggregate_scores, dice, segmentation_scores
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import Profile
+from cardiolora.site.postprocess import clean_labels_with_notes
 
-__all__ = ["evaluate_records", "score_records", "evaluate_to_files", "mean_fg_dice_3d"]
+__all__ = ["evaluate_records", "score_records", "evaluate_to_files", "mean_fg_dice_3d", "score_prediction"]
 
 
 def mean_fg_dice_3d(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -40,6 +49,54 @@ def mean_fg_dice_3d(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean([dice(pred == s, gt == s) for s in STRUCTURES]))
 
 
+def score_prediction(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing_zyx: Sequence[float],
+    distances: bool = True,
+    cleaned: bool = False,
+) -> dict:
+    """Raw (and optionally cleaned) scores of one predicted ``(Z, Y, X)`` label map.
+
+    Args:
+        pred: predicted label map ``(Z, Y, X)``, values 0..3.
+        gt: ground-truth label map of the same shape.
+        spacing_zyx: voxel spacing (slice, row, column) in mm.
+        distances: also compute the per-structure scores (Dice, VOE, HD, HD95, ASSD);
+            otherwise the mean foreground Dice only.
+        cleaned: also score ``clean_labels(pred, slice_axis=0)``, the site application's clean-up.
+
+    Returns:
+        ``{"mean_fg_dice": float}`` plus ``"scores"`` (`cardiolora.metrics.segmentation_scores`)
+        when `distances`; with `cleaned` also ``"cleaned": {"mean_fg_dice", "scores" (when
+        `distances`), "voxels_changed", "notes"}`` (notes of
+        :func:`~cardiolora.site.postprocess.clean_labels_with_notes`).
+
+    Raises:
+        ValueError: if `pred` and `gt` differ in shape; with `distances` or `cleaned`, also if
+            they hold values outside 0..3 or `spacing_zyx` is not 3 positive values.
+
+    Example:
+        >>> gt = np.zeros((2, 8, 8), np.uint8); gt[:, 2:6, 2:6] = 1
+        >>> score_prediction(gt, gt, (10.0, 1.0, 1.0), distances=False)
+        {'mean_fg_dice': 1.0}
+    """
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"`pred` shape {pred.shape} differs from `gt` shape {gt.shape}.")
+    row: dict = {"mean_fg_dice": mean_fg_dice_3d(pred, gt)}
+    if distances:
+        row["scores"] = segmentation_scores(pred, gt, spacing_zyx)
+    if cleaned:
+        clean, notes = clean_labels_with_notes(pred, slice_axis=0)
+        row["cleaned"] = {"mean_fg_dice": mean_fg_dice_3d(clean, gt)}
+        if distances:
+            row["cleaned"]["scores"] = segmentation_scores(clean, gt, spacing_zyx)
+        row["cleaned"]["voxels_changed"] = int(np.count_nonzero(clean != pred))
+        row["cleaned"]["notes"] = notes
+    return row
+
+
 def _as_record(entry: CaseRecord | Mapping) -> CaseRecord:
     return entry if isinstance(entry, CaseRecord) else CaseRecord.from_dict(dict(entry))
 
@@ -51,6 +108,7 @@ def evaluate_records(
     device: str | torch.device = "cpu",
     distances: bool = True,
     default_spacing: float | None = None,
+    cleaned: bool = False,
 ) -> list[dict]:
     """Segment every labelled case and score it against its ground truth.
 
@@ -63,10 +121,13 @@ def evaluate_records(
         default_spacing: in-plane spacing (mm) assumed for sources without spacing (ACDC HDF5)
             when the record's ``meta["in_plane_spacing_mm"]`` does not give one; distances of
             such cases are in these nominal millimetres.
+        cleaned: also score the prediction after the site application's clean-up (see
+            :func:`score_prediction`); off by default (the federated score is on raw labels).
 
     Returns:
         One dict per case: ``case_id``, ``patient_id``, ``phase``, ``mean_fg_dice`` and
-        ``scores`` (see `cardiolora.metrics.segmentation_scores`).
+        ``scores`` (see `cardiolora.metrics.segmentation_scores`) of the raw prediction, and
+        with `cleaned` a ``cleaned`` dict (see :func:`score_prediction`).
 
     Raises:
         ValueError: if `records` is empty, a case has no label, or no spacing is known for it.
@@ -90,14 +151,8 @@ def evaluate_records(
                 )
             spacing = (float(rec.meta.get("slice_spacing_mm") or 10.0), float(s), float(s))
         pred = predict_zyx(network, case.image, spacing, profile, device)
-        row = {
-            "case_id": rec.case_id,
-            "patient_id": rec.patient_id,
-            "phase": rec.phase,
-            "mean_fg_dice": mean_fg_dice_3d(pred, case.label),
-        }
-        if distances:
-            row["scores"] = segmentation_scores(pred, case.label, spacing)
+        row = {"case_id": rec.case_id, "patient_id": rec.patient_id, "phase": rec.phase}
+        row.update(score_prediction(pred, case.label, spacing, distances=distances, cleaned=cleaned))
         out.append(row)
     return out
 
@@ -132,8 +187,19 @@ def evaluate_to_files(
     profile: str | Profile,
     output_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
+    cleaned: bool = True,
 ) -> dict:
-    """Evaluate and write ``case_scores.csv``, ``case_scores.json`` and ``summary.json``.
+    """Evaluate and write the raw and the cleaned scores.
+
+    Files in `output_dir`:
+
+    * ``summary.json``: raw scores, mean/std/n per structure and metric (`aggregate_scores`);
+    * ``summary_cleaned.json``: the same for the cleaned labels (with `cleaned`);
+    * ``case_scores.json``: one row per case, raw ``mean_fg_dice`` / ``scores`` and a
+      ``cleaned`` dict (``mean_fg_dice``, ``scores``, ``voxels_changed``, ``notes``);
+    * ``case_scores.csv``: ``case_id``, ``patient_id``, ``phase``, the raw ``<S>_<metric>``
+      columns (S in LV, MYO, RV, mean), then ``cleaned_<S>_<metric>`` and
+      ``cleaned_voxels_changed``.
 
     Args:
         network: the 2D network.
@@ -141,22 +207,31 @@ def evaluate_to_files(
         profile: the network's run profile.
         output_dir: folder for the files (created).
         device: where to run.
+        cleaned: also score the labels after the site application's clean-up.
 
     Returns:
-        The summary: mean/std/n per structure and metric (`aggregate_scores`).
+        The raw summary (as in ``summary.json``).
     """
-    rows = evaluate_records(network, records, profile, device, distances=True)
+    rows = evaluate_records(network, records, profile, device, distances=True, cleaned=cleaned)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = aggregate_scores([r["scores"] for r in rows])
     (out / "case_scores.json").write_text(json.dumps(rows, indent=1, default=float))
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    if cleaned:
+        summary_clean = aggregate_scores([r["cleaned"]["scores"] for r in rows])
+        (out / "summary_cleaned.json").write_text(json.dumps(summary_clean, indent=1, default=float))
     with open(out / "case_scores.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         names = [k for k in rows[0]["scores"] if k != "mean"] + ["mean"]
-        writer.writerow(["case_id", "patient_id", "phase"] + [f"{n}_{m}" for n in names for m in METRICS])
+        header = ["case_id", "patient_id", "phase"] + [f"{n}_{m}" for n in names for m in METRICS]
+        if cleaned:
+            header += [f"cleaned_{n}_{m}" for n in names for m in METRICS] + ["cleaned_voxels_changed"]
+        writer.writerow(header)
         for r in rows:
-            writer.writerow(
-                [r["case_id"], r["patient_id"], r["phase"]] + [r["scores"][n][m] for n in names for m in METRICS]
-            )
+            line = [r["case_id"], r["patient_id"], r["phase"]] + [r["scores"][n][m] for n in names for m in METRICS]
+            if cleaned:
+                c = r["cleaned"]
+                line += [c["scores"][n][m] for n in names for m in METRICS] + [c["voxels_changed"]]
+            writer.writerow(line)
     return summary

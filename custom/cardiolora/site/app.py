@@ -71,6 +71,7 @@ from cardiolora.dicom import (
 from cardiolora.errors import InputError
 from cardiolora.site.nifti_io import read_nifti_cine
 from cardiolora.site.outputs import report_row, write_outputs
+from cardiolora.site.postprocess import clean_labels_with_notes
 from cardiolora.site.studies import StudyInput, find_studies
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ def load_study(study: StudyInput, options: SegmentOptions) -> CineStudy:
 
 
 def segment_labels(
-    cine: CineStudy, model: SiteModel, options: SegmentOptions, desc: str = ""
+    cine: CineStudy, model: SiteModel, options: SegmentOptions, desc: str = "", notes: list[dict] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment every phase and clean the labels.
 
@@ -269,6 +270,7 @@ def segment_labels(
         model: the site model.
         options: batch size, progress, post-processing.
         desc: progress bar label.
+        notes: when given, the clean-up's notes are appended (see :func:`clean_cine`).
 
     Returns:
         ``(raw, cleaned)`` uint8 label maps ``(T, Z, Y, X)`` (``cleaned is raw`` without
@@ -294,25 +296,28 @@ def segment_labels(
     raw = np.ascontiguousarray(np.transpose(raw_txyz, (0, 3, 2, 1)))
     if not options.postprocess:
         return raw, raw
-    return raw, clean_cine(raw)
+    return raw, clean_cine(raw, notes=notes)
 
 
-def clean_cine(labels_tzyx: np.ndarray, workers: int | None = None) -> np.ndarray:
+def clean_cine(labels_tzyx: np.ndarray, workers: int | None = None, notes: list[dict] | None = None) -> np.ndarray:
     """:func:`~cardiolora.site.postprocess.clean_labels` on every phase, phases in parallel.
 
     Args:
         labels_tzyx: uint8 labels ``(T, Z, Y, X)``.
         workers: threads (``None``: one per CPU core); the phases are independent and
             scipy.ndimage releases the GIL, so the result does not depend on it.
+        notes: when given, what the anatomical rules removed is appended, one dict per note
+            with its ``phase`` (:func:`~cardiolora.site.postprocess.clean_labels_with_notes`).
 
     Returns:
         The cleaned labels, same shape.
     """
-    from cardiolora.site.postprocess import clean_labels
-
     n = max(1, min(len(labels_tzyx), workers or os.cpu_count() or 1))
     with ThreadPoolExecutor(n, thread_name_prefix="cardiolora-clean") as pool:
-        return np.stack(list(pool.map(lambda phase: clean_labels(phase, slice_axis=0), labels_tzyx)))
+        done = list(pool.map(lambda phase: clean_labels_with_notes(phase, slice_axis=0), labels_tzyx))
+    if notes is not None:
+        notes.extend({"phase": t, **note} for t, (_, found) in enumerate(done) for note in found)
+    return np.stack([cleaned for cleaned, _ in done])
 
 
 def _commit(tmp: Path, target: Path) -> None:
@@ -375,13 +380,14 @@ def run_study(
     tmp = root / f".{study.name}.tmp-{os.getpid()}"
     try:
         cine = load_study(study, options)
-        raw, labels = segment_labels(cine, model, options, desc=study.name)
+        clean_notes: list[dict] = []
+        raw, labels = segment_labels(cine, model, options, desc=study.name, notes=clean_notes)
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
         try:
-            report = write_outputs(tmp, study, cine, model, raw, labels, options)
+            report = write_outputs(tmp, study, cine, model, raw, labels, options, clean_notes)
             _commit(tmp, target)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)

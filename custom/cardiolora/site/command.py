@@ -176,12 +176,17 @@ def segment_command(args: Any) -> int:
         if o.reason:
             line += f": {o.reason}"
         print(line, file=sys.stdout if o.status == "done" else sys.stderr)
-    flagged = [o for o in result.outcomes if o.status == "partial"]
-    if flagged:
+    partial = [o for o in result.outcomes if o.status == "partial"]
+    if partial:
         print(
-            f"{len(flagged)} of {len(result.outcomes)} studies are partial: a promised output is missing (see above)",
+            f"{len(partial)} of {len(result.outcomes)} studies are partial: a promised output is missing (see above)",
             file=sys.stderr,
         )
+    flagged = [o for o in result.outcomes if o.row.get("flags")]
+    if flagged:
+        print(f"{len(flagged)} of {len(result.outcomes)} studies have plausibility flags (check before use):")
+        for o in flagged:
+            print(f"  {o.study.name}: {', '.join(o.row['flags'])}")
     if result.csv is not None:
         print(f"report of all studies: {result.csv}")
     if not result.outcomes:

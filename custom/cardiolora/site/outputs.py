@@ -10,6 +10,7 @@ output missing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from cardiolora.clinical import cardiac_function, volume_curve
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.dicom.seg import write_study_seg
 from cardiolora.dicom.sr import write_measurement_sr
+from cardiolora.plausibility import plausibility_flags
 from cardiolora.site.figures import overlay_montage, volume_curve_figure
 from cardiolora.site.nifti_io import write_nifti_outputs
 from cardiolora.site.report import FUNCTION_KEYS, now_iso, software_versions, write_csv, write_json
@@ -31,6 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = ["TRIGGER_SPREAD_WARN_MS", "build_report", "report_row", "write_outputs"]
 
+#: The clean-up's rules as the report names them (cardiolora.site.postprocess has them in full).
+POSTPROCESS_RULES = (
+    "per phase: largest 3D LV cavity component, myocardium of the largest cavity+myocardium component; "
+    "RV kept only where it touches the myocardium (septum); myocardium-enclosed regions -> LV; cavity holes "
+    "filled; LV cavity outside a closed ring removed; cavity trimmed beyond the base and apex "
+    "(cardiolora.site.postprocess)"
+)
 #: Trigger times of one phase that differ by more than this across slices are worth a warning.
 TRIGGER_SPREAD_WARN_MS = 50.0
 
@@ -86,6 +95,7 @@ def build_report(
     raw: np.ndarray,
     labels: np.ndarray,
     options: SegmentOptions,
+    clean_notes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The JSON report of a segmented study (see inference/README.md for every field).
 
@@ -96,9 +106,13 @@ def build_report(
         raw: labels before post-processing.
         labels: labels after post-processing.
         options: the run options.
+        clean_notes: what the anatomical clean-up removed, per phase
+            (:func:`cardiolora.site.app.clean_cine`).
 
     Returns:
-        The report (``function`` is ``None`` for a single phase).
+        The report (``function`` is ``None`` for a single phase); ``flags`` names the
+        plausibility flags (:func:`cardiolora.plausibility.plausibility_flags`), ``plausibility``
+        holds them in full.
     """
 
     curves = volume_curve(labels, cine.spacing_zyx)
@@ -108,6 +122,7 @@ def build_report(
     function = (
         cardiac_function(labels, cine.spacing_zyx, height_cm=height, weight_kg=weight) if cine.n_phases > 1 else None
     )
+    flags = plausibility_flags(function, labels, cine.spacing_zyx, curves)
     times = np.asarray(cine.trigger_times_ms, dtype=float)
     phases: dict[str, Any] = {"n_phases": cine.n_phases, "trigger_times_ms": times}
     if function is not None:
@@ -138,12 +153,14 @@ def build_report(
         },
         "phases": phases,
         "function": function,
+        "flags": [f["name"] for f in flags],
+        "plausibility": flags,
         "volume_curve_ml": curves,
         "postprocessing": {
             "applied": options.postprocess,
-            "rules": "largest 3D component per structure; myocardium-enclosed regions -> LV; "
-            "cavity holes filled per slice (cardiolora.site.postprocess)",
+            "rules": POSTPROCESS_RULES,
             "voxels_changed": int(np.count_nonzero(raw != labels)),
+            "notes": [dict(n) for n in clean_notes],
         },
         "model": model.describe(),
         "versions": software_versions(),
@@ -172,6 +189,7 @@ def report_row(report: dict[str, Any], output: Path | None) -> dict[str, Any]:
         "es_phase": report.get("phases", {}).get("es_phase"),
         "model_sha256": (report.get("model") or {}).get("model_sha256"),
         "output": None if output is None else str(output),
+        "flags": report.get("flags", []),
         "warnings": report.get("warnings", []),
     }
     row.update({k: function.get(k) for k in FUNCTION_KEYS})
@@ -186,10 +204,11 @@ def write_outputs(
     raw: np.ndarray,
     labels: np.ndarray,
     options: SegmentOptions,
+    clean_notes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Write every output of one study into `tmp`; returns the report written."""
 
-    report = build_report(study, cine, model, raw, labels, options)
+    report = build_report(study, cine, model, raw, labels, options, clean_notes)
     function = report["function"]
     ed = None if function is None else int(function["ed_phase"])
     es = None if function is None else int(function["es_phase"])

@@ -64,6 +64,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     *FUNCTION_KEYS,
     "model_sha256",
     "output",
+    "flags",
     "warnings",
 )
 
