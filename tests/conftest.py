@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,18 @@ def shared_data(sub: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} does not exist (it is never shipped with the project)")
     return path
+
+
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """(error lines, warning lines) of Debian's ``dciodvfy`` (dicom3tools) on `path`.
+
+    Skips the test, saying why, when dciodvfy is not installed (``.ci/run`` installs it).
+    """
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed: cannot check the DICOM IOD")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    lines = (run.stdout + run.stderr).splitlines()
+    return [x for x in lines if x.startswith("Error")], [x for x in lines if x.startswith("Warning")]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from conftest import dciodvfy
 from pydicom.uid import UID
 
 from cardiolora.data.cine import CineStudy
@@ -22,7 +22,6 @@ except ImportError:  # pragma: no cover
     from cardiolora.data.writers import write_dicom_cine
 
 T, Z, Y, X = 3, 3, 32, 28
-DCIODVFY = Path("/usr/bin/dciodvfy")
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Anonymised-looking UIDs with a leading zero in a component (invalid, but common).
 BAD_ROOT = "1.2.826.0.1.3680043.99.0897"
@@ -95,15 +94,6 @@ def _write(label: np.ndarray, files: list[list[Path]], out: Path, **kwargs: obje
         parameters={"profile": "quick", "model": "abc123"},
         **kwargs,
     )
-
-
-def _dciodvfy(path: Path) -> tuple[list[str], list[str]]:
-    """(error lines, warning lines) of dciodvfy on `path`, or skip when it is not installed."""
-    if not DCIODVFY.exists():
-        pytest.skip(f"{DCIODVFY} is absent (Debian package dicom3tools): cannot check the SEG IOD")
-    proc = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True, timeout=120)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    return [ln for ln in lines if ln.startswith("Error")], [ln for ln in lines if ln.startswith("Warning")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,7 +333,7 @@ def test_dciodvfy_reports_no_errors(
         ).paths[0],
     }
     for name, seg_path in written.items():
-        errors, warns = _dciodvfy(seg_path)
+        errors, warns = dciodvfy(seg_path)
         print(f"dciodvfy {name}: {len(errors)} error(s), warnings: {warns}")
         assert errors == [], f"{name}: {errors}"
 
@@ -352,7 +342,7 @@ def test_dciodvfy_on_anonymised_sources_flags_only_their_uids(cine: tuple[np.nda
     """The only errors are the sources' own leading-zero UIDs, which the SEG must reference as they are."""
     label, files, root = cine
     anon = _anonymise(files, root / "anon-iod")
-    errors, warns = _dciodvfy(_write(label, anon, root / "iod" / "anon.dcm").paths[0])
+    errors, warns = dciodvfy(_write(label, anon, root / "iod" / "anon.dcm").paths[0])
     print(f"dciodvfy anonymised: {len(errors)} error(s), warnings: {sorted(set(warns))}")
     other = [e for e in errors if BAD_ROOT not in e and "invalid data values for Value Representations" not in e]
     assert other == []

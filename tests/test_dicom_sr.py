@@ -12,7 +12,6 @@ import logging
 import math
 import re
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from conftest import dciodvfy
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
@@ -134,14 +134,6 @@ def _items(ds: Dataset):
         yield from _items(item)
 
 
-def _dciodvfy(path: Path) -> tuple[list[str], list[str]]:
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (Debian dicom3tools) is not installed")
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
-    lines = (run.stdout + run.stderr).splitlines()
-    return [x for x in lines if x.startswith("Error")], [x for x in lines if x.startswith("Warning")]
-
-
 # --------------------------------------------------------------------------------------------
 # round trip
 # --------------------------------------------------------------------------------------------
@@ -242,7 +234,7 @@ def test_new_uids_are_valid_and_fresh(cine, report, tmp_path):
 
 def test_dciodvfy_reports_no_error(report):
     path, _ = report
-    errors, warns = _dciodvfy(path)
+    errors, warns = dciodvfy(path)
     print(f"dciodvfy: {len(errors)} errors, {len(warns)} warnings:", *sorted(set(warns)), sep="\n  ")
     assert errors == []
 
@@ -265,7 +257,7 @@ def test_undefined_ef_is_omitted_not_written_as_nan(cine, tmp_path):
     assert back["rv_ef_defined"] and back["values"]["rv_ef_pct"] == cine.function["rv_ef_pct"]
     hd.sr.srread(path)  # still readable by highdicom
     if shutil.which("dciodvfy"):
-        assert _dciodvfy(path)[0] == []
+        assert dciodvfy(path)[0] == []
 
 
 def test_flags_empty_long_and_malformed(cine, tmp_path):
@@ -300,7 +292,7 @@ def test_project_single_object_seg(cine, tmp_path):
     assert back["values"] == {k: float(v) for k, v in cine.function.items() if k in SPECS}
     hd.sr.srread(path)
     if shutil.which("dciodvfy"):
-        assert _dciodvfy(path)[0] == []
+        assert dciodvfy(path)[0] == []
 
 
 def test_merged_multiphase_seg(cine, tmp_path):
@@ -335,7 +327,7 @@ def test_merged_multiphase_seg(cine, tmp_path):
     }
     assert len(evidence) == 1 + T * Z  # the SEG and every MR image given
     if shutil.which("dciodvfy"):
-        assert _dciodvfy(path)[0] == []
+        assert dciodvfy(path)[0] == []
 
 
 def _anonymise(table, before_seg):
@@ -375,7 +367,7 @@ def test_anonymised_sources(tmp_path, caplog):
         assert (ds.PatientBirthDate, ds.StudyDate, str(ds.PatientName), ds.PatientSex) == ("", "", "", "")
         hd.sr.srread(path)
     if shutil.which("dciodvfy"):
-        errors, _ = _dciodvfy(path)  # only the foreign UIDs, referenced unchanged (+ dciodvfy's summary line)
+        errors, _ = dciodvfy(path)  # only the foreign UIDs, referenced unchanged (+ dciodvfy's summary line)
         summary = "Error - Dicom dataset contains invalid data values for Value Representations"
         assert errors and all(("Leading zeroes" in e and FOREIGN in e) or e == summary for e in errors), errors
 

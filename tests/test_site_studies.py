@@ -18,9 +18,11 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import dciodvfy
 
 from cardiolora.cli import main
 from cardiolora.data.phantom import make_subject
+from cardiolora.dicom import read_short_axis_cine
 from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 from cardiolora.dicom.sr import read_measurement_sr
 from cardiolora.networks import lora_unet, plain_state_dict
@@ -159,3 +161,55 @@ def test_seg_per_phase_option_writes_one_instance_per_phase(layouts, tmp_path):
     assert len(segs) == 3 and all(pydicom.dcmread(out / "PAT-B" / p).Modality == "SEG" for p in segs)
     assert len({pydicom.dcmread(out / "PAT-B" / p).SeriesInstanceUID for p in segs}) == 1
     assert report["status"] == "done" and "dicom_sr" in report["outputs"]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["build_anonymised", "build_per_file_frame_of_reference", "build_legacy_converted", "build_leading_zero_uids",
+     "build_series_per_position", "build_osirix_empty_groups", "build_rle"],
+)  # fmt: skip
+def test_real_world_variants_get_every_output(layouts, tmp_path, variant):
+    """Anonymised values, a frame of reference per file, Enhanced MR sources, invalid UIDs, one
+    series per slice, OsiriX-style headers, compressed pixels: the study is `done`, with a SEG
+    that reads back as the labels of every phase and an SR that references it."""
+    import dicom_corpus as corpus
+
+    source = tmp_path / "source"
+    s = _small(24, "PAT-V")
+    write_dicom_cine(s, source, uid_seed="v")
+    study = getattr(corpus, variant)(source, tmp_path / "variant")
+    out = tmp_path / "out"
+    assert _segment(layouts, study, out) == 0
+    folder = out / study.name
+    report = json.loads((folder / "report.json").read_text())
+    assert report["status"] == "done" and report["missing_outputs"] == {}
+    labels = np.asarray(nib.load(folder / "nifti" / "labels.nii.gz").dataobj).transpose(3, 2, 1, 0)
+    seg = hd.seg.segread(folder / report["outputs"]["dicom_seg"][0])
+    cine = read_short_axis_cine(study)
+    for t in range(labels.shape[0]):
+        uids = cine.meta["source_sop_instance_uids"][t]
+        if cine.meta["sop_class_uid"] == pydicom.uid.MRImageStorage:
+            got = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+        else:  # one multi-frame source: frames by number
+            got = seg.get_pixels_by_source_frame(
+                source_sop_instance_uid=uids[0], source_frame_numbers=cine.meta["source_frame_numbers"][t],
+                combine_segments=True,
+            )  # fmt: skip
+        np.testing.assert_array_equal(got, labels[t])
+    sr = read_measurement_sr(folder / report["outputs"]["dicom_sr"])
+    assert {ref["sop_instance_uid"] for ref in sr["segments"]} == {seg.SOPInstanceUID}
+    for uid in (seg.SOPInstanceUID, seg.SeriesInstanceUID):
+        assert pydicom.uid.UID(uid).is_valid, "new objects get valid UIDs"
+    for path in (folder / report["outputs"]["dicom_seg"][0], folder / report["outputs"]["dicom_sr"]):
+        errors, _ = dciodvfy(path)
+        if variant == "build_leading_zero_uids":  # only the source's own UIDs, referenced as they are
+            errors = [
+                e
+                for e in errors
+                if not ("UID" in e and "Leading zeroes" in e)
+                and e != "Error - Dicom dataset contains invalid data values for Value Representations"
+            ]
+        assert errors == [], (path.name, errors)
+    if variant == "build_per_file_frame_of_reference":
+        assert any("FrameOfReferenceUID" in n for n in report["dicom_notes"])
+        assert any("different FrameOfReferenceUIDs" in w for w in report["warnings"])

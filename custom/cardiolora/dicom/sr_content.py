@@ -240,7 +240,11 @@ def build_report(
         ),
         procedure_reported=codes.SCT.CardiacMRI,
         imaging_measurements=groups,
-        referenced_images=[ds for t in dict.fromkeys(phases.values()) for ds in by_phase[t]],
+        # The image library (TID 1600) describes single-frame images by their top-level geometry;
+        # highdicom cannot describe a multi-frame (Enhanced MR) source there, so it is left out for
+        # those: the groups and the evidence still reference them.
+        referenced_images=[ds for t in dict.fromkeys(phases.values()) for ds in by_phase[t] if "PixelSpacing" in ds]
+        or None,
     )
     mr = [ds for t in (phases["ed"], *sorted(set(by_phase) - {phases["ed"]})) for ds in by_phase[t]]
     return hd.sr.Comprehensive3DSR(

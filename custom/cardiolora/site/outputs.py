@@ -290,7 +290,8 @@ def _write_dicom_outputs(
     if function is None:
         notes.append("no DICOM SR: a single phase has no ED/ES measurements")
         return
-    evidence = sorted({*cine.meta["source_files"][ed], *cine.meta["source_files"][es]})
+    # by phase: a multi-frame source holds every phase in one file, so a flat list cannot say which
+    evidence = {ed: sorted(set(cine.meta["source_files"][ed])), es: sorted(set(cine.meta["source_files"][es]))}
     try:
         sr = write_measurement_sr(
             list(seg.paths),
