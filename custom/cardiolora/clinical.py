@@ -33,6 +33,8 @@ import numpy as np
 from cardiolora.labels import LV, MYO, NUM_CLASSES, RV, STRUCTURE_NAMES, STRUCTURES, remap_labels
 
 __all__ = [
+    "INDEXED_KEYS",
+    "MEASURE_KEYS",
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "structure_volumes_ml",
     "volume_curve",
@@ -41,6 +43,16 @@ __all__ = [
     "mosteller_bsa",
     "cardiac_function",
 ]
+
+#: The measures :func:`cardiac_function` always returns (besides ``ed_phase`` / ``es_phase``).
+MEASURE_KEYS: tuple[str, ...] = (
+    "lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef_pct", "lv_mass_g",
+)  # fmt: skip
+#: The BSA-indexed measures it adds, with ``bsa_m2``, when height and weight are known.
+INDEXED_KEYS: tuple[str, ...] = (
+    "lv_edv_i_ml_m2", "lv_esv_i_ml_m2", "lv_sv_i_ml_m2", "rv_edv_i_ml_m2", "rv_esv_i_ml_m2", "rv_sv_i_ml_m2",
+    "lv_mass_i_g_m2",
+)  # fmt: skip
 
 #: Density of myocardium used to turn myocardial volume into LV mass (g/mL).
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05

@@ -35,6 +35,7 @@ from typing import NamedTuple
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from cardiolora.clinical import INDEXED_KEYS, MEASURE_KEYS
 from cardiolora.labels import LV, MYO, RV
 
 __all__ = [
@@ -58,30 +59,8 @@ __all__ = [
 
 #: Private coding scheme of the phase index and the flags.
 SCHEME = "99CARDIOLORA"
-#: Keys `function` must have.
-FUNCTION_REQUIRED = (
-    "ed_phase",
-    "es_phase",
-    "lv_edv_ml",
-    "lv_esv_ml",
-    "lv_sv_ml",
-    "lv_ef_pct",
-    "rv_edv_ml",
-    "rv_esv_ml",
-    "rv_sv_ml",
-    "rv_ef_pct",
-    "lv_mass_g",
-)
-#: Optional BSA-indexed keys (written when present, with ``bsa_m2``).
-INDEXED_KEYS = (
-    "lv_edv_i_ml_m2",
-    "lv_esv_i_ml_m2",
-    "lv_sv_i_ml_m2",
-    "rv_edv_i_ml_m2",
-    "rv_esv_i_ml_m2",
-    "rv_sv_i_ml_m2",
-    "lv_mass_i_g_m2",
-)
+#: Keys `function` must have (:data:`cardiolora.clinical.INDEXED_KEYS` are optional).
+FUNCTION_REQUIRED = ("ed_phase", "es_phase", *MEASURE_KEYS)
 UNITS = {
     u: Code(u, "UCUM", m)
     for u, m in (

@@ -25,28 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from cardiolora.clinical import INDEXED_KEYS, MEASURE_KEYS
+
 __all__ = ["CSV_COLUMNS", "FUNCTION_KEYS", "csv_row", "software_versions", "write_csv", "write_json"]
 
 #: Clinical values copied from ``cardiac_function`` into the CSV (indexed ones when known).
-FUNCTION_KEYS: tuple[str, ...] = (
-    "lv_edv_ml",
-    "lv_esv_ml",
-    "lv_sv_ml",
-    "lv_ef_pct",
-    "rv_edv_ml",
-    "rv_esv_ml",
-    "rv_sv_ml",
-    "rv_ef_pct",
-    "lv_mass_g",
-    "bsa_m2",
-    "lv_edv_i_ml_m2",
-    "lv_esv_i_ml_m2",
-    "lv_sv_i_ml_m2",
-    "rv_edv_i_ml_m2",
-    "rv_esv_i_ml_m2",
-    "rv_sv_i_ml_m2",
-    "lv_mass_i_g_m2",
-)
+FUNCTION_KEYS: tuple[str, ...] = (*MEASURE_KEYS, "bsa_m2", *INDEXED_KEYS)
 
 CSV_COLUMNS: tuple[str, ...] = (
     "study",
