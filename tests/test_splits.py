@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -196,3 +198,93 @@ def test_real_acdc_split() -> None:
         assert {r.group for r in parts[name]} == {"DCM", "HCM", "MINF", "NOR", "RV"}
         for r in parts[name]:
             assert r.patient_id in patients[name]
+
+
+# --------------------------------------------------------------------------------------------
+# the clinical recipe's split: 70/10/20 % of the patients, every ACDC group in proportion
+# --------------------------------------------------------------------------------------------
+
+CLINICAL_RATIOS = (0.7, 0.1, 0.2)
+GROUPS = ["DCM", "HCM", "MINF", "NOR", "RV"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_clinical_split_puts_every_group_in_every_part_in_proportion(seed: int) -> None:
+    """16 patients per group, 70/10/20: every group has 11-12 train, 1-2 val and 3-4 test patients."""
+    patients = ids(80)
+    group_of = {p: GROUPS[i % 5] for i, p in enumerate(patients)}
+    parts = split_records(records_of(patients, group_of), ratios=CLINICAL_RATIOS, seed=seed, stratify="group")
+    by_part = {name: {r.patient_id for r in parts[name]} for name in SPLIT_NAMES}
+    assert [len(by_part[n]) for n in SPLIT_NAMES] == [56, 8, 16]
+    assert not (
+        by_part["train"] & by_part["val"] or by_part["train"] & by_part["test"] or by_part["val"] & by_part["test"]
+    )
+    for name in SPLIT_NAMES:
+        assert sorted(r.case_id for r in parts[name]) == sorted(
+            f"{p}_{ph}" for p in by_part[name] for ph in ("ED", "ES")
+        )
+    for name, ratio in zip(SPLIT_NAMES, CLINICAL_RATIOS, strict=True):
+        counts = Counter(group_of[p] for p in by_part[name])
+        assert set(counts) == set(GROUPS), (name, counts)
+        for group in GROUPS:
+            assert math.floor(16 * ratio) <= counts[group] <= math.ceil(16 * ratio), (name, group, counts)
+
+
+def _fake_acdc_h5(root: Path, n_per_group: int = 16) -> dict[str, str]:
+    """An ACDC HDF5 folder to index (patients.csv and empty .h5 files: indexing reads no voxels)."""
+    root.mkdir(parents=True)
+    rows = ["patient,group,ed_frame,es_frame,n_frames,height_cm,weight_kg"]
+    group_of = {}
+    for i in range(n_per_group * len(GROUPS)):
+        pid = f"patient{i + 1:03d}"
+        group_of[pid] = GROUPS[i % len(GROUPS)]
+        rows.append(f"{pid},{group_of[pid]},1,12,30,170,70")
+        for frame in (1, 12):
+            (root / f"{pid}_frame{frame:02d}.h5").write_bytes(b"")
+    (root / "patients.csv").write_text("\n".join(rows) + "\n")
+    return group_of
+
+
+def test_datalist_command_stratifies_by_group(tmp_path: Path) -> None:
+    """`cardiolora datalist --stratify group`: a patient-level, group-stratified datalist, reproducible."""
+    from cardiolora.cli import main
+
+    group_of = _fake_acdc_h5(tmp_path / "acdc_h5")
+    argv = ["datalist", "--source", str(tmp_path / "acdc_h5"), "--stratify", "group", "--ratios", "0.7", "0.1", "0.2"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "c"), "--seed", "1"]) == 0
+    content = json.loads((tmp_path / "a" / "datalist.json").read_text())
+    assert content["meta"]["stratify"] == "group" and content["meta"]["ratios"] == [0.7, 0.1, 0.2]
+    sides: dict[str, str] = {}
+    for name in SPLIT_NAMES:
+        for entry in content[name]:
+            assert sides.setdefault(entry["patient_id"], name) == name, f"{entry['patient_id']} on two sides"
+            assert not Path(entry["image"]).is_absolute()  # relative to the dataset folder, as site_datalist
+    for name, ratio in zip(SPLIT_NAMES, CLINICAL_RATIOS, strict=True):
+        counts = Counter(group_of[p] for p, side in sides.items() if side == name)
+        assert all(math.floor(16 * ratio) <= counts[g] <= math.ceil(16 * ratio) for g in GROUPS), (name, counts)
+    again = json.loads((tmp_path / "b" / "datalist.json").read_text())
+    assert [content[n] for n in SPLIT_NAMES] == [again[n] for n in SPLIT_NAMES]  # deterministic
+    other = json.loads((tmp_path / "c" / "datalist.json").read_text())
+    assert {e["patient_id"] for e in other["test"]} != {e["patient_id"] for e in content["test"]}
+
+
+@pytest.mark.realdata
+def test_real_acdc_clinical_split() -> None:
+    """The split of `make clinical-pretrain` on the 80 HDF5 patients: 56/8/16, every group in every part."""
+    h5_root = SHARED_DATA / "acdc_h5"
+    if not h5_root.is_dir():
+        pytest.skip(f"real data folder {h5_root} absent (only CI and development machines have them)")
+    parts = split_records(index_acdc_h5(h5_root), ratios=CLINICAL_RATIOS, seed=0, stratify="group")
+    patients = {name: {r.patient_id for r in part} for name, part in parts.items()}
+    assert [len(patients[n]) for n in SPLIT_NAMES] == [56, 8, 16]
+    assert not (
+        patients["train"] & patients["val"]
+        or patients["train"] & patients["test"]
+        or patients["val"] & patients["test"]
+    )
+    for name, ratio in zip(SPLIT_NAMES, CLINICAL_RATIOS, strict=True):
+        counts = Counter(r.group for r in parts[name] if r.phase == "ED")
+        assert set(counts) == set(GROUPS)
+        assert all(math.floor(16 * ratio) <= c <= math.ceil(16 * ratio) for c in counts.values()), (name, counts)

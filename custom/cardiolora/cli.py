@@ -9,9 +9,12 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+
+from cardiolora.profiles import PROFILES
 
 __all__ = ["main", "build_parser"]
 
@@ -49,8 +52,34 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 H5_NOMINAL_SPACING_MM = 1.5
 
 
+def _write_stratified_datalist(records: list, out: Path, args: argparse.Namespace, meta: dict) -> Path:
+    """Split `records` by patient, stratified by the `args.stratify` field, and write ``out/datalist.json``.
+
+    The same datalist as ``cardiolora.data.generate.site_datalist`` (paths relative to `out`,
+    split seed and ratios in ``meta``) with every stratum (e.g. ACDC group) spread over train,
+    val and test in proportion (`cardiolora.data.splits.split_records`).
+    """
+    from cardiolora.data.dataset import DATALIST_NAME, write_datalist
+    from cardiolora.data.splits import split_records
+
+    out.mkdir(parents=True, exist_ok=True)
+    parts = split_records(records, ratios=tuple(args.ratios), seed=args.seed, stratify=args.stratify)
+    rows: dict[str, list[dict]] = {}
+    for key, recs in parts.items():
+        rows[key] = []
+        for r in recs:
+            d = r.to_dict()
+            for field in ("image", "label"):
+                if d.get(field):
+                    d[field] = os.path.relpath(d[field], out)
+            rows[key].append(d)
+    info = {"split_seed": args.seed, "ratios": list(args.ratios), "stratify": args.stratify, **meta}
+    return write_datalist(rows, out / DATALIST_NAME, meta=info)
+
+
 def _build_datalist(args: argparse.Namespace, out: Path) -> Path:
-    """Index `args.source`, filter by --split-by/--value, split by patient and write the datalist."""
+    """Index `args.source`, filter by --split-by/--value, split by patient (stratified by
+    --stratify when given) and write the datalist."""
     from cardiolora.data.generate import site_datalist
     from cardiolora.data.loaders import CaseRecord, detect_layout, index_dataset
 
@@ -81,6 +110,8 @@ def _build_datalist(args: argparse.Namespace, out: Path) -> Path:
         records = [
             CaseRecord.from_dict({**r.to_dict(), "meta": {**r.meta, "in_plane_spacing_mm": spacing}}) for r in records
         ]
+    if getattr(args, "stratify", None):
+        return _write_stratified_datalist(records, out, args, {"source": str(args.source)})
     return site_datalist(records, out, args.seed, tuple(args.ratios), {"source": str(args.source)})
 
 
@@ -92,8 +123,10 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from cardiolora.bundle import run_workflow
+    from cardiolora.bundle import make_workflow
     from cardiolora.data.dataset import DATALIST_NAME
+    from cardiolora.paths import bundle_dir
+    from cardiolora.profiles import get_profile
 
     out = Path(args.out)
     data = Path(args.data)
@@ -118,12 +151,20 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         kind = "lora"
         overrides["lora_rank"] = args.lora_rank
         overrides["pretrained_path"] = str(Path(args.pretrained).resolve())
+    prof = get_profile(args.profile)
+    extra = [str(bundle_dir() / "configs" / prof.train_override)] if prof.train_override else []
     start = time.time()
-    run_workflow(kind, overrides)
+    wf = make_workflow(kind, overrides, extra_configs=extra)
+    wf.initialize()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
     digest = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
     (out / "model.sha256").write_text(f"{digest}  model.pt\n")
     print(
-        f"weights: {out / 'model.pt'} (best validation mean Dice), sha256 {digest}; "
+        f"weights: {out / 'model.pt'} (best validation {wf.parser.get_parsed_content('val_key_metric')}), "
+        f"sha256 {digest}; "
         f"curve: {out / 'val_curve.png'}; {time.time() - start:.0f} s"
     )
     return 0
@@ -165,6 +206,10 @@ def _data_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1])
     q.add_argument("--seed", type=int, default=0)
     q.add_argument(
+        "--stratify",
+        help="spread every value of this field (e.g. group, vendor) over train/val/test in proportion",
+    )
+    q.add_argument(
         "--in-plane-spacing",
         type=float,
         help=f"mm, for sources without spacing (ACDC HDF5; default {H5_NOMINAL_SPACING_MM})",
@@ -199,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", required=True, help="run folder (checkpoints, model.pt, curves)")
     _data_options(q)
-    q.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    q.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     q.add_argument("--epochs", type=int)
     q.add_argument("--lora-rank", type=int, default=0, help="fine-tune LoRA adapters of this rank instead")
     q.add_argument("--pretrained", help="base weights for --lora-rank")
@@ -210,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True)
     q.add_argument("--weights", required=True)
     q.add_argument("--split", default="test")
-    q.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    q.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     q.add_argument("--out", required=True)
     q.add_argument("--device", default="cpu")
     q.set_defaults(func=_cmd_evaluate)

@@ -1,18 +1,31 @@
-"""Ignite/MONAI event handlers used by the bundle: resumable checkpoints and metric curves."""
+"""Ignite/MONAI event handlers used by the bundle: resumable checkpoints, metric curves, the
+learning-rate schedule and the per-case 3D Dice validation metric."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Metric
 
-__all__ = ["ResumableCheckpoint", "MetricCurve", "atomic_torch_save"]
+from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
+
+__all__ = [
+    "ResumableCheckpoint",
+    "MetricCurve",
+    "LearningRateSchedule",
+    "CaseDice3D",
+    "SCHEDULES",
+    "schedule_factor",
+    "atomic_torch_save",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +193,213 @@ def plot_curve(history: list[dict], metric_name: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+#: Learning-rate schedules of `LearningRateSchedule` / `schedule_factor`.
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "poly")
+
+
+def schedule_factor(
+    step: int, total: int, schedule: str = "cosine", warmup: int = 0, min_factor: float = 0.0, power: float = 0.9
+) -> float:
+    """Multiplier of the base learning rate at optimisation step `step` (0-based) of `total`.
+
+    Linear warm-up over the first `warmup` steps, ``f = (step + 1) / warmup``; then, with the
+    progress ``p = (step - warmup) / (total - warmup)`` in [0, 1):
+
+    * ``"constant"``: ``f = 1``;
+    * ``"cosine"``: ``f = m + (1 - m) · (1 + cos(π p)) / 2`` (Loshchilov & Hutter, SGDR);
+    * ``"poly"``: ``f = m + (1 - m) · (1 - p)^power`` (nnU-Net: power 0.9, m = 0);
+
+    with ``m = min_factor``. Steps past `total` keep the last value.
+
+    Args:
+        step: the step, >= 0.
+        total: number of steps of the whole run, > 0.
+        schedule: one of `SCHEDULES`.
+        warmup: warm-up steps, in [0, total).
+        min_factor: final multiplier m, in [0, 1].
+        power: exponent of ``"poly"``, > 0.
+
+    Returns:
+        The multiplier in (0, 1].
+
+    Raises:
+        ValueError: if an argument is out of its range.
+
+    Example:
+        >>> round(schedule_factor(0, 100, "cosine", warmup=10), 3), schedule_factor(10, 100, "cosine", warmup=10)
+        (0.1, 1.0)
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
+    if total <= 0:
+        raise ValueError(f"`total` must be positive, got {total}.")
+    if step < 0:
+        raise ValueError(f"`step` must be >= 0, got {step}.")
+    if not 0 <= warmup < total:
+        raise ValueError(f"`warmup` must be in [0, total={total}), got {warmup}.")
+    if not 0.0 <= min_factor <= 1.0:
+        raise ValueError(f"`min_factor` must be in [0, 1], got {min_factor}.")
+    if power <= 0:
+        raise ValueError(f"`power` must be positive, got {power}.")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    p = min(step - warmup, total - warmup - 1) / (total - warmup)
+    shape = 0.5 * (1.0 + math.cos(math.pi * p)) if schedule == "cosine" else (1.0 - p) ** power
+    return min_factor + (1.0 - min_factor) * shape
+
+
+class LearningRateSchedule:
+    """Set the optimizer's learning rate before every iteration from the trainer's position.
+
+    ``lr = base_lr · schedule_factor(iteration - 1, max_epochs · epoch_length, schedule,
+    warmup_epochs · epoch_length, min_factor)`` on ``ITERATION_STARTED``. The rate is a function
+    of the trainer's iteration and nothing else, so a resumed run (`ResumableCheckpoint` restores
+    the iteration) continues on the same curve with no scheduler state to save. ``"constant"``
+    without warm-up attaches nothing (the optimizer's own rate is left alone). A warm-up as long
+    as half the run or longer (a short test run) is cut to half the run, with a warning.
+
+    Args:
+        optimizer: the optimizer whose parameter groups get the rate.
+        base_lr: the peak learning rate (> 0).
+        schedule: one of `SCHEDULES`.
+        warmup_epochs: epochs of linear warm-up (>= 0).
+        min_factor: the final rate as a fraction of `base_lr`, in [0, 1].
+
+    Raises:
+        ValueError: if `base_lr`, `schedule`, `warmup_epochs` or `min_factor` is out of range.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base_lr: float,
+        schedule: str = "constant",
+        warmup_epochs: float = 0,
+        min_factor: float = 0.0,
+    ) -> None:
+        if not base_lr > 0:
+            raise ValueError(f"`base_lr` must be positive, got {base_lr}.")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
+        if warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` must be >= 0, got {warmup_epochs}.")
+        if not 0.0 <= min_factor <= 1.0:
+            raise ValueError(f"`min_factor` must be in [0, 1], got {min_factor}.")
+        self.optimizer = optimizer
+        self.base_lr = float(base_lr)
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.min_factor = float(min_factor)
+        self._warned = False
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the trainer's ``ITERATION_STARTED`` (nothing for a constant rate)."""
+        if self.schedule == "constant" and self.warmup_epochs == 0:
+            return
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """Set the rate of this iteration."""
+        length = int(engine.state.epoch_length)
+        total = int(engine.state.max_epochs) * length
+        warmup = int(round(self.warmup_epochs * length))
+        if warmup >= total // 2 and warmup > 0:
+            if not self._warned:
+                logger.warning(
+                    "warm-up of %s epochs is not shorter than half the run (%d epochs): warming up over %d "
+                    "iterations instead",
+                    self.warmup_epochs,
+                    engine.state.max_epochs,
+                    total // 2,
+                )
+                self._warned = True
+            warmup = total // 2
+        lr = self.base_lr * schedule_factor(engine.state.iteration - 1, total, self.schedule, warmup, self.min_factor)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class CaseDice3D(Metric):
+    """Mean over cases of the mean 3D Dice of LV, MYO and RV: the validation metric of whole volumes.
+
+    The bundle validates slice by slice; MONAI's ``MeanDice`` then averages 2D Dice over slices,
+    which weighs a basal slice with a sliver of myocardium as much as a mid-ventricular one and
+    ignores slices where a structure is absent from the truth. This metric sums, for every case
+    (the ``case_id`` of the batch items), the overlap ``|P_s ∩ G_s|`` and sizes ``|P_s|``,
+    ``|G_s|`` over its slices and returns
+
+    ``(1/N) Σ_n (1/3) Σ_{s ∈ {LV, MYO, RV}} 2 |P_s ∩ G_s| / (|P_s| + |G_s|)``
+
+    (a structure absent from both prediction and truth of a case counts 1, the policy of
+    `cardiolora.metrics`) — the 3D Dice of the challenge, on the grid the network sees (the
+    profile's spacing). The mean Dice of each structure over the cases is also written to the
+    engine's metrics as ``<name>_LV``, ``<name>_MYO`` and ``<name>_RV``.
+
+    It reads the one-hot ``pred`` and ``label`` of the evaluator's (decollated) output and the
+    ``case_id`` of its batch, so use it in ``key_val_metric`` of a ``SupervisedEvaluator`` whose
+    postprocessing one-hot encodes both (as the bundle's does).
+
+    Args:
+        case_key: batch key naming the case of each slice.
+        structures: label values scored.
+        device: unused (kept for ignite's ``Metric`` signature).
+
+    Raises:
+        ValueError: if `structures` is empty.
+    """
+
+    def __init__(
+        self, case_key: str = "case_id", structures: Sequence[int] = STRUCTURES, device: str | torch.device = "cpu"
+    ) -> None:
+        if not structures:
+            raise ValueError("`structures` must not be empty.")
+        self.case_key = case_key
+        self.structures = tuple(int(s) for s in structures)
+        self._sums: dict[Hashable, torch.Tensor] = {}
+        super().__init__(output_transform=lambda x: x, device=device)
+
+    def reset(self) -> None:
+        """Forget the cases of the previous run."""
+        self._sums = {}
+
+    def update(self, output: tuple[Sequence[Hashable], Sequence[torch.Tensor], Sequence[torch.Tensor]]) -> None:
+        """Add slices: ``(case_ids, one-hot preds (C, H, W), one-hot labels (C, H, W))``."""
+        cases, preds, labels = output
+        for case, pred, label in zip(cases, preds, labels, strict=True):
+            p = torch.as_tensor(pred)[list(self.structures)].flatten(1) > 0.5
+            g = torch.as_tensor(label)[list(self.structures)].flatten(1) > 0.5
+            row = torch.stack([(p & g).sum(1), p.sum(1), g.sum(1)]).to(torch.float64).cpu()
+            self._sums[case] = self._sums[case] + row if case in self._sums else row
+
+    def iteration_completed(self, engine: Engine) -> None:
+        """Read the case ids from the batch and the one-hot maps from the output of this iteration."""
+        batch, output = engine.state.batch, engine.state.output
+        if isinstance(output, Mapping):  # not decollated: one dict of batched tensors
+            cases = list(batch[self.case_key])
+            self.update((cases, list(output["pred"]), list(output["label"])))
+            return
+        self.update(([b[self.case_key] for b in batch], [o["pred"] for o in output], [o["label"] for o in output]))
+
+    def per_structure(self) -> dict[str, float]:
+        """Mean 3D Dice of each structure over the cases seen since the last reset."""
+        if not self._sums:
+            raise ValueError("CaseDice3D saw no case: the validation split is empty.")
+        rows = torch.stack(list(self._sums.values()))  # (cases, 3, structures)
+        inter, size_p, size_g = rows[:, 0], rows[:, 1], rows[:, 2]
+        denom = size_p + size_g
+        dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+        return {STRUCTURE_NAMES.get(s, str(s)): float(v) for s, v in zip(self.structures, dice.mean(0), strict=True)}
+
+    def compute(self) -> float:
+        """Mean over cases and structures."""
+        return float(sum(self.per_structure().values()) / len(self.structures))
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Store the mean under `name` and each structure under ``<name>_<structure>``."""
+        super().completed(engine, name)
+        for structure, value in self.per_structure().items():
+            engine.state.metrics[f"{name}_{structure}"] = value

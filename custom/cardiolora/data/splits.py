@@ -22,7 +22,8 @@ Algorithm (:func:`split_patients`):
    name, the same at every position, then of the patient) and cut into the blocks of step 1.
    The sizes of the parts are unchanged and every stratum is spread over the parts in
    proportion: its count in a part is within 2 of its quota ``n_s * r_i`` (16 patients in each
-   of 5 groups with ``80/10/10``: 12 or 13 train, 1 or 2 val, 1 or 2 test per group).
+   of 5 groups with ``80/10/10``: 12 or 13 train, 1 or 2 val, 1 or 2 test per group; with
+   ``70/10/20``, the split of the clinical recipe, 11 or 12 train, 1 or 2 val, 3 or 4 test).
 """
 
 from __future__ import annotations
