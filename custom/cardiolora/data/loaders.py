@@ -62,6 +62,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
+from cardiolora.errors import InputError
 from cardiolora.labels import NUM_CLASSES, remap_labels
 
 __all__ = [
@@ -105,7 +106,7 @@ _MNMS2_CSV = "dataset_information.csv"
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or folder is missing, unreadable or inconsistent.
 
     Args:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from cardiolora.errors import InputError
 from cardiolora.profiles import Profile, get_profile
 
 __all__ = [
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BACKEND = "torch"
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model or adapter file is missing, unreadable or does not fit the profile's network."""
 
 
