@@ -42,9 +42,11 @@ from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
 from cardiolora.metrics import dice
 from cardiolora.networks import load_weights, lora_unet
 from cardiolora.paths import bundle_dir
+from cardiolora.plausibility import plausibility_flags
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import get_profile
 from cardiolora.report import machine_line
+from cardiolora.site.postprocess import clean_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "clinical_pretrain_timing.json"
@@ -162,8 +164,15 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    scores = {STRUCTURE_NAMES[s]: dice(pred == s, truth == s) for s in STRUCTURES}
+    scores["mean"] = _mean([scores[n] for n in NAMES])
+    return scores
+
+
 def dice_rows(network: torch.nn.Module, records: Sequence[Mapping], profile: str) -> list[dict]:
-    """3D Dice of LV, MYO, RV (and their mean) for every case, with its phase and group."""
+    """3D Dice of LV, MYO, RV (and their mean) for every case, raw and after the site application's
+    clean-up (``clean_labels``, the same call as ``cardiolora segment``), with its phase and group."""
     rows = []
     for entry in records:
         rec = CaseRecord.from_dict(dict(entry))
@@ -173,23 +182,33 @@ def dice_rows(network: torch.nn.Module, records: Sequence[Mapping], profile: str
             s = float(rec.meta.get("in_plane_spacing_mm") or get_profile(profile).pixel_spacing)
             spacing = (10.0, s, s)
         pred = predict_zyx(network, case.image, spacing, profile)
-        scores = {STRUCTURE_NAMES[s]: dice(pred == s, case.label == s) for s in STRUCTURES}
-        scores["mean"] = _mean([scores[n] for n in NAMES])
         rows.append(
-            {"case_id": rec.case_id, "patient_id": rec.patient_id, "phase": rec.phase, "group": rec.group, **scores}
+            {
+                "case_id": rec.case_id,
+                "patient_id": rec.patient_id,
+                "phase": rec.phase,
+                "group": rec.group,
+                "raw": _scores(pred, case.label),
+                "cleaned": _scores(clean_labels(pred, slice_axis=0), case.label),
+            }
         )
     return rows
 
 
-def dice_table(rows: Sequence[Mapping]) -> list[dict]:
-    """Mean 3D Dice per structure over all cases, ED, ES and each group (rows with their case count)."""
+def dice_table(rows: Sequence[Mapping], variant: str = "cleaned") -> list[dict]:
+    """Mean 3D Dice per structure over all cases, ED, ES and each group (rows with their case count).
+
+    Args:
+        rows: from :func:`dice_rows`.
+        variant: ``"raw"`` network output or ``"cleaned"`` (the site application's labels).
+    """
     subsets: list[tuple[str, list[Mapping]]] = [("all", list(rows))]
     for phase in ("ED", "ES"):
         subsets.append((phase, [r for r in rows if r["phase"] == phase]))
     for group in sorted({str(r["group"]) for r in rows}):
         subsets.append((group, [r for r in rows if str(r["group"]) == group]))
     return [
-        {"subset": name, "n": len(sel), **{k: _mean([r[k] for r in sel]) for k in [*NAMES, "mean"]}}
+        {"subset": name, "n": len(sel), **{k: _mean([r[variant][k] for r in sel]) for k in [*NAMES, "mean"]}}
         for name, sel in subsets
         if sel
     ]
@@ -198,7 +217,8 @@ def dice_table(rows: Sequence[Mapping]) -> list[dict]:
 def clinical_rows(
     network: torch.nn.Module, acdc_root: str | os.PathLike, patients: set[str], profile: str
 ) -> list[dict]:
-    """EDV, ESV, EF (LV, RV) and LV mass, truth and prediction, for the official-layout patients in `patients`."""
+    """EDV, ESV, EF (LV, RV) and LV mass, truth and (cleaned, as the site reports it) prediction, for
+    the official-layout patients in `patients`."""
     by_patient: dict[str, dict[str, CaseRecord]] = {}
     for rec in index_acdc(acdc_root):
         if rec.patient_id in patients:
@@ -212,29 +232,34 @@ def clinical_rows(
             continue
         spacing = cases[0].spacing_zyx
         truth = np.stack([c.label for c in cases])
-        pred = np.stack([predict_zyx(network, c.image, spacing, profile) for c in cases])
+        pred = np.stack([clean_labels(predict_zyx(network, c.image, spacing, profile), slice_axis=0) for c in cases])
         kw = {"ed": 0, "es": 1}
         t, p = cardiac_function(truth, spacing, **kw), cardiac_function(pred, spacing, **kw)
         row = {"patient_id": pid, "group": phases["ED"].group, "spacing_zyx": [float(s) for s in spacing]}
         for key in CLINICAL_KEYS:
             row[key] = {"truth": float(t[key]), "pred": float(p[key]), "error": float(p[key] - t[key])}
+        row["flags"] = [f["name"] for f in plausibility_flags(p, pred, spacing)]
         out.append(row)
     return out
 
 
-def _markdown(table: Sequence[Mapping], clinical: Sequence[Mapping], header: str) -> str:
-    lines = [header, "", "| subset | cases | LV | MYO | RV | mean |", "|---|---|---|---|---|---|"]
-    for r in table:
-        lines.append(f"| {r['subset']} | {r['n']} | " + " | ".join(f"{r[k]:.3f}" for k in [*NAMES, "mean"]) + " |")
+def _markdown(tables: Mapping[str, Sequence[Mapping]], clinical: Sequence[Mapping], header: str) -> str:
+    lines = [header]
+    for variant, table in tables.items():
+        lines += ["", f"{variant}:", "", "| subset | cases | LV | MYO | RV | mean |", "|---|---|---|---|---|---|"]
+        for r in table:
+            cells = " | ".join(f"{r[k]:.3f}" for k in [*NAMES, "mean"])
+            lines.append(f"| {r['subset']} | {r['n']} | {cells} |")
     if clinical:
         keys = CLINICAL_KEYS
-        lines += ["", "Clinical measures (official NIfTI layout, real spacing), truth / predicted:", ""]
-        lines += ["| patient | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += ["", "Clinical measures (official NIfTI layout, real spacing), truth / predicted (cleaned):", ""]
+        lines += ["| patient | " + " | ".join(keys) + " | plausibility flags |", "|---" * (len(keys) + 2) + "|"]
         for r in clinical:
             cells = [f"{r[k]['truth']:.1f} / {r[k]['pred']:.1f}" for k in keys]
-            lines.append(f"| {r['patient_id']} | " + " | ".join(cells) + " |")
+            flags = ", ".join(r["flags"]) or "none"
+            lines.append(f"| {r['patient_id']} | " + " | ".join(cells) + f" | {flags} |")
         mae = [_mean([abs(r[k]["error"]) for r in clinical]) for k in keys]
-        lines.append("| mean abs. error | " + " | ".join(f"{v:.1f}" for v in mae) + " |")
+        lines.append("| mean abs. error | " + " | ".join(f"{v:.1f}" for v in mae) + " | |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,16 +272,26 @@ def report(
     net.eval()
     records = load_datalist(run / "data", split)
     rows = dice_rows(net, records, profile)
-    table = dice_table(rows)
+    tables = {
+        "Network output (raw)": dice_table(rows, "raw"),
+        "After the site clean-up (what `cardiolora segment` reports)": dice_table(rows, "cleaned"),
+    }
     patients = {r["patient_id"] for r in records}
     clinical = clinical_rows(net, acdc, patients, profile) if acdc and Path(acdc).is_dir() else []
-    result = {"split": split, "profile": profile, "cases": rows, "table": table, "clinical": clinical}
+    result = {
+        "split": split,
+        "profile": profile,
+        "cases": rows,
+        "table_raw": tables["Network output (raw)"],
+        "table": tables["After the site clean-up (what `cardiolora segment` reports)"],
+        "clinical": clinical,
+    }
     (run / "test_report.json").write_text(json.dumps(result, indent=1))
     header = (
         f"3D Dice on the {split} split of {run / 'data' / DATALIST_NAME} ({len(patients)} patients, "
         f"{len(rows)} volumes), profile {profile}; {machine_line()}"
     )
-    text = _markdown(table, clinical, header)
+    text = _markdown(tables, clinical, header)
     (run / "test_report.md").write_text(text)
     print(text)
     if acdc and not clinical:
