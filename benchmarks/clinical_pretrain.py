@@ -41,7 +41,6 @@ from cardiolora.data.loaders import CaseRecord, index_acdc, load_case
 from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
 from cardiolora.metrics import dice
 from cardiolora.networks import load_weights, lora_unet
-from cardiolora.paths import bundle_dir
 from cardiolora.plausibility import plausibility_flags
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import get_profile
@@ -83,8 +82,6 @@ def time_epochs(
     dataset = build_split(data, out)
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
-    prof = get_profile(profile)
-    files = [str(bundle_dir() / "configs" / prof.train_override)] if prof.train_override else []
     overrides = {
         "dataset_dir": str(dataset.resolve()),
         "output_dir": str(run.resolve()),
@@ -97,7 +94,7 @@ def time_epochs(
     }
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    wf = make_workflow("train", overrides, extra_configs=files)
+    wf = make_workflow("train", overrides)  # with the profile's recipe file
     wf.initialize()
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     setup_s = time.perf_counter() - t0
@@ -124,7 +121,7 @@ def time_epochs(
         "epochs_run": epochs,
         "train_slices": n_train,
         "val_slices": n_val,
-        "iterations_per_epoch": math.ceil(n_train / prof.batch_size),
+        "iterations_per_epoch": math.ceil(n_train / get_profile(profile).batch_size),
         "setup_s": setup_s,
         "epoch_s": epoch_s,
         "train_s_per_epoch": (run_s - marks["val"]) / epochs,

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from cardiolora.harness import METHODS, run_comparison
+from cardiolora.profiles import PROFILES
 
 README = Path(__file__).resolve().parent / "README.md"
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         help="acdc: ACDC folder (official or HDF5 layout; default ../shared/data/acdc_h5); "
         "mnms2: a folder in the M&Ms-2 layout",
     )
-    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    p.add_argument("--profile", default="quick", choices=list(PROFILES))
     p.add_argument(
         "--seeds",
         type=int,

@@ -106,6 +106,15 @@ def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
     assert set(table["cross_client"]["site-2"]) == {"site-1", "site-3"}
     assert set(table["mean_over_structures"]) == set(METRICS)
     assert set(table["in_client"]["site-1"]["summary"]["LV"]) == set(METRICS)
+    # the comparison's per-patient scores find the personalised models and agree with the job's table
+    from cardiolora.paired import in_client_models, per_case_scores
+
+    models = in_client_models("rate_my_lora", tmp_path, SITES)
+    assert models == {s: Path(summary["sites"][s]) / "personalised_model.pt" for s in SITES}
+    rows = per_case_scores({"site-1": models["site-1"]}, root, "quick")["site-1"]
+    assert len(rows) == 1
+    job_dice = table["mean_over_structures"]["dice"]["site-1"]["site-1"]
+    assert rows[0]["mean"] == pytest.approx(job_dice, abs=1e-4)
     assert res["rml_curves.png"].stat().st_size > 1000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

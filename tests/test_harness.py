@@ -236,9 +236,31 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     def fake_run(method, folder, **kw):
         calls.append((method, kw["seed"]))
         m = _matrix(0.01 * kw["seed"])
+        # per-case in-client Dice: Rate-My-LoRA 0.02 above every other method on each patient
+        bonus = 0.02 if method == "rate_my_lora" else 0.0
+        per_case = {
+            s: [
+                {
+                    "case_id": f"{s}-p{i}-{ph}",
+                    "patient_id": f"p{i}",
+                    "phase": ph,
+                    "mean": 0.8 + 0.01 * i + bonus,
+                    "dice": {"LV": 0.9 + bonus, "MYO": 0.8, "RV": 0.7},
+                }
+                for i in range(3)
+                for ph in ("ED", "ES")
+            ]
+            for s in sites
+        }
         if method in ("rate_my_lora", "fedpetuning"):
-            return {"matrix": m, "bandwidth": harness.bandwidth_from_history(history), "history": history}
-        return {"matrix": m, "bandwidth": None if method == "centralised" else harness.fedavg_bandwidth(8, sites, 2)}
+            return {
+                "matrix": m,
+                "bandwidth": harness.bandwidth_from_history(history),
+                "history": history,
+                "per_case": per_case,
+            }
+        bw = None if method == "centralised" else harness.fedavg_bandwidth(8, sites, 2)
+        return {"matrix": m, "bandwidth": bw, "per_case": per_case}
 
     monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
     monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
@@ -254,6 +276,14 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     assert "results/compare_phantoms_curves.png" in text and "old" not in text
     assert (tmp_path / "results" / "compare_phantoms_curves.png").is_file()
     assert summary["in_client"]["local"]["site-1"]["dice"]["mean"] == pytest.approx(0.905, abs=1e-5)
+    # the per-patient part: 6 patients (3 per site), Rate-My-LoRA +0.02 on each, the rating acted in round 1
+    paired = summary["paired"]["rate_my_lora_vs_fedpetuning"]
+    assert (paired["n"], paired["wins"], paired["losses"]) == (6, 6, 0)
+    assert paired["mean_diff"] == pytest.approx(0.02)
+    assert summary["structures"]["rate_my_lora"]["site-1"]["LV"]["mean"] == pytest.approx(0.92)
+    assert summary["rating_events"]["0"][0] == {"round": 1, "site": "site-1", "rating": 0.5, "lambda": 0.1}
+    md = (tmp_path / "w" / "results.md").read_text()
+    assert "Table 3" in md and "| Rate-My-LoRA vs FedPETuning | +0.0200" in md and "round 1 site-1 w = 0.50" in md
     harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD")
     assert len(calls) == 2 * len(harness.METHODS)  # every method folder has its done.json
 
@@ -289,8 +319,8 @@ def test_run_comparison_refuses_unseeded_federated_results(tmp_path, monkeypatch
     sites = ["site-1", "site-2"]
     monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
     monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
-    monkeypatch.setattr(harness, "_run_method", lambda method, folder, **kw: {"matrix": _matrix(0.0)})
-    old = {"matrix": _matrix(0.0), "seed_note": "site seeds are fixed by the client"}
+    monkeypatch.setattr(harness, "_run_method", lambda method, folder, **kw: {"matrix": _matrix(0.0), "per_case": {}})
+    old = {"matrix": _matrix(0.0), "seed_note": "site seeds are fixed by the client", "per_case": {}}
     for seed in (0, 1):
         (tmp_path / "w" / f"seed{seed}" / "fedavg_full").mkdir(parents=True)
         (tmp_path / "w" / f"seed{seed}" / "fedavg_full" / "done.json").write_text(json.dumps(old))

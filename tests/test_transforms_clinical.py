@@ -369,3 +369,19 @@ def test_clinical_pretraining_runs_and_selects_by_3d_dice(tiny_sites, tmp_path):
     assert 0 < lr < PROF.learning_rate  # cosine decay after the warm-up
     for name in ("model.pt", "checkpoint.pt", "val_curve.png"):
         assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "kind, profile, schedule",
+    [("train", "clinical", "cosine"), ("lora", "clinical", "cosine"), ("train", "quick", "constant")],
+)
+def test_the_profile_brings_its_recipe_without_naming_the_file(kind, profile, schedule, tmp_path):
+    """Harness, FLARE sites and the command line name only the profile; its recipe file comes with it."""
+    from cardiolora.bundle import profile_configs
+
+    wf = make_workflow(kind, {"profile": profile, "dataset_dir": str(tmp_path), "output_dir": str(tmp_path)})
+    assert wf.parser.get_parsed_content("lr_schedule") == schedule
+    assert profile_configs("evaluate", "clinical") == [] and profile_configs("train", "quick") == []
+    assert profile_configs("lora", "clinical") == [CLINICAL]
+    with pytest.raises(ValueError, match="nope"):
+        profile_configs("train", "nope")

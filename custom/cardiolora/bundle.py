@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow
 
 from cardiolora.paths import bundle_dir
 
-__all__ = ["config_files", "make_workflow", "run_workflow"]
+__all__ = ["config_files", "profile_configs", "make_workflow", "run_workflow"]
 
 _CONFIGS = {
     "train": ("train.json",),
@@ -46,6 +46,36 @@ def config_files(kind: str, bundle: str | os.PathLike | None = None) -> list[str
     return [str(root / "configs" / f) for f in _CONFIGS[kind]]
 
 
+def profile_configs(kind: str, profile: Any, bundle: str | os.PathLike | None = None) -> list[str]:
+    """The run profile's training-recipe override file for a training workflow, if it has one.
+
+    A profile with a `cardiolora.profiles.Profile.train_override` (``clinical`` →
+    ``configs/clinical.json``) brings its own loss, optimiser, schedule and augmentation; every
+    training run of that profile (command line, harness, FLARE sites) applies the file after the
+    kind's own configs, so the recipe is written once, in the bundle.
+
+    Args:
+        kind: the workflow kind (see `config_files`); only ``"train"`` and ``"lora"`` take it.
+        profile: the ``profile`` override (a profile name; anything else: no file).
+        bundle: bundle folder.
+
+    Returns:
+        ``[absolute path]`` or ``[]``.
+
+    Raises:
+        ValueError: if `profile` is a string naming no known profile.
+    """
+    from cardiolora.profiles import get_profile
+
+    if kind not in ("train", "lora") or not isinstance(profile, str):
+        return []
+    prof = get_profile(profile)
+    if not prof.train_override:
+        return []
+    root = Path(bundle) if bundle is not None else bundle_dir()
+    return [str(root / "configs" / prof.train_override)]
+
+
 def make_workflow(
     kind: str,
     overrides: Mapping[str, Any] | None = None,
@@ -58,13 +88,19 @@ def make_workflow(
         kind: see `config_files`.
         overrides: config ids → values (``{"dataset_dir": ..., "profile": "quick"}``).
         bundle: bundle folder.
-        extra_configs: more override files applied last.
+        extra_configs: more override files applied last (after the profile's recipe file,
+            `profile_configs`, which is added for ``train`` and ``lora``; a file named twice is
+            read once).
 
     Returns:
         The ``ConfigWorkflow`` (``initialize()`` / ``run()`` / ``finalize()`` it).
     """
     root = Path(bundle) if bundle is not None else bundle_dir()
-    files = config_files(kind, root) + [str(f) for f in extra_configs]
+    files: list[str] = []
+    recipe = profile_configs(kind, (overrides or {}).get("profile"), root)
+    for f in [*config_files(kind, root), *recipe, *extra_configs]:
+        if str(Path(f).resolve()) not in {str(Path(g).resolve()) for g in files}:
+            files.append(str(f))
     wtype = "infer" if kind == "inference" else "train"
     ovr = {"bundle_root": str(root), **dict(overrides or {})}
     return ConfigWorkflow(

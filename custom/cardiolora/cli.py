@@ -125,8 +125,6 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from cardiolora.bundle import make_workflow
     from cardiolora.data.dataset import DATALIST_NAME
-    from cardiolora.paths import bundle_dir
-    from cardiolora.profiles import get_profile
 
     out = Path(args.out)
     data = Path(args.data)
@@ -151,10 +149,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         kind = "lora"
         overrides["lora_rank"] = args.lora_rank
         overrides["pretrained_path"] = str(Path(args.pretrained).resolve())
-    prof = get_profile(args.profile)
-    extra = [str(bundle_dir() / "configs" / prof.train_override)] if prof.train_override else []
     start = time.time()
-    wf = make_workflow(kind, overrides, extra_configs=extra)
+    wf = make_workflow(kind, overrides)  # the profile's recipe file comes with it (`profile_configs`)
     wf.initialize()
     try:
         wf.run()

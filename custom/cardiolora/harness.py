@@ -40,6 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from cardiolora.paired import (
+    in_client_models,
+    paired_summary,
+    per_case_scores,
+    rating_events,
+    render_paired_markdown,
+)
+
 __all__ = [
     "METHODS",
     "FEDERATED_METHODS",
@@ -95,6 +103,11 @@ FL_SITES: tuple[str, ...] = ("site-1", "site-2", "site-3")
 #: ACDC protocol: site name → (ACDC group, fraction of its patients kept, appearance parameters).
 #: The base model is pretrained on groups NOR + MINF (untransformed).
 ACDC_SITES: dict[str, tuple[str, float]] = {"site-1": ("DCM", 1.0), "site-2": ("HCM", 0.5), "site-3": ("RV", 1.0)}
+#: Patient-level train/val/test ratios of the ACDC sites (16 patients → 10/2/4, the half HCM site's
+#: 8 → 5/1/2): ten test patients in all for the paired per-patient comparison. The reference keeps
+#: `REFERENCE_RATIOS`.
+ACDC_SITE_RATIOS: tuple[float, float, float] = (0.6, 0.15, 0.25)
+REFERENCE_RATIOS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 #: Per site: gamma on the [0, 1]-normalised image, contrast factor around the mean, a linear bias
 #: field of this peak amplitude (multiplicative, ±), Gaussian blur sigma (pixels, in-plane) and
 #: Gaussian noise std (fraction of the intensity range; seeded by the case id, so deterministic).
@@ -236,6 +249,7 @@ def prepare_acdc(workdir: Path, source: str | os.PathLike, seed: int = 0) -> tup
             written,
             sites_root / site,
             seed,
+            ratios=REFERENCE_RATIOS if site == "reference" else ACDC_SITE_RATIOS,
             meta={"source": str(source), "groups": list(groups), "appearance": params, "fraction": fraction},
         )
     return sites_root, list(ACDC_SITES)
@@ -796,6 +810,18 @@ def _check_reusable(folder: Path, method: str, seed: int) -> None:
         )
 
 
+def _per_case(
+    folder: Path, method: str, res: Mapping[str, Any], sites_root: Path, sites: Sequence[str], profile: str
+) -> dict:
+    """The run's per-case in-client scores: kept in its ``done.json``, computed once when missing."""
+    from cardiolora.fl.history import write_json
+
+    if "per_case" not in res:
+        res = {**res, "per_case": per_case_scores(in_client_models(method, folder, sites), sites_root, profile)}
+        write_json(res, folder / "done.json")
+    return res["per_case"]
+
+
 def run_comparison(
     source: str,
     workdir: str | os.PathLike,
@@ -838,6 +864,8 @@ def run_comparison(
         raise ValueError(f"`source` must be phantoms, acdc or mnms2, got {source!r}.")
     base = pretrain_base(workdir, sites_root, profile)
     results: dict = {m: {} for m in methods}
+    per_case: dict = {}
+    rating: dict = {}
     bandwidth: dict = {}
     histories: dict = {}
     for seed in seeds:
@@ -857,6 +885,9 @@ def run_comparison(
             _check_reusable(folder, method, seed)
             res = reuse_or_run(folder, fn)
             results[method][str(seed)] = res["matrix"]
+            per_case.setdefault(method, {})[str(seed)] = _per_case(folder, method, res, sites_root, sites, profile)
+            if method == "rate_my_lora" and res.get("history"):
+                rating[str(seed)] = rating_events(res["history"])
             if res.get("bandwidth") is not None:
                 bandwidth.setdefault(method, res["bandwidth"])
             else:
@@ -876,6 +907,7 @@ def run_comparison(
         "cross_client": cross_client_table(results),
         "bandwidth": bandwidth,
         "raw": results,
+        **paired_summary(per_case, rating),
         "curves": str(curves) if curves else None,
         "notes": [
             f"Local only and centralised train {_total_epochs(profile, rounds)} epochs "
@@ -886,7 +918,7 @@ def run_comparison(
         ],
     }
     write_json(summary, workdir / "results.json")
-    md = render_markdown(summary)
+    md = render_markdown(summary) + render_paired_markdown(summary, METHOD_TITLES)
     (workdir / "results.md").write_text(md)
     if readme is not None:
         body = md

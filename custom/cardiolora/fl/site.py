@@ -137,6 +137,10 @@ class BundleBackend:
                 "progress": False,
                 "load_pretrain": False,
                 "seed": self.seed,
+                # a round is a few epochs of a longer run whose length the site does not know: the
+                # profile's recipe (loss, optimiser, augmentation) applies, at a constant rate
+                "lr_schedule": "constant",
+                "warmup_epochs": 0,
             }
             if kind == "lora":
                 overrides["lora_rank"] = rank
