@@ -68,6 +68,23 @@ def test_different_seeds_differ():
     assert a.truth != b.truth
 
 
+def test_truth_of_one_subject_is_pinned():
+    """Any change to the generator (sampling, shapes, rendering, truth) shows here first.
+
+    Values of ``make_subject(0, "reference", phases="ed_es")`` recorded when the phantom became a
+    package, rounded to 6 decimals (hence the 1e-6 tolerance). Update them only on purpose.
+    """
+    got = _subject(0, "reference").truth
+    expected = {
+        "lv_edv_ml": 115.040721, "lv_esv_ml": 35.732163, "lv_sv_ml": 79.308558, "lv_ef_pct": 68.939552,
+        "rv_edv_ml": 97.258857, "rv_esv_ml": 34.601246, "rv_sv_ml": 62.657611, "rv_ef_pct": 64.423553,
+        "lv_mass_g": 129.256587,
+    }  # fmt: skip
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert abs(got[key] - value) <= 1e-6, key
+
+
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_shapes_dtypes_ranges(profile):
     prof = PROFILES[profile]
