@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/fl_bandwidth.py [--profile paper] [--ranks 32 16 32]
 
 Computed from the real state dicts of the bundle's network (no training): what each task of the
-protocol ships (:mod:`cardiolora.fl.common`), counted as FLARE ships it (numpy arrays, tensor bytes
+protocol ships (:mod:`cardiolora.fl.protocol`), counted as FLARE ships it (numpy arrays, tensor bytes
 only — no envelope), once per transport dtype of the adapters: ``float32`` and the jobs' default
-(``float16``; :data:`cardiolora.fl.common.DEFAULT_TRANSPORT_DTYPE`). The adapters are rounded with
-the same :func:`cardiolora.fl.common.to_transport` the sites and the server call. Per round,
+(``float16``; :data:`cardiolora.fl.protocol.DEFAULT_TRANSPORT_DTYPE`). The adapters are rounded with
+the same :func:`cardiolora.fl.protocol.to_transport` the sites and the server call. Per round,
 Rate-My-LoRA sends up a site's own adapter (``train``) and down every accepted adapter
 (``validate``; the merge coefficients travel as a few numbers); FedAvg sends the full float32
 weights up and down. One-time costs (``init``: ``W_0`` down in float32; ``finalize`` and
@@ -21,9 +21,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from cardiolora.fl.common import (
+from cardiolora.fl.network import bundle_network
+from cardiolora.fl.protocol import (
     DEFAULT_TRANSPORT_DTYPE,
-    bundle_network,
     pack_adapters,
     payload_bytes,
     to_numpy,
@@ -31,6 +31,7 @@ from cardiolora.fl.common import (
 )
 from cardiolora.lora import lora_state_dict
 from cardiolora.networks import plain_state_dict
+from cardiolora.profiles import PROFILES
 from cardiolora.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def bandwidth_for(full: int, adapters: Mapping[str, Mapping], ranks: Mapping[str
 
     ``up_c = bytes(Q(A_c, B_c))``, ``down = Σ_c up_c`` (every accepted adapter goes to every site),
     ``saving = 1 − bytes / full`` against FedAvg's full float32 model, with ``Q`` the rounding of
-    :func:`cardiolora.fl.common.to_transport`.
+    :func:`cardiolora.fl.protocol.to_transport`.
 
     Args:
         full: bytes of the full float32 model (FedAvg's upload and download per round).
@@ -153,7 +154,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="paper", choices=["quick", "paper"])
+    p.add_argument("--profile", default="paper", choices=list(PROFILES))
     p.add_argument("--ranks", type=int, nargs=3, default=[32, 16, 32], help="ranks of site-1 site-2 site-3")
     p.add_argument("--no-readme", action="store_true", help="do not update jobs/README.md")
     args = p.parse_args(argv)

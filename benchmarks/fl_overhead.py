@@ -5,7 +5,8 @@
 
 Per round every site trains its adapter for one local epoch (quick profile) and scores the
 equal-rating candidate on its validation split. Both sides do exactly that work with the same
-code (:class:`cardiolora.fl.site.BundleBackend` through :class:`cardiolora.fl.site.SiteRunner`):
+code (:class:`cardiolora.fl.site_runner.BundleBackend` through
+:class:`cardiolora.fl.site_runner.SiteRunner`):
 
 * FLARE: ``python -m cardiolora.fl.run`` with 3 simulated sites in parallel (1 torch thread
   each); a round's wall time is the controller's own measurement (``seconds`` of the round in
@@ -48,7 +49,7 @@ def tiny_sites(workdir: Path) -> Path:
 
 
 def base_model(workdir: Path) -> Path:
-    from cardiolora.fl.common import bundle_network
+    from cardiolora.fl.network import bundle_network
     from cardiolora.networks import plain_state_dict
 
     torch.manual_seed(0)
@@ -63,8 +64,8 @@ _SITE = None  # the worker process's SiteRunner
 def _worker_init(site: str, dataset_dir: str, output_dir: str) -> None:
     global _SITE
     torch.set_num_threads(1)
-    from cardiolora.fl.common import SiteConfig
-    from cardiolora.fl.site import BundleBackend, SiteRunner
+    from cardiolora.fl.site_config import SiteConfig
+    from cardiolora.fl.site_runner import BundleBackend, SiteRunner
 
     cfg = SiteConfig(path=Path(output_dir), site=site, dataset_dir=Path(dataset_dir), output_dir=Path(output_dir))
     _SITE = SiteRunner(site, BundleBackend(cfg, "quick", cfg.output_dir), cfg.output_dir, 1, "quick")
@@ -90,8 +91,8 @@ def local_rounds(sites_root: Path, pretrained: Path, rounds: int, workdir: Path)
     from concurrent.futures import ProcessPoolExecutor
 
     from cardiolora.fl import rml
-    from cardiolora.fl.common import pack_adapters
     from cardiolora.fl.persistor import load_base_weights
+    from cardiolora.fl.protocol import pack_adapters
     from cardiolora.networks import rank_for_dataset_size
 
     ctx = mp.get_context("spawn")

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cardiolora.fl.common import TRANSPORT_DTYPES
+from cardiolora.fl.protocol import TRANSPORT_DTYPES
 from cardiolora.fl.run import run_simulation
 from cardiolora.report import machine_line, replace_block
 

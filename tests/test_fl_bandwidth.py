@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardiolora.fl.common import DEFAULT_TRANSPORT_DTYPE
+from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE
 
 REPO = Path(__file__).resolve().parents[1]
 

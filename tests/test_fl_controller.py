@@ -1,6 +1,6 @@
 """The Rate-My-LoRA controller's run() against in-process sites (no FLARE transport).
 
-The sites are real :class:`cardiolora.fl.site.SiteRunner` objects (the same task logic the FLARE
+The sites are real :class:`cardiolora.fl.site_runner.SiteRunner` objects (the same task logic the FLARE
 client script drives) with a small backend on a tiny conv net: training pulls the weights towards
 a site-specific target, the score falls with the distance to it, so sites disagree and Eq. 1 has
 something to rate. ``dispatch`` hands the task to the sites as FLARE would (numpy on the wire,
@@ -19,9 +19,9 @@ from nvflare.app_common.abstract.fl_model import FLModel
 from torch import nn
 
 import cardiolora.fl.rml as rml
-from cardiolora.fl.common import Meta, Task, is_adapter_key, to_numpy
 from cardiolora.fl.controller import RateMyLoRAController
-from cardiolora.fl.site import SiteRunner
+from cardiolora.fl.protocol import Meta, Task, is_adapter_key, to_numpy
+from cardiolora.fl.site_runner import SiteRunner
 from cardiolora.lora import inject_lora, lora_scalings, lora_state_dict, reset_lora
 
 
@@ -81,6 +81,20 @@ class TinyBackend:
         return {"n_cases": 2, "summary": {"mean": {"dice": {"mean": self.score(weights, split), "std": 0.0, "n": 2}}}}
 
 
+class TinyReference:
+    """The adapter reference (keys, shapes, scalings per rank) of the tiny net, in place of the bundle's."""
+
+    def spec(self, rank):
+        net = tiny_net()
+        inject_lora(net, rank=rank)
+        return rml.adapter_spec(net)
+
+    def scaling(self, rank):
+        net = tiny_net()
+        inject_lora(net, rank=rank)
+        return lora_scalings(net)
+
+
 def make_sites(tmp_path, sizes=None):
     sizes = sizes or {"site-1": 12, "site-2": 6, "site-3": 12}
     g = torch.Generator().manual_seed(42)
@@ -106,6 +120,7 @@ class Harness(RateMyLoRAController):
         self.sent: list[tuple[str, str, list[str]]] = []
         self.fl_ctx = None
         self.persistor = None
+        self.reference = TinyReference()
         self._dropped: set[str] = set()
         self.plot = plot
 
@@ -123,12 +138,6 @@ class Harness(RateMyLoRAController):
 
     def load_model(self):
         return FLModel(params=to_numpy(BASE))
-
-    def spec(self, rank):
-        net = tiny_net()
-        inject_lora(net, rank=rank)
-        self._scalings[rank] = lora_scalings(net)
-        return rml.adapter_spec(net)
 
     def dispatch(self, task, model, targets):
         if self.crash_at == (task, self.round):
@@ -223,12 +232,12 @@ def test_transport_dtype_keeps_server_and_sites_bit_identical(tmp_path, dtype, i
     for r in (r for r in h["rounds"] if r.get("task") is None):
         for site, v in r["sites"].items():
             rank = h["ranks"][site]
-            numel = sum(int(np.prod(shape)) for shape in ctl.spec(rank).values())
+            numel = sum(int(np.prod(shape)) for shape in ctl.reference.spec(rank).values())
             assert v["bytes_up"] == itemsize * numel  # the adapter, in the transport dtype
     for site, runner in sites.items():
         received = ctl.personal[site]  # float32 copies of the float16 (or float32) upload
         assert all(t.dtype == torch.float32 for t in received.values())
-        scaling = ctl.scaling(h["ranks"][site])
+        scaling = ctl.reference.scaling(h["ranks"][site])
         expected = rml.apply_coefficients(runner.weights, {site: received}, {site: scaling}, {site: 1.0})
         saved = torch.load(runner.output_dir / "personalised_model.pt", weights_only=True)
         assert rml.state_checksum(saved) == rml.state_checksum(expected)

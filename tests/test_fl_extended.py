@@ -2,7 +2,9 @@
 
 About 4 minutes on 2 cores, beyond the FL test budget, so they run only with
 ``CARDIOLORA_FL_EXTENDED=1`` (the same scenarios run in the default suite against in-process sites
-in tests/test_fl_controller.py).
+in tests/test_fl_controller.py). The dropping site is injected by the test: the exported job runs
+``tests/fl_fault_site.py`` (the production site script with a failing runner) instead of the
+production script.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import torch
 from test_fl_sim import make_fl_sites
 
 import cardiolora.fl.rml as rml
-from cardiolora.fl.common import Task, is_adapter_key
-from cardiolora.fl.run import run_simulation
+from cardiolora.fl.jobs import build_job, export_job
+from cardiolora.fl.protocol import Task, is_adapter_key
+from cardiolora.fl.run import run_simulation, simulate_job, write_site_configs
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,6 +35,8 @@ pytestmark = [
 ]
 
 SITES = ("site-1", "site-2", "site-3")
+#: The test-only site script with fault injection (run by FLARE from its absolute path).
+FAULT_SITE_SCRIPT = Path(__file__).resolve().with_name("fl_fault_site.py")
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +70,19 @@ def test_fedavg_full_in_the_simulator(fl_sites, tmp_path):
 
 def test_a_site_that_drops_out_in_the_simulator(fl_sites, tmp_path):
     root, base = fl_sites
-    summary = run_simulation(
-        "fedpetuning",
-        root,
-        base,
-        tmp_path,
-        rounds=1,
-        timeout=900,
-        min_clients=2,
-        extra_site_config={"site-3": {"test_fail_at": {"task": Task.VALIDATE, "round": 1}}},
+    config_dir = write_site_configs(tmp_path, root, list(SITES), base)
+    job = export_job(
+        build_job("fedpetuning", num_rounds=1, n_clients=len(SITES), min_clients=2, task_timeout=900),
+        tmp_path / "job" / "fedpetuning",
     )
+    # the sites run the test's script: the production client with site-3 failing at `validate` of round 1
+    client_config = job / "app" / "config" / "config_fed_client.json"
+    config = json.loads(client_config.read_text())
+    args = config["executors"][0]["executor"]["args"]
+    args["task_script_path"] = str(FAULT_SITE_SCRIPT)
+    args["task_script_args"] += f" --fail-at site-3:{Task.VALIDATE}:1"
+    client_config.write_text(json.dumps(config, indent=4))
+    summary = simulate_job(job, tmp_path, list(SITES), config_dir, timeout=900)
     h = json.loads(Path(summary["results"]["rml_history.json"]).read_text())
     r1 = [r for r in h["rounds"] if r["round"] == 1 and "task" not in r][0]
     assert r1["sites"]["site-3"]["dropped"] == Task.VALIDATE

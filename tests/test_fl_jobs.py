@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import filecmp
 import json
 import shlex
@@ -16,27 +17,25 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
-import cardiolora.fl.site as site_module
-from cardiolora.fl import client
+import cardiolora.fl.site_runner as site_runner
+from cardiolora.fl import client, cross_eval, protocol
 from cardiolora.fl.aggregators import DatasetSizeAggregator
-from cardiolora.fl.common import (
+from cardiolora.fl.filters import AdapterOnlyFilter, check_result
+from cardiolora.fl.jobs import JOB_NAMES, build_job, job_main
+from cardiolora.fl.protocol import (
     DEFAULT_TRANSPORT_DTYPE,
-    SITE_CONFIG_ENV,
-    SiteConfig,
     Task,
     check_transport_dtype,
     from_transport,
     is_adapter_key,
-    load_site_config,
     pack_adapters,
     payload_bytes,
     to_transport,
     unpack_adapters,
 )
-from cardiolora.fl.filters import AdapterOnlyFilter, check_result
-from cardiolora.fl.jobs import JOB_NAMES, build_job, job_main
 from cardiolora.fl.run import run_simulation
 from cardiolora.fl.seeds import DEFAULT_SEED, round_seed
+from cardiolora.fl.site_config import SITE_CONFIG_ENV, SiteConfig, load_site_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,7 +164,7 @@ def test_job_seed_reaches_the_site_training(name, tmp_path, monkeypatch):
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / f"{site}.json").write_text(json.dumps({"dataset_dir": str(data), "output_dir": "out"}))
     monkeypatch.setenv(SITE_CONFIG_ENV, str(tmp_path / "cfg"))
-    monkeypatch.setattr(site_module, "BundleBackend", _RecordingBackend)
+    monkeypatch.setattr(client, "BundleBackend", _RecordingBackend)
     monkeypatch.setattr(_RecordingBackend, "made", [])
     weights = {"m.weight": np.ones((1, 1), np.float32)}
     if name == "fedavg_full":
@@ -201,8 +200,8 @@ def test_bundle_backend_passes_the_job_seed_to_the_bundle(tmp_path, monkeypatch)
 
     monkeypatch.setattr(cardiolora.bundle, "make_workflow", lambda kind, overrides: _Workflow(overrides))
     cfg = SiteConfig(path=tmp_path / "c.json", site="site-1", dataset_dir=_datalist(tmp_path / "d"))
-    assert site_module.BundleBackend(cfg, "quick", tmp_path)._workflow("lora", 4).overrides["seed"] == 0
-    wf = site_module.BundleBackend(cfg, "quick", tmp_path, seed=7)._workflow("lora", 4)
+    assert site_runner.BundleBackend(cfg, "quick", tmp_path)._workflow("lora", 4).overrides["seed"] == 0
+    wf = site_runner.BundleBackend(cfg, "quick", tmp_path, seed=7)._workflow("lora", 4)
     assert wf.overrides["seed"] == 7 and wf.overrides["lora_rank"] == 4
 
 
@@ -211,7 +210,7 @@ def test_bad_seed_is_refused_everywhere(bad, tmp_path):
     with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
         build_job("fedpetuning", seed=bad)
     with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
-        site_module.SiteRunner("site-1", _RecordingBackend(None, "quick", tmp_path), tmp_path, 1, "quick", seed=bad)
+        site_runner.SiteRunner("site-1", _RecordingBackend(None, "quick", tmp_path), tmp_path, 1, "quick", seed=bad)
     with pytest.raises(ValueError, match="`seed` must be a non-negative int"):
         run_simulation("fedpetuning", tmp_path / "sites", tmp_path / "none.pt", tmp_path / "w", seed=bad)
     assert not (tmp_path / "w").exists()  # refused before anything is written
@@ -291,6 +290,12 @@ def test_server_config_needs_existing_pretrained(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- protocol helpers
+
+
+@pytest.mark.parametrize("module", [protocol, cross_eval], ids=["protocol", "cross_eval"])
+def test_doctests(module):
+    result = doctest.testmod(module, extraglobs={"torch": torch}, verbose=False)
+    assert result.failed == 0 and result.attempted >= 2
 
 
 def test_pack_unpack_and_bytes():

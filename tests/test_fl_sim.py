@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import cardiolora.fl.rml as rml
-from cardiolora.fl.common import Task, bundle_network, is_adapter_key
+from cardiolora.fl.network import bundle_network
+from cardiolora.fl.protocol import Task, is_adapter_key
 from cardiolora.fl.run import run_simulation
 
 pytestmark = pytest.mark.slow

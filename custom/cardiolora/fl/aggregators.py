@@ -14,7 +14,7 @@ import numpy as np
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.aggregators.model_aggregator import ModelAggregator
 
-from cardiolora.fl.common import Meta
+from cardiolora.fl.protocol import Meta
 
 __all__ = ["DatasetSizeAggregator"]
 

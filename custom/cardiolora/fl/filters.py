@@ -35,7 +35,7 @@ from nvflare.apis.fl_constant import FLContextKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import ReservedHeaderKey, Shareable
 
-from cardiolora.fl.common import is_adapter_key
+from cardiolora.fl.protocol import is_adapter_key
 
 __all__ = ["AdapterOnlyFilter", "check_result"]
 

@@ -13,7 +13,7 @@ the job's ``custom/`` folder; it imports the installed ``cardiolora`` package, w
 arguments here, network numbers live in :mod:`cardiolora.profiles`, read through the bundle. The
 seed reaches every site as the script argument ``--seed`` (see :func:`cardiolora.fl.seeds.round_seed`).
 The LoRA jobs' ``transport_dtype`` (float16 by default) is an argument of the server's controller,
-which names it to the sites in every task (:mod:`cardiolora.fl.common`).
+which names it to the sites in every task (:mod:`cardiolora.fl.protocol`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from nvflare.job_config.defs import FilterType
 
 from cardiolora.fl import rml
 from cardiolora.fl.aggregators import DatasetSizeAggregator
-from cardiolora.fl.common import DEFAULT_TRANSPORT_DTYPE, TRANSPORT_DTYPES, Task, bundle_network, check_transport_dtype
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
+from cardiolora.fl.network import bundle_network
 from cardiolora.fl.persistor import BundleModelPersistor
+from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, TRANSPORT_DTYPES, Task, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import get_profile
 

@@ -17,7 +17,9 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey, make_model_learnable
 from nvflare.app_common.abstract.model_persistor import ModelPersistor
 
-from cardiolora.fl.common import bundle_network, load_site_config, to_numpy, to_torch
+from cardiolora.fl.network import bundle_network
+from cardiolora.fl.protocol import to_numpy, to_torch
+from cardiolora.fl.site_config import load_site_config
 
 __all__ = ["BundleModelPersistor", "load_base_weights"]
 

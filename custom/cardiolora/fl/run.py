@@ -11,6 +11,8 @@ profile to ``<workdir>/job``, runs ``nvflare simulator`` with one client per sit
 server's results (``rml_history.json``, ``rml_curves.png``, ``cross_site_eval.json``,
 ``tb_events/``, ``global_model.pt``) to ``<workdir>/results``. Each site's models are in
 ``<workdir>/sites/<site>/<job>/``. The server state (for resuming) is in ``<workdir>/server_state``.
+:func:`simulate_job` runs a job folder that is already exported (e.g. a committed ``jobs/<name>/exported``)
+with the site configs of :func:`write_site_configs`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+from cardiolora.fl.jobs import build_job, export_job
+from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
+from cardiolora.profiles import PROFILES
 
-__all__ = ["run_simulation", "write_site_configs", "main"]
+__all__ = ["run_simulation", "simulate_job", "write_site_configs", "main"]
 
 RESULT_FILES = ("rml_history.json", "rml_curves.png", "cross_site_eval.json", "global_model.pt", "tb_events")
 
@@ -94,12 +99,12 @@ def run_simulation(
         local_epochs: local epochs per round (default: the profile's).
         min_clients: fewer answering sites stop the job (default: all but one, at least 1).
         torch_threads: torch CPU threads per simulated site.
-        extra_site_config: more fields per site config (e.g. the test-only ``test_fail_at``).
+        extra_site_config: more fields per site config (``{site: {field: value}}``).
         timeout: seconds before the simulator is stopped (None: no limit).
         straggler_grace: seconds the server waits for the remaining sites once ``min_clients`` answered.
         seed: the job seed (every site's local training; see :func:`cardiolora.fl.seeds.round_seed`).
         transport_dtype: dtype the LoRA jobs' adapters travel in (``"float16"`` / ``"float32"``;
-            None: the job's default, :data:`cardiolora.fl.common.DEFAULT_TRANSPORT_DTYPE`).
+            None: the job's default, :data:`cardiolora.fl.protocol.DEFAULT_TRANSPORT_DTYPE`).
 
     Returns:
         ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
@@ -108,9 +113,6 @@ def run_simulation(
         RuntimeError: if the simulator fails or times out (the message names its log).
         ValueError: if `seed` is not a non-negative int or `transport_dtype` unknown (before anything is written).
     """
-    from cardiolora.fl.common import DEFAULT_TRANSPORT_DTYPE, check_transport_dtype
-    from cardiolora.fl.jobs import build_job, export_job
-
     seed = check_seed(seed)
     transport_dtype = transport_dtype or DEFAULT_TRANSPORT_DTYPE
     check_transport_dtype(transport_dtype)
@@ -133,8 +135,39 @@ def run_simulation(
         ),
         workdir / "job" / job,
     )
+    return simulate_job(job_dir, workdir, sites, cfg_dir, torch_threads, timeout)
+
+
+def simulate_job(
+    job_dir: str | os.PathLike,
+    workdir: str | os.PathLike,
+    sites: list[str],
+    site_config_dir: str | os.PathLike,
+    torch_threads: int = 1,
+    timeout: float | None = None,
+) -> dict:
+    """Run an exported job folder in the simulator, one client per site, and collect the results.
+
+    Args:
+        job_dir: the job folder (``meta.json`` + ``app/``), e.g. from :func:`cardiolora.fl.jobs.export_job`.
+        workdir: work folder (the simulator workspace is ``<workdir>/simulate``, the results go to
+            ``<workdir>/results/<job name>``).
+        sites: site names, one simulated client each.
+        site_config_dir: the folder of :func:`write_site_configs` (given as ``$CARDIOLORA_SITE_CONFIG``).
+        torch_threads: torch CPU threads per simulated site.
+        timeout: seconds before the simulator is stopped (None: no limit).
+
+    Returns:
+        ``{"job", "returncode", "seconds", "workdir", "log", "results": {file: path}, "sites": {site: folder}}``.
+
+    Raises:
+        RuntimeError: if the simulator fails or times out (the message names its log).
+    """
+    job_dir = Path(job_dir)
+    workdir = Path(workdir).resolve()
+    job = json.loads((job_dir / "meta.json").read_text())["name"]
     ws = workdir / "simulate"
-    env = {**os.environ, "CARDIOLORA_SITE_CONFIG": str(cfg_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "CARDIOLORA_SITE_CONFIG": str(site_config_dir), "PYTHONUNBUFFERED": "1"}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # N sites share the cores
         env.setdefault(var, str(torch_threads))
     cmd = [
@@ -201,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", required=True, help="base model W_0 (.pt)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    p.add_argument("--profile", default="quick", choices=list(PROFILES))
     p.add_argument("--sites", default="site-1,site-2,site-3", help="comma-separated site names")
     p.add_argument("--local-epochs", type=int)
     p.add_argument("--min-clients", type=int)

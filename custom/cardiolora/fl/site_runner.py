@@ -2,7 +2,7 @@
 
 :class:`SiteRunner` keeps the site's copy of the global weights ``W`` (a plain U-Net state dict),
 the adapters it received for the next merge, and answers the tasks listed in
-:mod:`cardiolora.fl.common`. The work itself (training a LoRA adapter or the full network for the
+:mod:`cardiolora.fl.protocol`. The work itself (training a LoRA adapter or the full network for the
 local epochs, scoring a model on a split) is done by a backend: :class:`BundleBackend` runs the
 MONAI bundle's own workflows (``cardiolora.bundle.make_workflow("lora" | "train")``) and
 :mod:`cardiolora.evaluation`, so the network, transforms and training loop are the bundle's.
@@ -13,14 +13,13 @@ adapters it got in ``validate``) and returns the checksum of its ``W``, which th
 with its own. Adapters travel in the transport dtype the server names in the task meta
 (``Meta.TRANSPORT_DTYPE``; float32 if it names none): the site rounds its own adapter to it
 before sending it and before building its personalised model from it, and turns what it receives
-back into float32 (:func:`cardiolora.fl.common.to_transport` / ``from_transport``).
+back into float32 (:func:`cardiolora.fl.protocol.to_transport` / ``from_transport``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,10 @@ from typing import Any, Protocol
 import torch
 
 from cardiolora.fl import rml
-from cardiolora.fl.common import Meta, SiteConfig, Task, from_transport, to_torch, to_transport, unpack_adapters
+from cardiolora.fl.history import finite
+from cardiolora.fl.protocol import Meta, Task, from_transport, to_torch, to_transport, unpack_adapters
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
+from cardiolora.fl.site_config import SiteConfig
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
 
@@ -194,7 +195,7 @@ class BundleBackend:
         return plain_state_dict(wf.parser.get_parsed_content("network")), loss
 
     def _plain_network(self, weights):
-        from cardiolora.fl.common import bundle_network
+        from cardiolora.fl.network import bundle_network
         from cardiolora.networks import load_weights
 
         if self._plain is None:
@@ -220,19 +221,8 @@ class BundleBackend:
         return {"n_cases": len(rows), "summary": aggregate_scores([r["scores"] for r in rows])}
 
 
-def _finite_or_none(obj: Any) -> Any:
-    """Replace NaN / inf floats by None, recursively (for JSON and for the metrics sent up)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
 class SiteRunner:
-    """The site's side of the protocol (see :mod:`cardiolora.fl.common` for the tasks).
+    """The site's side of the protocol (see :mod:`cardiolora.fl.protocol` for the tasks).
 
     Args:
         site: the site's name.
@@ -242,8 +232,6 @@ class SiteRunner:
             ``site_summary.json``.
         local_epochs: local epochs per round (from the job).
         profile: run profile (from the job); a task announcing another profile is refused.
-        fail_at: test-only fault injection ``{"task": name, "round": t}``: raise at that task, as
-            a site that crashes would (read from the site config's ``test_fail_at``).
         seed: the job seed (from the job); local training in round t is seeded with
             :func:`cardiolora.fl.seeds.round_seed` ``(seed, site, t)``.
 
@@ -258,7 +246,6 @@ class SiteRunner:
         output_dir: str | Path,
         local_epochs: int,
         profile: str,
-        fail_at: Mapping[str, Any] | None = None,
         seed: int = DEFAULT_SEED,
     ) -> None:
         self.seed = check_seed(seed)
@@ -267,7 +254,6 @@ class SiteRunner:
         self.output_dir = Path(output_dir)
         self.local_epochs = int(local_epochs)
         self.profile = profile
-        self.fail_at = dict(fail_at or {})
         self.weights: dict[str, torch.Tensor] | None = None
         self.rank: int | None = None
         self.received: dict[str, dict[str, torch.Tensor]] = {}
@@ -328,12 +314,6 @@ class SiteRunner:
         self.received = {}
         return "merged"
 
-    def _maybe_fail(self, task: str, round_index: Any) -> None:
-        if self.fail_at and self.fail_at.get("task") == task and self.fail_at.get("round", round_index) == round_index:
-            raise RuntimeError(
-                f"{self.site}: test fault injection `test_fail_at` = {self.fail_at}: the site drops out."
-            )
-
     def _save(self, weights: Mapping[str, torch.Tensor], name: str) -> Path:
         from cardiolora.handlers import atomic_torch_save
 
@@ -343,7 +323,7 @@ class SiteRunner:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / "site_summary.json"
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(_finite_or_none(self.summary), indent=1))
+        tmp.write_text(json.dumps(finite(self.summary), indent=1))
         tmp.replace(path)
 
     # ------------------------------------------------------------------ tasks
@@ -351,7 +331,7 @@ class SiteRunner:
         """Answer one task.
 
         Args:
-            task: the task name (:class:`cardiolora.fl.common.Task`).
+            task: the task name (:class:`cardiolora.fl.protocol.Task`).
             params: the task's tensors (numpy arrays or torch tensors).
             meta: the task's meta.
 
@@ -369,7 +349,6 @@ class SiteRunner:
             raise ValueError(
                 f"{self.site}: the server runs profile {profile!r} but this site's job says {self.profile!r}."
             )
-        self._maybe_fail(task, meta.get(Meta.ROUND))
         handler = {
             Task.INIT: self.on_init,
             Task.TRAIN: self.on_train,
@@ -485,7 +464,7 @@ class SiteRunner:
             results[owner] = self.backend.evaluate(personal, "test")
         self.summary["cross_eval"] = results
         self._write_summary()
-        return Reply(meta={}, metrics={"models": _finite_or_none(results)})
+        return Reply(meta={}, metrics={"models": finite(results)})
 
     def on_fedavg_train(self, params: dict, meta: dict) -> Reply:
         """Full-weight FedAvg (the paper's † baseline): train the whole network from the received ``W``.

@@ -6,14 +6,16 @@ The job runs it in the FLARE client process (``ClientAPIExecutor``, ``in_process
 
 Federation hyperparameters (method, profile, local epochs, seed) come from the job's script arguments;
 the site's data location and output folder come from the site's own local config
-(:func:`cardiolora.fl.common.load_site_config`: ``$CARDIOLORA_SITE_CONFIG`` or
+(:func:`cardiolora.fl.site_config.load_site_config`: ``$CARDIOLORA_SITE_CONFIG`` or
 ``<site workspace>/local/cardiolora_site.json``), so one job folder serves every site. A missing
 or invalid config stops the site with an error naming the file and the field.
 
 The loop: ``flare.receive()`` → the task name (``flare.get_task_name()``) → the site's answer from
-:class:`cardiolora.fl.site.SiteRunner` (Rate-My-LoRA / FedPETuning tasks) or its full-weight
+:class:`cardiolora.fl.site_runner.SiteRunner` (Rate-My-LoRA / FedPETuning tasks) or its full-weight
 training (FedAvg's ``train``) → ``flare.send(FLModel(...))``. Network, transforms and training
-loop come from the MONAI bundle (:class:`cardiolora.fl.site.BundleBackend`).
+loop come from the MONAI bundle (:class:`cardiolora.fl.site_runner.BundleBackend`). Another
+:class:`~cardiolora.fl.site_runner.SiteRunner` can be given to :func:`main` (``runner_factory``), e.g.
+by a wrapper script that a test names as the job's ``task_script_path``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
+import nvflare.client as flare
+import torch
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+
+from cardiolora.fl.protocol import Task
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
+from cardiolora.fl.site_config import load_site_config
+from cardiolora.fl.site_runner import BundleBackend, SiteRunner
 
 __all__ = ["main", "build_parser"]
 
@@ -76,15 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the site until the server ends the job."""
-    import nvflare.client as flare
-    import torch
-    from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner] = SiteRunner) -> None:
+    """Run the site until the server ends the job.
 
-    from cardiolora.fl.common import Task, load_site_config
-    from cardiolora.fl.site import BundleBackend, SiteRunner
+    Args:
+        argv: the script arguments (:func:`build_parser`; default ``sys.argv[1:]``).
+        runner_factory: makes the site's runner, called as ``runner_factory(site, backend, output_dir,
+            local_epochs, profile, seed=seed)`` (default :class:`~cardiolora.fl.site_runner.SiteRunner`).
 
+    Raises:
+        ValueError: for a task the job's method does not send.
+    """
     args = build_parser().parse_args(argv)
     flare.init()
     site = flare.get_site_name()
@@ -93,15 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(cfg.num_threads)
     out = cfg.output_dir / args.job_name
     backend = BundleBackend(cfg, args.profile, out, seed=args.seed)
-    runner = SiteRunner(
-        site,
-        backend,
-        out,
-        args.local_epochs,
-        args.profile,
-        fail_at=cfg.extra.get("test_fail_at"),
-        seed=args.seed,
-    )
+    runner = runner_factory(site, backend, out, args.local_epochs, args.profile, seed=args.seed)
     logger.info(
         f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, seed {args.seed}"
     )

@@ -1,0 +1,258 @@
+"""The server's side of the task exchange with the sites, under FLARE 2.9's ``ModelController``.
+
+:class:`SiteExchangeController` holds what every task of the protocol (:mod:`cardiolora.fl.protocol`)
+needs, whatever the round: it sends a task (with the protocol's meta: profile, round, transport
+dtype) to the active sites and collects the answers, counting the bytes both ways in the run's
+:class:`~cardiolora.fl.ledger.RunLedger`; it compares the checksum each site returns with the
+server's ``W`` and re-synchronises a site that disagrees; it validates adapters against the
+reference of the site's rank (:func:`cardiolora.fl.rml.validate_adapter`) and rejects bad ones with
+the reason logged. :class:`cardiolora.fl.controller.RateMyLoRAController` drives the rounds with it.
+
+Dropped sites: every task waits until all targets answered, or — once ``min_clients`` answered —
+at most ``straggler_grace`` seconds more, and never more than ``task_timeout``. A site that does
+not answer (or answers with an error) is dropped for the rest of the job (logged); if fewer than
+``min_clients`` sites remain, the job stops — the state of the last completed round is on disk,
+and submitting the job again resumes from it.
+
+Checksums: a site whose ``W`` differs from the server's is logged as an error and sent the full
+``W`` (``sync``); if its checksum still differs, the job stops (server and sites must hold
+identical ``W_t``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from nvflare.apis.analytix import AnalyticsDataType, LogWriterName
+from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
+from nvflare.app_common.abstract.fl_model import FLModel
+from nvflare.app_common.workflows.model_controller import ModelController
+
+from cardiolora.fl import rml, state
+from cardiolora.fl.ledger import RunLedger
+from cardiolora.fl.network import AdapterReference
+from cardiolora.fl.protocol import (
+    DEFAULT_TRANSPORT_DTYPE,
+    Meta,
+    Task,
+    check_transport_dtype,
+    from_transport,
+    pack_adapters,
+    to_numpy,
+    to_transport,
+)
+
+__all__ = ["SiteExchangeController"]
+
+
+class SiteExchangeController(ModelController):
+    """Sends the protocol's tasks and checks what comes back; a subclass drives the rounds in ``run()``.
+
+    Args:
+        num_rounds: federated rounds ``T`` (≥ 1).
+        profile: run profile of the bundle network (must be the sites' profile).
+        min_clients: fewer answering sites than this stops the job.
+        max_delta_ratio: largest accepted ``||ΔW_k||/||W_k||`` of an adapter.
+        task_timeout: seconds a task may take at most (0: no limit).
+        straggler_grace: seconds to wait for the remaining sites once ``min_clients`` answered.
+        state_name: sub-folder of the state directory (one per job kind); the state directory is
+            the server config's ``state_dir`` or ``<server workspace>/cardiolora_state``.
+        persistor_id: the component that loads ``W_0`` (:class:`cardiolora.fl.persistor.BundleModelPersistor`).
+        transport_dtype: dtype adapters travel in, both ways: ``"float16"`` (default, half the
+            bytes) or ``"float32"``. Named to the sites in every task's meta; an adapter that
+            arrives in another dtype is rejected. ``W`` itself (``init``, ``sync``) travels in float32.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
+
+    def __init__(
+        self,
+        num_rounds: int = 5,
+        profile: str = "quick",
+        min_clients: int = 2,
+        max_delta_ratio: float = rml.DEFAULT_MAX_DELTA_RATIO,
+        task_timeout: int = 3600,
+        straggler_grace: int = 600,
+        state_name: str = "rate_my_lora",
+        persistor_id: str = "persistor",
+        transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
+    ) -> None:
+        super().__init__(persistor_id=persistor_id)
+        for name, value, low in (
+            ("num_rounds", num_rounds, 1),
+            ("min_clients", min_clients, 1),
+            ("task_timeout", task_timeout, 0),
+            ("straggler_grace", straggler_grace, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
+        if not isinstance(max_delta_ratio, (int, float)) or max_delta_ratio <= 0:
+            raise ValueError(f"`max_delta_ratio` must be > 0, got {max_delta_ratio!r}.")
+        check_transport_dtype(transport_dtype)
+        if not state_name or os.sep in state_name:
+            raise ValueError(f"`state_name` must be a plain folder name, got {state_name!r}.")
+        self.num_rounds = num_rounds
+        self.profile = profile
+        self.min_clients = min_clients
+        self.max_delta_ratio = float(max_delta_ratio)
+        self.task_timeout = task_timeout
+        self.straggler_grace = straggler_grace
+        self.state_name = state_name
+        self.transport_dtype = transport_dtype
+        # run state
+        self.weights: dict[str, torch.Tensor] = {}
+        self.checksum = ""
+        self.round = 0
+        self.site_ranks: dict[str, int] = {}
+        self.active: list[str] = []
+        self.ledger = RunLedger()
+        self.reference = AdapterReference(profile)  # expected adapter keys, shapes and scalings per rank
+        self._saved_round = 0
+
+    # ------------------------------------------------------------------ environment (overridable in tests)
+    def server_root(self) -> Path:
+        """The server's workspace root."""
+        return Path(self.engine.get_workspace().get_root_dir())
+
+    def output_dir(self) -> Path:
+        """The job's run folder on the server (history, curves, cross-site tables)."""
+        return Path(self.get_run_dir())
+
+    def state_dir(self) -> Path:
+        """``<state_dir>/<state_name>`` (:func:`cardiolora.fl.state.state_dir`)."""
+        return state.state_dir(self.server_root(), self.state_name)
+
+    def dispatch(self, task: str, model: FLModel, targets: list[str]) -> list[FLModel]:
+        """Send `model` as `task` to `targets` and wait (see the module docstring for the waiting rule)."""
+        return self.broadcast_model(
+            data=model,
+            task_name=task,
+            targets=targets,
+            min_responses=min(self.min_clients, len(targets)),
+            timeout=self.task_timeout,
+            wait_time_after_min_received=self.straggler_grace,
+        )
+
+    def track(self, tag: str, value: float, step: int) -> None:
+        """Stream one scalar to TensorBoard through FLARE's analytics events (server-side receiver)."""
+        if self.fl_ctx is None or value is None or not math.isfinite(value):
+            return
+        dxo = create_analytic_dxo(
+            tag, float(value), AnalyticsDataType.SCALAR, writer=LogWriterName.TORCH_TB, global_step=int(step)
+        )
+        send_analytic_dxo(self, dxo, self.fl_ctx)
+
+    # ------------------------------------------------------------------ the exchange
+    def _send(self, task: str, model: FLModel, targets: list[str]) -> dict[str, FLModel]:
+        """Dispatch, count bytes, drop sites that did not answer; returns ``{site: result}``."""
+        targets = [t for t in targets if t in self.active]
+        if not targets:
+            return {}
+        self.ledger.sent(targets, model.params)
+        results = self.dispatch(task, model, targets)
+        out: dict[str, FLModel] = {}
+        for r in results or []:
+            site = (r.meta or {}).get("client_name")
+            if site in targets:
+                out[site] = r
+                self.ledger.received(site, r.params)
+        missing = [s for s in targets if s not in out]
+        if missing:
+            self.warning(
+                f"`{task}` (round {self.round}): no valid answer from {missing} (an error, a blocked result or "
+                "nothing within the time limits); they are dropped for the rest of the job."
+            )
+            self.active = [s for s in self.active if s not in missing]
+            for s in missing:
+                self.ledger.site(s)["dropped"] = task
+        if len(self.active) < self.min_clients:
+            raise RuntimeError(
+                f"only {len(self.active)} site(s) left ({self.active}) after `{task}` of round {self.round}, "
+                f"fewer than min_clients = {self.min_clients}: stopping. The state of round "
+                f"{self._saved_round} is in {self.state_dir()}; submit the job again to resume."
+            )
+        return out
+
+    def _model(self, params: Mapping[str, Any] | None = None, **meta: Any) -> FLModel:
+        meta = {Meta.PROFILE: self.profile, Meta.ROUND: self.round, Meta.TRANSPORT_DTYPE: self.transport_dtype, **meta}
+        return FLModel(params=dict(params or {}), current_round=self.round, total_rounds=self.num_rounds, meta=meta)
+
+    def _adapters_down(self, adapters: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Any]:
+        """Accepted adapters packed for a download, in the transport dtype (exact: they arrived in it)."""
+        return to_numpy(to_transport(pack_adapters(adapters), self.transport_dtype))
+
+    def _verify(self, results: Mapping[str, FLModel], task: str) -> list[str]:
+        """Sites whose returned checksum differs from the server's ``W`` (logged as errors)."""
+        bad = []
+        for site, r in results.items():
+            theirs = (r.meta or {}).get(Meta.CHECKSUM)
+            if theirs != self.checksum:
+                status = (r.meta or {}).get(Meta.STATUS, "")
+                self.error(
+                    f"{site}: checksum of its W after `{task}` of round {self.round} is {str(theirs)[:12]}, the "
+                    f"server's is {self.checksum[:12]} ({status}); its result is not used and it is re-synchronised."
+                )
+                self.ledger.site(site)["checksum_ok"] = False
+                bad.append(site)
+            else:
+                self.ledger.site(site)["checksum_ok"] = True
+        return bad
+
+    def _resync(self, sites: list[str]) -> None:
+        """Send the full ``W`` to `sites`; a checksum that still differs stops the job."""
+        if not sites:
+            return
+        results = self._send(Task.SYNC, self._model(to_numpy(self.weights)), sites)
+        still = [s for s, r in results.items() if (r.meta or {}).get(Meta.CHECKSUM) != self.checksum]
+        if still:
+            raise RuntimeError(
+                f"{still}: W still differs from the server's after re-synchronisation in round {self.round}; "
+                "stopping (server and sites must hold identical W_t)."
+            )
+        self.info(f"re-synchronised {sorted(results)} with W (checksum {self.checksum[:12]}).")
+
+    @staticmethod
+    def _finite_metric(r: FLModel, key: str) -> float | None:
+        value = (r.metrics or {}).get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    def _validated_adapters(self, results: Mapping[str, FLModel], stage: str) -> dict[str, dict[str, torch.Tensor]]:
+        """Validate each site's adapter against its rank's spec; log and drop the bad ones."""
+        accepted: dict[str, dict[str, torch.Tensor]] = {}
+        for site, r in sorted(results.items()):
+            rec = self.ledger.site(site)
+            rank = self.site_ranks.get(site)
+            self.ledger.note_keys(site, (r.params or {}).keys())
+            try:
+                if rank is None:
+                    raise ValueError(f"{site}: no rank assigned (it did not answer `init`).")
+                rml.validate_adapter(
+                    r.params or {},
+                    self.reference.spec(rank),
+                    self.weights,
+                    self.reference.scaling(rank),
+                    self.max_delta_ratio,
+                    site=site,
+                    rank=rank,
+                    dtype=check_transport_dtype(self.transport_dtype),
+                )
+            except ValueError as err:
+                self.warning(f"{stage} of round {self.round}: {err} The round goes on without it.")
+                rec["accepted"] = False
+                rec["reason"] = str(err)
+                continue
+            accepted[site] = from_transport(r.params)
+            rec["accepted"] = True
+        return accepted
+
+    def _track_round(self) -> None:
+        for tag, value, step in self.ledger.scalars():
+            self.track(tag, value, step)
