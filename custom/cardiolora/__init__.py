@@ -7,6 +7,7 @@ application and the tests all import it by dotted path.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+#: The package version, which is also the LoRA U-Net bundle's ``metadata.json`` version (one release).
+__version__ = "0.3.0"
 
 __all__ = ["__version__"]

@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("demo", help="the end-to-end demo on the embedded phantom sites")
     q.add_argument("--workdir", default="runs/demo")
-    q.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    q.add_argument("--profile", default="quick", choices=list(PROFILES))
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_demo)
 

@@ -1,38 +1,64 @@
-"""Where the project's bundles and jobs live (the repository checkout, or $CARDIOLORA_HOME)."""
+"""Where the project's bundles and jobs live.
+
+The MONAI bundles are package data: ``cardiolora/bundles`` is, in the source tree, a link to the
+top-level ``bundles/`` folder, and a wheel (``pip install .``, not editable) carries a copy, so a
+site with the package installed and no checkout finds them (`bundle_dir`). FLARE job folders are
+a checkout's ``jobs/`` (`project_root`); installed sites build jobs from the package instead
+(`cardiolora.fl.jobs`).
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-__all__ = ["project_root", "bundle_dir", "BUNDLE_NAME"]
+__all__ = ["project_root", "bundles_root", "bundle_dir", "BUNDLE_NAME"]
 
 #: The LoRA U-Net bundle.
 BUNDLE_NAME = "cardiac_lora_unet"
 
 
-def project_root() -> Path:
-    """The project checkout holding ``bundles/`` and ``jobs/``.
-
-    ``$CARDIOLORA_HOME`` wins; otherwise the checkout this package was installed from (editable).
+def bundles_root() -> Path:
+    """The folder of the bundles shipped with the package (``cardiolora/bundles``).
 
     Raises:
-        FileNotFoundError: if no ``bundles/`` folder is found (names where it looked).
+        FileNotFoundError: if the package has no bundles (a broken install; names the path).
     """
-    env = os.environ.get("CARDIOLORA_HOME")
-    root = Path(env) if env else Path(__file__).resolve().parents[2]
-    if not (root / "bundles").is_dir():
-        raise FileNotFoundError(f"{root / 'bundles'}: not found; set CARDIOLORA_HOME to the project checkout.")
+    root = Path(__file__).resolve().parent / "bundles"
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root}: the package's bundles are missing; reinstall cardiolora (`pip install .` from a checkout)."
+        )
     return root
 
 
 def bundle_dir(name: str = BUNDLE_NAME) -> Path:
-    """Path of a bundle under ``bundles/``.
+    """Path of a bundle shipped with the package.
+
+    Args:
+        name: the bundle's folder name.
+
+    Returns:
+        The bundle folder (holding ``configs/``).
 
     Raises:
-        FileNotFoundError: if the bundle has no ``configs/`` folder.
+        FileNotFoundError: if the bundle has no ``configs/`` folder (names the path).
     """
-    path = project_root() / "bundles" / name
+    path = bundles_root() / name
     if not (path / "configs").is_dir():
         raise FileNotFoundError(f"{path}: no bundle here (expected a configs/ folder).")
     return path
+
+
+def project_root() -> Path:
+    """The source checkout holding ``jobs/`` (FLARE job folders are not package data).
+
+    Raises:
+        FileNotFoundError: if this package was not installed from a checkout (names where it looked).
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "jobs").is_dir():
+        raise FileNotFoundError(
+            f"{root / 'jobs'}: not found; this is an installed package without a checkout — "
+            "pass the job folder explicitly."
+        )
+    return root

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cardiolora.dicom import DEFAULT_MAX_BYTES, INCOMPLETE_POSITION_POLICIES
+from cardiolora.profiles import PROFILES
 
 __all__ = ["CONFIG_KEYS", "add_segment_arguments", "segment_command"]
 
@@ -50,7 +51,7 @@ def add_segment_arguments(q: Any) -> None:
     q.add_argument("--base", help="base weights, with --adapter")
     q.add_argument("--adapter", help="adapter-only LoRA state dict, merged into --base once at load")
     q.add_argument("--lora-alpha", type=float, help="the adapter's alpha (default: its rank, scaling 1)")
-    q.add_argument("--profile", choices=["quick", "paper"], help="run profile of the weights (default quick)")
+    q.add_argument("--profile", choices=list(PROFILES), help="run profile of the weights (default quick)")
     q.add_argument("--series", help="SeriesInstanceUID, SeriesNumber or SeriesDescription of the cine")
     q.add_argument(
         "--series-rules",
