@@ -7,7 +7,8 @@
 
 Writes ``<workdir>/results.json``, ``results.md`` and ``curves.png`` and the block
 ``compare-<source>`` of ``benchmarks/README.md`` (unless ``--no-readme``). Finished method runs
-(``<workdir>/seed<s>/<method>/done.json``) are reused. The logic is in `cardiolora.harness`.
+(``<workdir>/seed<s>/<method>/done.json``) are reused. The logic is in `lib.harness`
+(``benchmarks/lib``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from cardiolora.harness import METHODS, run_comparison
 from cardiolora.profiles import PROFILES
+from lib.harness import run_comparison
+from lib.tables import METHODS
 
 README = Path(__file__).resolve().parent / "README.md"
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("cardiolora.harness").setLevel(logging.INFO)  # one line per method and seed
+    logging.getLogger("lib").setLevel(logging.INFO)  # one line per method and seed
     command = ".venv/bin/python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         summary = run_comparison(

@@ -23,7 +23,7 @@ Three sections, each scoring the model on data it was never trained on:
   left-right or up-down flip. An overlay PNG is written beside the numbers.
 * ``acdc`` — the federated comparison's appearance-shifted ACDC sites (``benchmarks/compare.py
   --source acdc``): "before" is the comparison's base model on each site's test split
-  (`cardiolora.paired.per_case_scores`), "after" the per-case in-client scores that the finished
+  (`lib.paired.per_case_scores`), "after" the per-case in-client scores that the finished
   ``seed<s>/<method>/done.json`` files hold (Rate-My-LoRA, with FedPETuning and local-only LoRA for
   context), averaged over the seeds that finished.
 
@@ -59,11 +59,11 @@ from cardiolora.evaluation import evaluate_records
 from cardiolora.labels import BACKGROUND, LV, MYO, RV, STRUCTURE_NAMES
 from cardiolora.metrics import dice
 from cardiolora.networks import load_weights, lora_unet
-from cardiolora.paired import paired_comparison, patient_scores, per_case_scores
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import PROFILES as RUN_PROFILES
-from cardiolora.report import machine_line, replace_block
 from cardiolora.site.postprocess import clean_labels_with_notes
+from lib.paired import paired_comparison, patient_scores, per_case_scores
+from lib.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
@@ -362,7 +362,7 @@ def site_means(per_case_by_seed: Mapping[str, Mapping[str, Sequence[Mapping[str,
 
     Args:
         per_case_by_seed: ``{seed: {site: [{"dice": {structure: value}, "mean": value}]}}``
-            (`cardiolora.paired.per_case_scores` rows; None values are left out).
+            (`lib.paired.per_case_scores` rows; None values are left out).
 
     Returns:
         ``{site: {"LV", "MYO", "RV", "mean", "seeds", "cases"}}`` (None where nothing was finite).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cardiolora.fl.protocol import TRANSPORT_DTYPES
 from cardiolora.fl.run import run_simulation
-from cardiolora.report import machine_line, replace_block
+from lib.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "jobs" / "README.md"

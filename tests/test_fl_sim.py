@@ -108,7 +108,7 @@ def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
     assert set(table["mean_over_structures"]) == set(METRICS)
     assert set(table["in_client"]["site-1"]["summary"]["LV"]) == set(METRICS)
     # the comparison's per-patient scores find the personalised models and agree with the job's table
-    from cardiolora.paired import in_client_models, per_case_scores
+    from lib.paired import in_client_models, per_case_scores
 
     models = in_client_models("rate_my_lora", tmp_path, SITES)
     assert models == {s: Path(summary["sites"][s]) / "personalised_model.pt" for s in SITES}

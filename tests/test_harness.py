@@ -1,4 +1,4 @@
-"""The experiment harness: tables, Markdown, bandwidth, the ACDC appearance change, pooling, reuse.
+"""The experiment harness (benchmarks/lib): tables, Markdown, bandwidth, the ACDC appearance change, pooling, reuse.
 
 Nothing here trains: the tables are built from small hand-made score matrices.
 """
@@ -11,8 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from cardiolora import harness
 from cardiolora.data.dataset import load_datalist, write_datalist
+from lib import harness, runners, tables
+from lib import sites as lib_sites
 
 
 def _matrix(offset: float) -> dict:
@@ -36,24 +37,24 @@ RESULTS = {"rate_my_lora": {"0": _matrix(0.0), "1": _matrix(0.02)}, "local": {"0
     ],
 )
 def test_in_client_table_mean_std_over_seeds(method, site, mean, std, n):
-    cell = harness.in_client_table(RESULTS)[method][site]["dice"]
+    cell = tables.in_client_table(RESULTS)[method][site]["dice"]
     assert cell["mean"] == pytest.approx(mean, abs=1e-5)
     assert cell["std"] == pytest.approx(std, abs=1e-5)
     assert cell["n"] == n
 
 
 def test_cross_client_excludes_diagonal():
-    table = harness.cross_client_table(RESULTS)
+    table = tables.cross_client_table(RESULTS)
     assert table["rate_my_lora"]["site-1"]["dice"]["mean"] == pytest.approx(0.51, abs=1e-5)
     assert table["local"]["site-2"]["dice"]["mean"] == pytest.approx(0.4, abs=1e-5)
     # a site evaluated only on itself has no cross-client score
     only_diag = {"m": {"0": {"site-1": {"site-1": {"dice": 0.9}}}}}
-    assert harness.cross_client_table(only_diag, ("dice",))["m"]["site-1"]["dice"]["n"] == 0
+    assert tables.cross_client_table(only_diag, ("dice",))["m"]["site-1"]["dice"]["n"] == 0
 
 
 def test_mean_std_skips_missing_and_nan():
-    assert harness.mean_std([1.0, None, float("nan"), 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
-    empty = harness.mean_std([None])
+    assert tables.mean_std([1.0, None, float("nan"), 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
+    empty = tables.mean_std([None])
     assert empty["n"] == 0 and math.isnan(empty["mean"])
 
 
@@ -65,15 +66,15 @@ def test_render_markdown():
         "profile": "quick",
         "rounds": 2,
         "seeds": [0, 1],
-        "in_client": harness.in_client_table(RESULTS),
-        "cross_client": harness.cross_client_table(RESULTS),
+        "in_client": tables.in_client_table(RESULTS),
+        "cross_client": tables.cross_client_table(RESULTS),
         "bandwidth": {
-            "rate_my_lora": harness.fedavg_bandwidth(2_000_000, ["site-1"], 2),
+            "rate_my_lora": tables.fedavg_bandwidth(2_000_000, ["site-1"], 2),
             "centralised": {"site-1": None},
         },
         "curves": "curves.png",
     }
-    md = harness.render_markdown(summary)
+    md = tables.render_markdown(summary)
     assert md.startswith("`.venv/bin/python benchmarks/compare.py --source phantoms` (x86_64, 2 CPU cores):")
     assert "| Rate-My-LoRA | 0.910 ± 0.010 |" in md
     assert "| Local only (LoRA) | 0.800 |" in md  # one seed: no ± part
@@ -91,8 +92,8 @@ def test_bandwidth_from_history():
         {"round": 2, "sites": {"site-1": {"bytes_up": 20, "bytes_down": 50}, "site-2": {"bytes_up": 5}}},
         {"round": 2, "task": "cross_eval", "sites": {"site-1": {"bytes_up": 1, "bytes_down": 7}}},
     ]
-    bw = harness.bandwidth_from_history(history)
-    assert harness.bandwidth_from_history({"method": "rate_my_lora", "rounds": history}) == bw  # the file's layout
+    bw = tables.bandwidth_from_history(history)
+    assert tables.bandwidth_from_history({"method": "rate_my_lora", "rounds": history}) == bw  # the file's layout
     assert bw["site-1"] == {
         "up_per_round": 15.0,
         "down_per_round": 40.0,
@@ -107,19 +108,19 @@ def test_fedavg_bandwidth_is_state_dict_size():
     import torch
 
     state = {"w": torch.zeros(10, 3), "b": torch.zeros(4, dtype=torch.float64)}
-    n = harness.state_dict_bytes(state)
+    n = tables.state_dict_bytes(state)
     assert n == 10 * 3 * 4 + 4 * 8
-    bw = harness.fedavg_bandwidth(n, ["site-1", "site-2"], rounds=3)
+    bw = tables.fedavg_bandwidth(n, ["site-1", "site-2"], rounds=3)
     assert bw["site-2"]["up_per_round"] == n and bw["site-2"]["down_total"] == 3 * n
 
 
-@pytest.mark.parametrize("site", sorted(harness.ACDC_APPEARANCE))
+@pytest.mark.parametrize("site", sorted(lib_sites.ACDC_APPEARANCE))
 def test_appearance_transform_deterministic_and_changes_intensities(site):
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 500, size=(3, 24, 20)).astype(np.float32)
-    params = harness.ACDC_APPEARANCE[site]
-    a = harness.appearance_transform(image, params, "patient001_ED")
-    b = harness.appearance_transform(image.copy(), params, "patient001_ED")
+    params = lib_sites.ACDC_APPEARANCE[site]
+    a = lib_sites.appearance_transform(image, params, "patient001_ED")
+    b = lib_sites.appearance_transform(image.copy(), params, "patient001_ED")
     np.testing.assert_array_equal(a, b)
     assert a.shape == image.shape and a.dtype == np.float32
     assert np.abs(a - image).mean() > 1.0
@@ -128,9 +129,9 @@ def test_appearance_transform_deterministic_and_changes_intensities(site):
 
 def test_appearance_transform_bad_params():
     with pytest.raises(ValueError, match="gamma"):
-        harness.appearance_transform(np.ones((2, 4, 4)), {"gamma": 0.0}, "k")
+        lib_sites.appearance_transform(np.ones((2, 4, 4)), {"gamma": 0.0}, "k")
     with pytest.raises(ValueError, match="3D"):
-        harness.appearance_transform(np.ones((4, 4)), {}, "k")
+        lib_sites.appearance_transform(np.ones((4, 4)), {}, "k")
 
 
 def test_acdc_site_copy_keeps_labels(tmp_path):
@@ -145,7 +146,7 @@ def test_acdc_site_copy_keeps_labels(tmp_path):
     with h5py.File(path, "w") as fh:
         fh["image"], fh["label"] = image, label
     rec = CaseRecord("patient001_ED", "patient001", "ED", str(path), str(path), "acdc_h5", group="DCM")
-    new = harness._write_nifti_case(rec, tmp_path / "out", harness.ACDC_APPEARANCE["site-3"], 1.5)
+    new = lib_sites._write_nifti_case(rec, tmp_path / "out", lib_sites.ACDC_APPEARANCE["site-3"], 1.5)
     orig, copy = load_case(rec), load_case(new)
     np.testing.assert_array_equal(copy.label, orig.label)
     assert np.abs(copy.image - orig.image).mean() > 1e-3
@@ -173,7 +174,7 @@ def _site(root, name: str, n: dict) -> None:
 def test_centralised_datalist_pools_train_val_keeps_tests_apart(tmp_path):
     _site(tmp_path, "site-1", {"train": 3, "val": 1, "test": 2})
     _site(tmp_path, "site-2", {"train": 2, "val": 1, "test": 1})
-    path = harness.centralised_datalist(tmp_path, ["site-1", "site-2"], tmp_path / "central")
+    path = runners.centralised_datalist(tmp_path, ["site-1", "site-2"], tmp_path / "central")
     content = json.loads(path.read_text())
     assert "test" not in content
     assert len(content["train"]) == 5 and len(content["val"]) == 2
@@ -192,13 +193,13 @@ def test_reuse_or_run_uses_done_json(tmp_path):
         calls.append(folder)
         return {"matrix": {"site-1": {"site-1": {"dice": float("nan")}}}}
 
-    first = harness.reuse_or_run(tmp_path / "m", run)
+    first = runners.reuse_or_run(tmp_path / "m", run)
     assert (tmp_path / "m" / "done.json").is_file() and first["matrix"]["site-1"]["site-1"]["dice"] is None
-    second = harness.reuse_or_run(tmp_path / "m", run)
+    second = runners.reuse_or_run(tmp_path / "m", run)
     assert len(calls) == 1 and second == first
     # a folder without done.json (interrupted) runs again
     (tmp_path / "m" / "done.json").unlink()
-    harness.reuse_or_run(tmp_path / "m", run)
+    runners.reuse_or_run(tmp_path / "m", run)
     assert len(calls) == 2
 
 
@@ -211,7 +212,7 @@ def test_unknown_source_and_method(tmp_path):
 
 def test_mnms2_sites_by_vendor(tiny_sites):
     out, _ = tiny_sites
-    sites_root, sites = harness.prepare_mnms2(out / "tmp_harness", out / "mnms2")
+    sites_root, sites = lib_sites.prepare_mnms2(out / "tmp_harness", out / "mnms2")
     assert sites == ["site-1", "site-2", "site-3"]
     vendors = {s: json.loads((sites_root / s / "datalist.json").read_text())["meta"]["vendor"] for s in sites}
     assert json.loads((sites_root / "reference" / "datalist.json").read_text())["meta"]["vendor"] == "reference"
@@ -255,11 +256,11 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
         if method in ("rate_my_lora", "fedpetuning"):
             return {
                 "matrix": m,
-                "bandwidth": harness.bandwidth_from_history(history),
+                "bandwidth": tables.bandwidth_from_history(history),
                 "history": history,
                 "per_case": per_case,
             }
-        bw = None if method == "centralised" else harness.fedavg_bandwidth(8, sites, 2)
+        bw = None if method == "centralised" else tables.fedavg_bandwidth(8, sites, 2)
         return {"matrix": m, "bandwidth": bw, "per_case": per_case}
 
     monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
@@ -268,7 +269,7 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- compare-phantoms:start -->\nold\n<!-- compare-phantoms:end -->\ntail\n")
     summary = harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD", readme=readme)
-    assert len(calls) == 2 * len(harness.METHODS)
+    assert len(calls) == 2 * len(tables.METHODS)
     for name in ("results.json", "results.md", "curves.png"):
         assert (tmp_path / "w" / name).is_file()
     text = readme.read_text()
@@ -285,13 +286,11 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     md = (tmp_path / "w" / "results.md").read_text()
     assert "Table 3" in md and "| Rate-My-LoRA vs FedPETuning | +0.0200" in md and "round 1 site-1 w = 0.50" in md
     harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD")
-    assert len(calls) == 2 * len(harness.METHODS)  # every method folder has its done.json
+    assert len(calls) == 2 * len(tables.METHODS)  # every method folder has its done.json
 
 
 def test_run_federated_gives_the_job_the_seed(tmp_path, monkeypatch):
     """The harness seed is the FLARE job's seed (the sites' per-round seeds depend on it)."""
-    import cardiolora.fl.run
-
     calls = []
 
     def fake_simulation(job, sites_root, pretrained, workdir, **kw):
@@ -302,9 +301,9 @@ def test_run_federated_gives_the_job_the_seed(tmp_path, monkeypatch):
         (results / "rml_history.json").write_text("[]")
         return {"seconds": 1.0}
 
-    monkeypatch.setattr(cardiolora.fl.run, "run_simulation", fake_simulation)
-    monkeypatch.setattr(harness, "matrix_from_cross_eval", lambda cross, sites: _matrix(0.0))
-    out = harness.run_federated(tmp_path / "f", "rate_my_lora", tmp_path, ["site-1", "site-2"], tmp_path, "quick", 2, 3)
+    monkeypatch.setattr(runners, "run_simulation", fake_simulation)
+    monkeypatch.setattr(runners, "matrix_from_cross_eval", lambda cross, sites: _matrix(0.0))
+    out = runners.run_federated(tmp_path / "f", "rate_my_lora", tmp_path, ["site-1", "site-2"], tmp_path, "quick", 2, 3)
     assert calls == [
         (
             "rate_my_lora",

@@ -1,11 +1,11 @@
-"""Per-patient scores and paired statistics of the federated comparison (`cardiolora.paired`)."""
+"""Per-patient scores and paired statistics of the federated comparison (`benchmarks/lib/paired.py`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cardiolora import paired
+from lib import paired
 
 
 def _rows(patients: dict[str, float]) -> list[dict]:

@@ -1,6 +1,6 @@
 """Per-patient scores of the federated comparison and the paired statistics on them.
 
-The comparison's tables (`cardiolora.harness`) give one number per method, site and seed. To say
+The comparison's tables (`lib.harness`) give one number per method, site and seed. To say
 whether one method beats another on *the same patients*, this module keeps every test case's
 per-structure Dice of each method's in-client model, averages a patient's ED and ES cases and the
 seeds, and compares two methods patient by patient:
@@ -25,8 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
+from cardiolora.data.dataset import load_datalist
+from cardiolora.evaluation import evaluate_records
 from cardiolora.labels import STRUCTURE_NAMES
+from cardiolora.networks import load_weights, lora_unet
 
 __all__ = [
     "STRUCTURES",
@@ -96,10 +100,6 @@ def per_case_scores(
     Raises:
         ValueError, cardiolora.data.loaders.DataError: from `cardiolora.evaluation.evaluate_records`.
     """
-    from cardiolora.data.dataset import load_datalist
-    from cardiolora.evaluation import evaluate_records
-    from cardiolora.networks import load_weights, lora_unet
-
     out: dict[str, list[dict[str, Any]]] = {}
     for site, path in models.items():
         net = lora_unet(profile)
@@ -168,8 +168,6 @@ def paired_comparison(a: Mapping[str, float], b: Mapping[str, float]) -> dict[st
     Raises:
         ValueError: if the two methods share no patient.
     """
-    from scipy import stats
-
     common = sorted(set(a) & set(b))
     if not common:
         raise ValueError("`a` and `b` share no patient: nothing to pair.")

@@ -1,0 +1,210 @@
+"""The experiment harness behind ``benchmarks/compare.py``: the paper's Tables 1 and 2.
+
+On the same sites, splits and seeds it runs five methods and compares them:
+
+* ``local`` — LoRA fine-tuning of the base at each site alone (the bundle's ``lora`` workflow), for
+  the same number of local epochs a site spends in a federated run (``rounds × local_epochs + 1``:
+  the federated sites train one more epoch for their personal adapter at ``finalize``);
+* ``fedavg_full`` — the ``fedavg_full`` FLARE job (full weights travel); its final global model is
+  scored on every site's test split with `cardiolora.evaluation.evaluate_records`;
+* ``fedpetuning`` and ``rate_my_lora`` — the FLARE jobs of the same names (their own cross-site
+  evaluation, ``cross_site_eval.json``);
+* ``centralised`` — the upper bound: the train/val splits of all sites pooled into one datalist,
+  full-weight fine-tuning of the base with the bundle's ``train`` workflow (``load_pretrain``) for
+  the same number of epochs.
+
+Every method runs through the existing entry points (`cardiolora.bundle.run_workflow`,
+`cardiolora.fl.run.run_simulation`): there is no training or federation loop here. The seed of a
+run is the bundle ``seed`` of the local and centralised workflows and the job ``seed`` of the FLARE
+jobs (each site seeds its round-t training with `cardiolora.fl.seeds.round_seed` of seed, site, t). A method's
+folder ``<workdir>/seed<s>/<method>/`` gets a ``done.json`` when it finished; a rerun reuses it.
+
+The result of one method and seed is a *score matrix* ``{owner: {evaluator: {metric: value}}}``:
+the model of site ``owner`` scored on the test split of site ``evaluator`` (mean over LV, MYO and RV
+of the per-case means). A single-model method (FedAvg, centralised) gives every site the same model.
+
+The parts: the sites in `lib.sites`, the method runners in `lib.runners`, the tables, Markdown and
+curves in `lib.tables`, the per-patient statistics in `lib.paired`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cardiolora.fl.history import write_json
+from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
+
+from .paired import in_client_models, paired_summary, per_case_scores, rating_events, render_paired_markdown
+from .report import machine_line, replace_block
+from .runners import _total_epochs, pretrain_base, reuse_or_run, run_centralised, run_federated, run_local
+from .sites import prepare_acdc, prepare_mnms2, prepare_phantoms
+from .tables import (
+    FEDERATED_METHODS,
+    METHOD_TITLES,
+    METHODS,
+    cross_client_table,
+    in_client_table,
+    plot_curves,
+    render_markdown,
+)
+
+__all__ = ["run_comparison"]
+
+logger = logging.getLogger(__name__)
+
+
+def _run_method(method: str, folder: Path, **kw: Any) -> dict:
+    """Dispatch one method to its runner (`run_local`, `run_centralised` or `run_federated`)."""
+    if method == "local":
+        return run_local(folder, **kw)
+    if method == "centralised":
+        return run_centralised(folder, **kw)
+    return run_federated(folder, method, **kw)
+
+
+def _check_reusable(folder: Path, method: str, seed: int) -> None:
+    """Refuse to reuse a FLARE result from before the jobs took the seed as a result of seed > 0.
+
+    Such a ``done.json`` has a ``seed_note`` field: its sites trained with the per-round seeds of
+    job seed 0 (`cardiolora.fl.seeds.round_seed`), so it is a valid result of seed 0 only.
+
+    Args:
+        folder: the method's folder (``<workdir>/seed<s>/<method>``).
+        method: the method.
+        seed: the seed the folder stands for.
+
+    Raises:
+        ValueError: if `folder` holds such a result and `seed` is not 0 (the message names the file).
+    """
+    done = folder / "done.json"
+    if method not in FEDERATED_METHODS or seed == DEFAULT_SEED or not done.is_file():
+        return
+    if "seed_note" in json.loads(done.read_text()):
+        raise ValueError(
+            f"{done}: made when the FLARE jobs ignored the seed (its sites used the seeds of seed "
+            f"{DEFAULT_SEED}), so it is no result of seed {seed}; delete {folder} to run it with seed {seed}."
+        )
+
+
+def _per_case(
+    folder: Path, method: str, res: Mapping[str, Any], sites_root: Path, sites: Sequence[str], profile: str
+) -> dict:
+    """The run's per-case in-client scores: kept in its ``done.json``, computed once when missing."""
+    if "per_case" not in res:
+        res = {**res, "per_case": per_case_scores(in_client_models(method, folder, sites), sites_root, profile)}
+        write_json(res, folder / "done.json")
+    return res["per_case"]
+
+
+def run_comparison(
+    source: str,
+    workdir: str | os.PathLike,
+    seeds: Sequence[int] = (0,),
+    rounds: int = 2,
+    profile: str = "quick",
+    data: str | os.PathLike | None = None,
+    methods: Sequence[str] = METHODS,
+    command: str = "",
+    readme: str | os.PathLike | None = None,
+) -> dict:
+    """Prepare the sites, pretrain the base, run every method and seed, write the summary files.
+
+    Writes ``<workdir>/results.json``, ``results.md``, ``curves.png`` and, when `readme` is given,
+    the block ``compare-<source>`` of that Markdown file.
+
+    Raises:
+        ValueError: for an unknown source or method (named), a seed that is not a non-negative int,
+            or a FLARE result to reuse that was made before the jobs took the seed (`_check_reusable`).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"`methods` {unknown} unknown; known: {list(METHODS)}.")
+    seeds = [check_seed(s, "seeds") for s in seeds]
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if source == "phantoms":
+        sites_root, sites = prepare_phantoms(workdir)
+    elif source == "acdc":
+        sites_root, sites = prepare_acdc(workdir, data or Path("../shared/data/acdc_h5"))
+    elif source == "mnms2":
+        if data is None:
+            raise ValueError("`--data` is required for source `mnms2` (a folder in the M&Ms-2 layout).")
+        sites_root, sites = prepare_mnms2(workdir, data)
+    else:
+        raise ValueError(f"`source` must be phantoms, acdc or mnms2, got {source!r}.")
+    base = pretrain_base(workdir, sites_root, profile)
+    results: dict = {m: {} for m in methods}
+    per_case: dict = {}
+    rating: dict = {}
+    bandwidth: dict = {}
+    histories: dict = {}
+    for seed in seeds:
+        for method in methods:
+            folder = workdir / f"seed{seed}" / method
+            logger.info("seed %s: %s in %s", seed, method, folder)
+            fn = functools.partial(
+                _run_method,
+                method,
+                sites_root=sites_root,
+                sites=sites,
+                base=base,
+                profile=profile,
+                rounds=rounds,
+                seed=seed,
+            )
+            _check_reusable(folder, method, seed)
+            res = reuse_or_run(folder, fn)
+            results[method][str(seed)] = res["matrix"]
+            per_case.setdefault(method, {})[str(seed)] = _per_case(folder, method, res, sites_root, sites, profile)
+            if method == "rate_my_lora" and res.get("history"):
+                rating[str(seed)] = rating_events(res["history"])
+            if res.get("bandwidth") is not None:
+                bandwidth.setdefault(method, res["bandwidth"])
+            else:
+                bandwidth.setdefault(method, {s: None for s in sites})
+            if res.get("history"):
+                histories.setdefault(method, res["history"])
+    curves = plot_curves(histories, workdir / "curves.png")
+    summary = {
+        "command": command,
+        "machine": machine_line(),
+        "source": source,
+        "profile": profile,
+        "rounds": rounds,
+        "seeds": list(seeds),
+        "sites": list(sites),
+        "in_client": in_client_table(results),
+        "cross_client": cross_client_table(results),
+        "bandwidth": bandwidth,
+        "raw": results,
+        **paired_summary(per_case, rating),
+        "curves": str(curves) if curves else None,
+        "notes": [
+            f"Local only and centralised train {_total_epochs(profile, rounds)} epochs "
+            "(rounds × local epochs + the federated personalisation epoch) and keep the best-validation "
+            "weights; the federated sites' personalised models are those of the last round. `--seeds` "
+            "is the bundle seed of the local and centralised runs and the job seed of the FLARE runs "
+            "(each site's round-t seed is a function of seed, site and t).",
+        ],
+    }
+    write_json(summary, workdir / "results.json")
+    md = render_markdown(summary) + render_paired_markdown(summary, METHOD_TITLES)
+    (workdir / "results.md").write_text(md)
+    if readme is not None:
+        body = md
+        if curves:
+            dest = Path(readme).parent / "results" / f"compare_{source}_curves.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(curves, dest)
+            body = md.replace(
+                f"`{curves}`", f"![curves](results/{dest.name}) (`{dest.relative_to(Path(readme).parent)}`)"
+            )
+        replace_block(readme, f"compare-{source}", body)
+    return summary
