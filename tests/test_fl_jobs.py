@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import doctest
 import filecmp
+import importlib
+import importlib.util
 import json
+import runpy
 import shlex
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -19,9 +25,10 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
 import cardiolora.fl.site_runner as site_runner
 from cardiolora.fl import client, cross_eval, protocol
+from cardiolora.fl import rml as rml_math
 from cardiolora.fl.aggregators import DatasetSizeAggregator
 from cardiolora.fl.filters import AdapterOnlyFilter, check_result
-from cardiolora.fl.jobs import JOB_NAMES, build_job, job_main
+from cardiolora.fl.jobs import CLIENT_SCRIPT, JOB_NAMES, SITE_SCRIPT, build_job, export_job
 from cardiolora.fl.protocol import (
     DEFAULT_TRANSPORT_DTYPE,
     Task,
@@ -44,23 +51,102 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def _same_tree(a: Path, b: Path) -> list[str]:
+    """Files that differ between two job folders (empty: identical, byte for byte)."""
+    if _tree(a) != _tree(b):
+        return sorted(set(_tree(a)) ^ set(_tree(b)))
+    _, mismatch, errors = filecmp.cmpfiles(a, b, _tree(a), shallow=False)
+    return mismatch + errors
+
+
+def _job_py(name: str) -> ModuleType:
+    """``jobs/<name>/job.py`` loaded from the checkout's file, as a user runs it."""
+    spec = importlib.util.spec_from_file_location(f"_job_py_{name}", REPO / "jobs" / name / "job.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job_main(name: str, argv: list[str]) -> int:
+    return _job_py(name).main(argv)
+
+
 @pytest.mark.parametrize("name", JOB_NAMES)
 def test_committed_export_equals_a_fresh_export(name, tmp_path):
     """Nobody edits jobs/<name>/exported by hand: it is exactly what job.py --export writes."""
     committed = REPO / "jobs" / name / "exported"
     assert (committed / "meta.json").is_file(), f"{committed} missing: run python jobs/{name}/job.py --export"
-    assert job_main(name, ["--out", str(tmp_path / name)], REPO / "jobs" / name) == 0
-    fresh = tmp_path / name
-    assert _tree(fresh) == _tree(committed)
-    _, mismatch, errors = filecmp.cmpfiles(committed, fresh, _tree(fresh), shallow=False)
-    assert not mismatch and not errors, f"{mismatch or errors} differ: run python jobs/{name}/job.py --export"
-    # and job.py is the thin shim that exports its own job
-    source = (REPO / "jobs" / name / "job.py").read_text()
-    assert f'job_main("{name}"' in source
+    assert _job_main(name, ["--export-dir", str(tmp_path / name)]) == 0
+    differ = _same_tree(tmp_path / name, committed)
+    assert not differ, f"{differ} differ: run python jobs/{name}/job.py --export"
+
+
+@pytest.mark.parametrize("name", JOB_NAMES)
+def test_the_package_builds_the_job_of_job_py(name, tmp_path):
+    """build_job (cardiolora.fl.run, installed sites) imports job.py's own build: one job, two ways in."""
+    packaged = importlib.import_module(f"cardiolora.jobs.{name}.job")
+    assert Path(packaged.__file__).resolve() == (REPO / "jobs" / name / "job.py").resolve()
+    argv = ["--rounds", "7", "--local-epochs", "2", "--min-clients", "3", "--seed", "4"]
+    settings = dict(num_rounds=7, local_epochs=2, min_clients=3, seed=4)
+    if name == "fedavg_full":
+        argv += ["--n-clients", "5"]
+        settings["n_clients"] = 5
+    else:
+        argv += ["--task-timeout", "900", "--straggler-grace", "30", "--transport-dtype", "float32"]
+        settings.update(task_timeout=900, straggler_grace=30, transport_dtype="float32")
+    assert _job_main(name, ["--export-dir", str(tmp_path / "job_py"), *argv]) == 0
+    export_job(build_job(name, **settings), tmp_path / "package")
+    assert not _same_tree(tmp_path / "job_py", tmp_path / "package")
+    server = json.loads((tmp_path / "package" / "app" / "config" / "config_fed_server.json").read_text())
+    assert server["workflows"][0]["args"]["num_rounds"] == 7
+
+
+def test_job_py_runs_as_a_script(tmp_path):
+    """`python jobs/<name>/job.py --export-dir DIR` from any folder writes the committed job."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "fedavg_full" / "job.py"), "--export-dir", str(tmp_path / "job")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not _same_tree(tmp_path / "job", REPO / "jobs" / "fedavg_full" / "exported")
+
+
+@pytest.mark.parametrize("name", JOB_NAMES)
+def test_exported_site_script_is_the_launcher_of_the_package_client(name):
+    """The job carries a launcher of cardiolora.fl.client.main, not a copy of the site code."""
+    custom = REPO / "jobs" / name / "exported" / "app" / "custom"
+    assert _tree(custom) == [CLIENT_SCRIPT]
+    assert (custom / CLIENT_SCRIPT).read_bytes() == SITE_SCRIPT.read_bytes()
+    config = json.loads((REPO / "jobs" / name / "exported" / "app" / "config" / "config_fed_client.json").read_text())
+    assert config["executors"][0]["executor"]["args"]["task_script_path"] == CLIENT_SCRIPT
+
+
+def test_site_script_runs_the_package_client(monkeypatch):
+    calls = []
+    monkeypatch.setattr(client, "main", calls.append)
+    monkeypatch.setattr(sys, "argv", [str(SITE_SCRIPT), "--method", "rml", "--seed", "3"])
+    runpy.run_path(str(SITE_SCRIPT), run_name="__main__")
+    assert calls == [["--method", "rml", "--seed", "3"]]
+
+
+def test_site_script_without_the_package_says_so(tmp_path):
+    # -I -S: no site-packages, so no cardiolora (as on a site that did not install it)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(SITE_SCRIPT)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0 and "this site has no `cardiolora` package: install it" in done.stderr
 
 
 def _client(name: str) -> dict:
     return json.loads((REPO / "jobs" / name / "exported" / "app" / "config" / "config_fed_client.json").read_text())
+
+
+def _server(name: str) -> dict:
+    return json.loads((REPO / "jobs" / name / "exported" / "app" / "config" / "config_fed_server.json").read_text())
 
 
 def test_lora_jobs_filter_every_task_and_share_the_site_app():
@@ -74,20 +160,19 @@ def test_lora_jobs_filter_every_task_and_share_the_site_app():
     args = fedpet["executors"][0]["executor"]["args"]
     args["task_script_args"] = args["task_script_args"].replace("fedpetuning", "rate_my_lora")
     assert rml == fedpet  # the sites run the very same app (and filter) in both jobs
-    server = json.loads(
-        (REPO / "jobs" / "fedpetuning" / "exported" / "app" / "config" / "config_fed_server.json").read_text()
-    )
-    assert server["workflows"][0]["args"]["lambda0"] == 0.0
+    servers = {name: _server(name) for name in ("rate_my_lora", "fedpetuning")}
+    assert servers["fedpetuning"]["workflows"][0]["args"]["lambda0"] == 0.0
+    assert servers["rate_my_lora"]["workflows"][0]["args"]["lambda0"] == rml_math.DEFAULT_LAMBDA0
+    for server in servers.values():  # and the same server but for λ_0 and the state's name
+        del server["workflows"][0]["args"]["lambda0"], server["workflows"][0]["args"]["state_name"]
+    assert servers["rate_my_lora"] == servers["fedpetuning"]
 
 
 def test_fedavg_full_sends_full_weights_without_filter():
     client = _client("fedavg_full")
     assert client["task_result_filters"] == []
     assert "--method fedavg" in client["executors"][0]["executor"]["args"]["task_script_args"]
-    server = json.loads(
-        (REPO / "jobs" / "fedavg_full" / "exported" / "app" / "config" / "config_fed_server.json").read_text()
-    )
-    wf = server["workflows"][0]
+    wf = _server("fedavg_full")["workflows"][0]
     assert wf["path"] == "nvflare.app_common.workflows.fedavg.FedAvg"
     assert wf["args"]["aggregator"]["path"] == "cardiolora.fl.aggregators.DatasetSizeAggregator"
 
@@ -156,7 +241,7 @@ class _FakeFlare:
 def test_job_seed_reaches_the_site_training(name, tmp_path, monkeypatch):
     """job.py --seed 5 -> exported script args -> client.main -> the site's backend and per-round seeds."""
     folder = tmp_path / "job"
-    assert job_main(name, ["--out", str(folder), "--seed", "5"], REPO / "jobs" / name) == 0
+    assert _job_main(name, ["--export-dir", str(folder), "--seed", "5"]) == 0
     argv = _script_args(folder)
     assert argv[-2:] == ["--seed", "5"]
     site = "site-2"
@@ -341,14 +426,14 @@ def test_transport_refuses_unknown_dtype_and_overflow():
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_job_transport_dtype_reaches_the_exported_server_config(dtype, tmp_path):
-    assert job_main("rate_my_lora", ["--out", str(tmp_path), "--transport-dtype", dtype]) == 0
+    assert _job_main("rate_my_lora", ["--export-dir", str(tmp_path), "--transport-dtype", dtype]) == 0
     server = json.loads((tmp_path / "app" / "config" / "config_fed_server.json").read_text())
     ctl = next(c for c in server["workflows"] if c["id"] == "controller")
     assert ctl["args"]["transport_dtype"] == dtype
     with pytest.raises(ValueError, match="`transport_dtype`"):
         build_job("rate_my_lora", transport_dtype="bfloat16")
     with pytest.raises(SystemExit):  # the baseline ships full float32 weights: no such option
-        job_main("fedavg_full", ["--out", str(tmp_path / "f"), "--transport-dtype", "float16"])
+        _job_main("fedavg_full", ["--export-dir", str(tmp_path / "f"), "--transport-dtype", "float16"])
 
 
 # ----------------------------------------------------------------------------- the filter

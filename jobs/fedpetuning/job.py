@@ -1,12 +1,122 @@
-"""FedPETuning job (λ_0 = 0: size-weighted LoRA averaging).
+"""FedPETuning as an NVIDIA FLARE job: the Rate-My-LoRA protocol with λ_0 = 0.
 
-`python jobs/fedpetuning/job.py --export` writes ./exported; see jobs/README.md.
+The same sites, adapters (rank 16 on the half-size site, 32 on the others), tasks, filter and
+checksums as jobs/rate_my_lora; with λ_0 = 0 the rating has no weight and the merge is the
+size-weighted average of the adapters. See jobs/README.md.
+
+    python jobs/fedpetuning/job.py --export                   # writes jobs/fedpetuning/exported
+    python jobs/fedpetuning/job.py --export-dir /tmp/fedpet --rounds 10 --profile paper
+    python -m cardiolora.fl.run --job fedpetuning ...         # the simulator, with site configs
+
+`build` is also what the package builds for this job (`cardiolora.fl.jobs.build_job`).
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
 from pathlib import Path
 
-from cardiolora.fl.jobs import job_main
+from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
+from nvflare.job_config.api import FedJob
+from nvflare.job_config.defs import FilterType
+
+from cardiolora.fl import jobs
+from cardiolora.fl.controller import RateMyLoRAController
+from cardiolora.fl.filters import AdapterOnlyFilter
+from cardiolora.fl.persistor import BundleModelPersistor
+from cardiolora.fl.protocol import TRANSPORT_DTYPES, Task
+from cardiolora.profiles import PROFILES
+
+NAME = "fedpetuning"
+#: No weight for the rating (Eq. 2): coefficients |D_c| / Σ|D|.
+LAMBDA0 = 0.0
+
+
+def build(
+    num_rounds: int = jobs.DEFAULT_ROUNDS,
+    profile: str = jobs.DEFAULT_PROFILE,
+    local_epochs: int | None = None,
+    min_clients: int = jobs.DEFAULT_MIN_CLIENTS,
+    task_timeout: int = jobs.DEFAULT_TASK_TIMEOUT,
+    straggler_grace: int = jobs.DEFAULT_STRAGGLER_GRACE,
+    ranks: tuple[int, int] = jobs.DEFAULT_RANKS,
+    seed: int = jobs.DEFAULT_SEED,
+    transport_dtype: str = jobs.DEFAULT_TRANSPORT_DTYPE,
+) -> FedJob:
+    """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
+    local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype)
+    job = FedJob(name=NAME, min_clients=min_clients)
+    job.set_app_packages(["cardiolora"])  # installed on every participant, never copied into the job
+
+    # server: W_0 (the bundle's network_def + the base model named in the server's local config),
+    # the rounds (train -> validate -> merge by size, Eq. 2 with λ = 0), TensorBoard scalars
+    job.to_server(BundleModelPersistor(profile=profile), id="persistor")
+    controller = RateMyLoRAController(
+        num_rounds=num_rounds,
+        lambda0=LAMBDA0,
+        profile=profile,
+        local_epochs=local_epochs,
+        ranks=tuple(ranks),
+        min_clients=min_clients,
+        task_timeout=task_timeout,
+        straggler_grace=straggler_grace,
+        state_name=NAME,
+        transport_dtype=transport_dtype,
+    )
+    job.to_server(controller, id="controller")
+    job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
+
+    # sites: the Client API script (app/custom/client.py) runs every task in the client process
+    job.to_clients(jobs.site_executor("rml", NAME, profile, local_epochs, seed), tasks=["*"])
+    job.add_file_to_clients(str(jobs.SITE_SCRIPT))
+    # only adapters, counts and scalar metrics leave a site; FLARE 2.9 keys result filters by the
+    # exact task name ("*" would match none), so every task of the protocol is listed
+    job.to_clients(AdapterOnlyFilter(), tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
+    return job
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export the job (``--export`` / ``--export-dir``), or say what it is."""
+    p = argparse.ArgumentParser(prog=f"python jobs/{NAME}/job.py", description=jobs.DESCRIPTIONS[NAME])
+    p.add_argument("--export", action="store_true", help=f"write the job folder jobs/{NAME}/exported")
+    p.add_argument("--export-dir", type=Path, help="write the job folder here instead (implies --export)")
+    p.add_argument("--rounds", type=int, default=jobs.DEFAULT_ROUNDS, help="federated rounds")
+    p.add_argument("--profile", choices=list(PROFILES), default=jobs.DEFAULT_PROFILE, help="run profile of the bundle")
+    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: the profile's)")
+    p.add_argument("--min-clients", type=int, default=jobs.DEFAULT_MIN_CLIENTS, help="fewer sites stop the job")
+    p.add_argument("--task-timeout", type=int, default=jobs.DEFAULT_TASK_TIMEOUT, help="seconds a task may take")
+    p.add_argument(
+        "--straggler-grace",
+        type=int,
+        default=jobs.DEFAULT_STRAGGLER_GRACE,
+        help="seconds to wait for the other sites once min_clients answered",
+    )
+    p.add_argument("--seed", type=int, default=jobs.DEFAULT_SEED, help="job seed of the sites' local training")
+    p.add_argument(
+        "--transport-dtype",
+        choices=sorted(TRANSPORT_DTYPES),
+        default=jobs.DEFAULT_TRANSPORT_DTYPE,
+        help="dtype the adapters travel in, both ways (float16: half the bytes of float32)",
+    )
+    args = p.parse_args(argv)
+    job = build(
+        num_rounds=args.rounds,
+        profile=args.profile,
+        local_epochs=args.local_epochs,
+        min_clients=args.min_clients,
+        task_timeout=args.task_timeout,
+        straggler_grace=args.straggler_grace,
+        seed=args.seed,
+        transport_dtype=args.transport_dtype,
+    )
+    if args.export or args.export_dir:
+        dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")
+        print(f"exported {NAME} to {dest}; submit it with `submit_job {dest}` from the admin console")
+    else:
+        print(jobs.usage(NAME))
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(job_main("fedpetuning", sys.argv[1:], Path(__file__).resolve().parent))
+    sys.exit(main())

@@ -1,4 +1,12 @@
-"""FedJob builders of the three methods; ``jobs/<name>/job.py`` calls :func:`build_job`.
+"""What the three FLARE jobs share; each job itself is ``jobs/<name>/job.py``.
+
+The jobs are FedJobs written out in ``jobs/<name>/job.py`` (FLARE's idiom: a ``build()`` that puts
+the persistor, the controller, the TensorBoard receiver, the site executor and script and the result
+filter on the job, and a command line that exports it). Those files ship inside the package too
+(``cardiolora/jobs`` is, in the source tree, a link to the top-level ``jobs/``, as
+``cardiolora/bundles`` is to ``bundles/``), so :func:`build_job` imports the very same ``build`` as
+``cardiolora.jobs.<name>.job`` and an installed site with no checkout builds the same jobs
+(:mod:`cardiolora.fl.run`, the tests).
 
 * ``rate_my_lora`` — :class:`~cardiolora.fl.controller.RateMyLoRAController` with ``λ_0 = 0.2``;
 * ``fedpetuning`` — the same controller with ``λ_0 = 0`` (size-weighted LoRA averaging);
@@ -6,80 +14,138 @@
   (:class:`~cardiolora.fl.aggregators.DatasetSizeAggregator`): the paper's † baseline. It sends
   full weights both ways by design and has no adapter filter.
 
-Every job: the server's ``persistor`` builds the bundle's ``network_def`` for the profile and loads
-``W_0`` from the server's local config; every site runs :mod:`cardiolora.fl.client` (copied into
-the job's ``custom/`` folder; it imports the installed ``cardiolora`` package, which is not copied —
-``app_packages``). Hyperparameters appear once: profile, rounds, local epochs and the job seed are
-arguments here, network numbers live in :mod:`cardiolora.profiles`, read through the bundle. The
-seed reaches every site as the script argument ``--seed`` (see :func:`cardiolora.fl.seeds.round_seed`).
-The LoRA jobs' ``transport_dtype`` (float16 by default) is an argument of the server's controller,
-which names it to the sites in every task (:mod:`cardiolora.fl.protocol`).
+Here: the arguments' defaults (one place for the three command lines and :func:`build_job`), the
+settings check every job makes before it builds anything (:func:`check_settings`), the site executor
+(:func:`site_executor`) and its script (:data:`SITE_SCRIPT`, a launcher of
+:func:`cardiolora.fl.client.main`; every participant installs the ``cardiolora`` package, which the
+job does not copy — ``app_packages``), and the export (:func:`export_job`, reproducible).
+Hyperparameters appear once: profile, rounds, local epochs and the job seed are job arguments,
+network numbers live in the bundle (:mod:`cardiolora.profiles`). The seed reaches every site as
+the script argument ``--seed`` (:func:`cardiolora.fl.seeds.round_seed`). The LoRA jobs'
+``transport_dtype`` (float16 by default) is an argument of the server's controller, which names it
+to the sites in every task (:mod:`cardiolora.fl.protocol`).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from nvflare.app_common.executors.client_api_executor import ClientAPIExecutor
-from nvflare.app_common.workflows.fedavg import FedAvg
-from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.client.config import ExchangeFormat
 from nvflare.job_config.api import FedJob
-from nvflare.job_config.defs import FilterType
 
-from cardiolora.fl import rml
-from cardiolora.fl.aggregators import DatasetSizeAggregator
-from cardiolora.fl.controller import RateMyLoRAController
-from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.network import bundle_network
-from cardiolora.fl.persistor import BundleModelPersistor
-from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, TRANSPORT_DTYPES, Task, check_transport_dtype
+from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import get_profile
 
-__all__ = ["JOB_NAMES", "LAMBDA0", "DEFAULT_ROUNDS", "build_job", "export_job", "job_main", "CLIENT_SCRIPT"]
+__all__ = [
+    "JOB_NAMES",
+    "DEFAULT_ROUNDS",
+    "DEFAULT_PROFILE",
+    "DEFAULT_N_CLIENTS",
+    "DEFAULT_MIN_CLIENTS",
+    "DEFAULT_TASK_TIMEOUT",
+    "DEFAULT_STRAGGLER_GRACE",
+    "DEFAULT_RANKS",
+    "DEFAULT_SEED",
+    "DEFAULT_TRANSPORT_DTYPE",
+    "SITE_SCRIPT",
+    "CLIENT_SCRIPT",
+    "build_job",
+    "job_builder",
+    "check_settings",
+    "site_executor",
+    "export_job",
+    "usage",
+]
 
-#: The methods, one job folder each.
+#: The methods, one job folder each (``jobs/<name>/job.py``).
 JOB_NAMES = ("rate_my_lora", "fedpetuning", "fedavg_full")
-#: λ_0 of the LoRA jobs.
-LAMBDA0 = {"rate_my_lora": rml.DEFAULT_LAMBDA0, "fedpetuning": 0.0}
-#: The site script, by its path inside the job's custom/ folder.
-CLIENT_SCRIPT = "cardiolora/fl/client.py"
+
+#: Rounds written into the committed job folders (the embedded phantom demo; ``--rounds`` for more).
+DEFAULT_ROUNDS = 3
+#: Run profile of the bundle (network and training settings).
+DEFAULT_PROFILE = "quick"
+#: Sites FedAvg samples each round (``fedavg_full``).
+DEFAULT_N_CLIENTS = 3
+#: Fewer answering sites stop the job (also the job's deployment minimum).
+DEFAULT_MIN_CLIENTS = 2
+#: Seconds a task may take at most (LoRA jobs).
+DEFAULT_TASK_TIMEOUT = 3600
+#: Seconds the server waits for the remaining sites once ``min_clients`` answered (LoRA jobs).
+DEFAULT_STRAGGLER_GRACE = 600
+#: Adapter ranks: (half-size site, other sites) (LoRA jobs).
+DEFAULT_RANKS = (16, 32)
+
+#: The site script as shipped in the package (``cardiolora/jobs/client.py`` = ``jobs/client.py``):
+#: a launcher of :func:`cardiolora.fl.client.main`, copied into every job's ``app/custom/``.
+SITE_SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "client.py"
+#: The site script by its path inside the job's ``custom/`` folder (the executor's ``task_script_path``).
+CLIENT_SCRIPT = SITE_SCRIPT.name
+
+#: What each job is, one line (the command lines' help and :func:`usage`).
+DESCRIPTIONS = {
+    "rate_my_lora": "Rate-My-LoRA (λ_0 = 0.2): adapters of rank 16/32 by site size, rated (Eq. 1), merged (Eq. 2)",
+    "fedpetuning": "FedPETuning: the same protocol with λ_0 = 0 (size-weighted LoRA averaging)",
+    "fedavg_full": "full-weight FedAvg weighted by |D_c| (the paper's † baseline; sends full weights)",
+}
+
+
+def job_builder(name: str) -> Callable[..., FedJob]:
+    """The ``build`` function of ``jobs/<name>/job.py`` (imported as ``cardiolora.jobs.<name>.job``).
+
+    Args:
+        name: one of :data:`JOB_NAMES`.
+
+    Returns:
+        The job's ``build(**settings) -> FedJob``.
+
+    Raises:
+        ValueError: for an unknown `name`.
+        ModuleNotFoundError: if the package was installed without its jobs (a broken install).
+    """
+    if name not in JOB_NAMES:
+        raise ValueError(f"`name` must be one of {list(JOB_NAMES)}, got {name!r}.")
+    return importlib.import_module(f"cardiolora.jobs.{name}.job").build
 
 
 def build_job(
     name: str,
-    num_rounds: int = 5,
-    profile: str = "quick",
+    num_rounds: int = DEFAULT_ROUNDS,
+    profile: str = DEFAULT_PROFILE,
     local_epochs: int | None = None,
-    n_clients: int = 3,
-    min_clients: int = 2,
-    task_timeout: int = 3600,
-    straggler_grace: int = 600,
-    ranks: tuple[int, int] = (16, 32),
+    n_clients: int = DEFAULT_N_CLIENTS,
+    min_clients: int = DEFAULT_MIN_CLIENTS,
+    task_timeout: int = DEFAULT_TASK_TIMEOUT,
+    straggler_grace: int = DEFAULT_STRAGGLER_GRACE,
+    ranks: tuple[int, int] = DEFAULT_RANKS,
     seed: int = DEFAULT_SEED,
     transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
 ) -> FedJob:
-    """Build the FedJob of one method.
+    """Build the FedJob of one method: ``jobs/<name>/job.py``'s ``build`` with the settings it takes.
 
     Args:
         name: one of :data:`JOB_NAMES`.
         num_rounds: federated rounds.
         profile: run profile (the bundle's network and training settings for it).
         local_epochs: local epochs per round (default: the profile's ``local_epochs``).
-        n_clients: sites FedAvg samples each round (``fedavg_full``).
+        n_clients: sites FedAvg samples each round (``fedavg_full`` only).
         min_clients: fewer sites than this stop the job (also the job's deployment minimum).
-        task_timeout: seconds a task may take at most.
-        straggler_grace: seconds to wait for the remaining sites once ``min_clients`` answered.
-        ranks: (small-site rank, large-site rank).
+        task_timeout: seconds a task may take at most (LoRA jobs).
+        straggler_grace: seconds to wait for the remaining sites once ``min_clients`` answered (LoRA jobs).
+        ranks: (small-site rank, large-site rank) (LoRA jobs).
         seed: job seed (non-negative int), passed to every site's script as ``--seed``: the bundle
             seed of the site's workflows and, with site and round, the seed of each local run
             (:func:`cardiolora.fl.seeds.round_seed`; 0 gives the seeds of the runs made before jobs had one).
         transport_dtype: dtype the LoRA jobs' adapters travel in, ``"float16"`` (default) or
-            ``"float32"``; ``fedavg_full`` ships full float32 weights and ignores it.
+            ``"float32"``; ``fedavg_full`` ships full float32 weights (the name is still checked).
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
@@ -88,65 +154,86 @@ def build_job(
         ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
             a `seed` that is not a non-negative int, or an unknown `transport_dtype`.
     """
-    if name not in JOB_NAMES:
-        raise ValueError(f"`name` must be one of {list(JOB_NAMES)}, got {name!r}.")
-    seed = check_seed(seed)
+    build = job_builder(name)
     check_transport_dtype(transport_dtype)
-    prof = get_profile(profile)
-    local_epochs = int(local_epochs or prof.local_epochs)
-    bundle_network(profile, 0)  # fail fast: the bundle's network_def builds for this profile
-    job = FedJob(name=name, min_clients=min_clients)
-    job.set_app_packages(["cardiolora"])
-    job.to_server(BundleModelPersistor(profile=profile), id="persistor")
-    method = "fedavg" if name == "fedavg_full" else "rml"
-    if method == "rml":
-        job.to_server(
-            RateMyLoRAController(
-                num_rounds=num_rounds,
-                lambda0=LAMBDA0[name],
-                profile=profile,
-                local_epochs=local_epochs,
-                ranks=tuple(ranks),
-                min_clients=min_clients,
-                task_timeout=task_timeout,
-                straggler_grace=straggler_grace,
-                state_name=name,
-                transport_dtype=transport_dtype,
-            ),
-            id="controller",
-        )
-        job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
-    else:
-        job.to_server(
-            FedAvg(
-                num_clients=n_clients,
-                num_rounds=num_rounds,
-                persistor_id="persistor",
-                aggregator=DatasetSizeAggregator(),
-            ),
-            id="controller",
-        )
-    executor = ClientAPIExecutor(
+    settings = dict(
+        num_rounds=num_rounds, profile=profile, local_epochs=local_epochs, min_clients=min_clients, seed=seed
+    )
+    if name == "fedavg_full":
+        return build(**settings, n_clients=n_clients)
+    return build(
+        **settings,
+        task_timeout=task_timeout,
+        straggler_grace=straggler_grace,
+        ranks=tuple(ranks),
+        transport_dtype=transport_dtype,
+    )
+
+
+def check_settings(
+    profile: str, local_epochs: int | None, seed: int, transport_dtype: str = DEFAULT_TRANSPORT_DTYPE
+) -> int:
+    """Check a job's settings before anything is built (fail fast, with the argument named).
+
+    Args:
+        profile: run profile; the bundle's ``network_def`` must build for it.
+        local_epochs: local epochs per round, or None for the profile's.
+        seed: the job seed (a non-negative int).
+        transport_dtype: the adapters' transport dtype name.
+
+    Returns:
+        The local epochs per round.
+
+    Raises:
+        ValueError: for an unknown profile or `transport_dtype`, a `seed` that is not a non-negative
+            int, or a profile whose network the bundle cannot build.
+    """
+    check_seed(seed)
+    check_transport_dtype(transport_dtype)
+    epochs = int(local_epochs or get_profile(profile).local_epochs)
+    bundle_network(profile, 0)  # the bundle's network_def builds for this profile
+    return epochs
+
+
+def site_executor(method: str, job_name: str, profile: str, local_epochs: int, seed: int) -> ClientAPIExecutor:
+    """The sites' executor: :data:`SITE_SCRIPT` in the FLARE client process (Client API, ``in_process``).
+
+    The job's settings reach the script as its arguments (:func:`cardiolora.fl.client.build_parser`);
+    the site's data and output folders come from its own local config, not from the job. Put the
+    script itself on the job with ``job.add_file_to_clients(str(SITE_SCRIPT))``.
+
+    Args:
+        method: ``"rml"`` (Rate-My-LoRA / FedPETuning tasks) or ``"fedavg"`` (FedAvg's ``train``).
+        job_name: the job's name (the sub-folder of each site's ``output_dir``).
+        profile: run profile.
+        local_epochs: local epochs per round.
+        seed: the job seed (a non-negative int).
+
+    Returns:
+        The executor (for every task: ``job.to_clients(executor, tasks=["*"])``).
+
+    Raises:
+        ValueError: for an unknown `method` or a `seed` that is not a non-negative int.
+    """
+    if method not in ("rml", "fedavg"):
+        raise ValueError(f"`method` must be 'rml' or 'fedavg', got {method!r}.")
+    seed = check_seed(seed)
+    return ClientAPIExecutor(
         execution_mode="in_process",
         task_script_path=CLIENT_SCRIPT,
         task_script_args=(
-            f"--method {method} --profile {profile} --local-epochs {local_epochs} --job-name {name} --seed {seed}"
+            f"--method {method} --profile {profile} --local-epochs {local_epochs} --job-name {job_name} --seed {seed}"
         ),
         params_exchange_format=ExchangeFormat.PYTORCH,
         server_expected_format=ExchangeFormat.NUMPY,
     )
-    job.to_clients(executor, tasks=["*"])
-    job.to_clients(str(Path(__file__).with_name("client.py")))
-    if method == "rml":
-        # every task by name: FLARE 2.9 keys result filters by exact task name ("*" would match none)
-        job.to_clients(AdapterOnlyFilter(), tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
-    return job
 
 
 def export_job(job: FedJob, dest: str | os.PathLike) -> Path:
     """Export `job` so that `dest` itself is the job folder (``meta.json`` + ``app/``).
 
-    The folder is replaced as a whole, so nothing hand-edited survives an export.
+    The folder is replaced as a whole, so nothing hand-edited survives an export; the task names of
+    every filter chain are sorted (FLARE keeps them in a set), so two exports are byte-identical.
 
     Args:
         job: the FedJob.
@@ -169,9 +256,7 @@ def export_job(job: FedJob, dest: str | os.PathLike) -> Path:
 
 
 def _sort_filter_tasks(path: Path) -> None:
-    """FLARE keeps a filter's task names in a set (order varies run to run): sort them, so exports are reproducible."""
-    import json
-
+    """Sort the task names of every filter chain of one exported config file, in place."""
     config = json.loads(path.read_text())
     for key in ("task_result_filters", "task_data_filters"):
         for chain in config.get(key, []):
@@ -179,76 +264,18 @@ def _sort_filter_tasks(path: Path) -> None:
     path.write_text(json.dumps(config, indent=4))
 
 
-#: Rounds written into the committed job folders (the embedded phantom demo; pass --rounds for more).
-DEFAULT_ROUNDS = 3
-
-_DESCRIPTIONS = {
-    "rate_my_lora": "Rate-My-LoRA (λ_0 = 0.2): adapters of rank 16/32 by site size, rated (Eq. 1), merged (Eq. 2)",
-    "fedpetuning": "FedPETuning: the same protocol with λ_0 = 0 (size-weighted LoRA averaging)",
-    "fedavg_full": "full-weight FedAvg weighted by |D_c| (the paper's † baseline; sends full weights)",
-}
-
-
-def job_main(name: str, argv: list[str] | None = None, job_dir: str | os.PathLike | None = None) -> int:
-    """The command line of ``jobs/<name>/job.py``.
-
-    ``python jobs/<name>/job.py --export`` writes ``jobs/<name>/exported/`` (what ``submit_job``
-    takes); ``--out DIR`` exports elsewhere; ``--rounds`` / ``--profile`` / ``--local-epochs`` /
-    ``--min-clients`` / ``--seed`` / ``--transport-dtype`` (LoRA jobs) change the federation's
-    hyperparameters. Without ``--export`` it prints what
-    the job is and how to run it.
+def usage(name: str) -> str:
+    """What ``python jobs/<name>/job.py`` prints without ``--export``: the job and how to run it.
 
     Args:
-        name: the job name.
-        argv: arguments (default ``sys.argv[1:]``).
-        job_dir: the ``jobs/<name>`` folder (default: ``<project>/jobs/<name>``).
+        name: one of :data:`JOB_NAMES`.
 
     Returns:
-        The exit code.
+        The text.
     """
-    import argparse
-
-    from cardiolora.paths import project_root
-
-    job_dir = Path(job_dir) if job_dir is not None else project_root() / "jobs" / name
-    p = argparse.ArgumentParser(prog=f"python jobs/{name}/job.py", description=_DESCRIPTIONS[name])
-    p.add_argument("--export", action="store_true", help=f"write the job folder ({job_dir / 'exported'})")
-    p.add_argument("--out", help="export to this folder instead")
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    p.add_argument("--profile", default="quick")
-    p.add_argument("--local-epochs", type=int)
-    p.add_argument("--min-clients", type=int, default=2)
-    p.add_argument("--task-timeout", type=int, default=3600, help="seconds a task may take at most")
-    p.add_argument(
-        "--straggler-grace", type=int, default=600, help="seconds to wait for the other sites once min_clients answered"
+    return (
+        f"{name}: {DESCRIPTIONS[name]}\n"
+        f"  export:   python jobs/{name}/job.py --export   (submit_job jobs/{name}/exported from the admin console)\n"
+        f"  simulate: python -m cardiolora.fl.run --job {name} --sites-root <phantoms>/sites "
+        "--pretrained <model.pt> --workdir <dir>"
     )
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
-    if name != "fedavg_full":
-        p.add_argument(
-            "--transport-dtype",
-            choices=sorted(TRANSPORT_DTYPES),
-            default=DEFAULT_TRANSPORT_DTYPE,
-            help=f"dtype the adapters travel in, both ways (default {DEFAULT_TRANSPORT_DTYPE}: half of float32)",
-        )
-    args = p.parse_args(argv)
-    job = build_job(
-        name,
-        num_rounds=args.rounds,
-        profile=args.profile,
-        local_epochs=args.local_epochs,
-        min_clients=args.min_clients,
-        task_timeout=args.task_timeout,
-        straggler_grace=args.straggler_grace,
-        seed=args.seed,
-        transport_dtype=getattr(args, "transport_dtype", DEFAULT_TRANSPORT_DTYPE),
-    )
-    if args.export or args.out:
-        dest = export_job(job, args.out or job_dir / "exported")
-        print(f"exported {name} to {dest}; submit it with `submit_job {dest}` from the admin console")
-    else:
-        print(
-            f"{name}: {_DESCRIPTIONS[name]}\n  export: python jobs/{name}/job.py --export\n"
-            f"  simulate: python -m cardiolora.fl.run --job {name} --sites-root <phantoms>/sites "
-            "--pretrained <model.pt> --workdir <dir>"
-        )
-    return 0
