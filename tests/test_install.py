@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -45,6 +46,8 @@ def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("install")
     wheels = tmp / "wheels"
     run = dict(capture_output=True, text=True, timeout=600, check=False)
+    # setuptools never clears build/lib: stale copies of removed modules would enter the wheel
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(wheels)],
         cwd=tmp,

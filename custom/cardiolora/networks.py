@@ -1,8 +1,10 @@
-"""The segmentation network: MONAI's 2D ``UNet`` with optional LoRA adapters in every convolution.
+"""The segmentation network: the bundle's 2D ``UNet`` with optional LoRA adapters in every convolution.
 
-This is the ``network_def`` of the MONAI bundle (``"_target_": "cardiolora.networks.lora_unet"``)
-and the model every FLARE job builds from that bundle: one network class for pretraining,
-federated fine-tuning and site inference.
+The network is written in the MONAI bundle (``configs/train.json`` ``network_def``: MONAI ``UNet``
+with its channels, strides and residual units inline; a profile's override file changes them);
+the bundle's ``network`` wraps it with adapters in one line (:func:`with_lora`). Python builds the
+same definition by parsing the bundle (:func:`lora_unet`), so pretraining, every FLARE job and the
+site application use one network written once.
 """
 
 from __future__ import annotations
@@ -11,12 +13,76 @@ import os
 from collections.abc import Mapping, Sequence
 
 import torch
-from monai.networks.nets import UNet
+from monai.bundle import ConfigParser
 
-from cardiolora.labels import NUM_CLASSES
-from cardiolora.profiles import Profile, get_profile
+from cardiolora.lora import inject_lora
+from cardiolora.paths import bundle_dir
+from cardiolora.profiles import BASE_CONFIG, Profile, get_profile
 
-__all__ = ["lora_unet", "rank_for_dataset_size", "load_weights", "plain_state_dict", "read_state_dict", "ExportView"]
+__all__ = [
+    "lora_unet",
+    "with_lora",
+    "bundle_network_def",
+    "rank_for_dataset_size",
+    "load_weights",
+    "plain_state_dict",
+    "read_state_dict",
+    "ExportView",
+]
+
+
+def bundle_network_def(profile: str | Profile = "quick") -> torch.nn.Module:
+    """Instantiate the bundle's ``network_def`` for a run profile (``train.json`` + its override file).
+
+    Args:
+        profile: run profile name or `Profile`.
+
+    Returns:
+        The plain network (no adapters) on the CPU.
+
+    Raises:
+        ValueError: if the profile is unknown.
+    """
+    prof = get_profile(profile)
+    configs = bundle_dir() / "configs"
+    files = [configs / BASE_CONFIG] + ([configs / prof.train_override] if prof.train_override else [])
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    return parser.get_parsed_content("network_def", instantiate=True, lazy=False)
+
+
+def with_lora(
+    network: torch.nn.Module,
+    rank: int = 0,
+    alpha: float | None = None,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] = ("*",),
+) -> torch.nn.Module:
+    """The network with LoRA adapters injected (in place) when ``rank > 0``; unchanged for 0.
+
+    Every convolution and transposed convolution matching `target_modules` gets an adapter
+    ``W = W0 + (alpha / r) B A`` (A kaiming, B zero, so the network starts equal to the base);
+    the base weights are frozen and only adapters train. The bundle's ``network`` is
+    ``with_lora(@network_def, @lora_rank, @lora_alpha)``.
+
+    Args:
+        network: the plain network.
+        rank: adapter rank r; 0 leaves the network as it is (full-weight training).
+        alpha: LoRA alpha (scaling alpha / r); ``None`` means alpha = r.
+        dropout: dropout on the adapter input, in [0, 1).
+        target_modules: fnmatch patterns of module names to adapt (default: every convolution).
+
+    Returns:
+        `network` itself.
+
+    Raises:
+        ValueError: if `rank` is not an integer >= 0.
+    """
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise ValueError(f"`lora_rank` must be an integer >= 0, got {rank!r}.")
+    if rank > 0:
+        inject_lora(network, rank=rank, alpha=alpha, target_modules=target_modules, dropout=dropout)
+    return network
 
 
 def lora_unet(
@@ -25,23 +91,18 @@ def lora_unet(
     lora_alpha: float | None = None,
     lora_dropout: float = 0.0,
     target_modules: Sequence[str] = ("*",),
-    in_channels: int = 1,
-    out_channels: int = NUM_CLASSES,
 ) -> torch.nn.Module:
-    """Build the 2D U-Net of a run profile, with LoRA adapters when ``lora_rank > 0``.
+    """The bundle's network of a run profile, with LoRA adapters when ``lora_rank > 0``.
 
-    With ``lora_rank > 0`` every convolution and transposed convolution matching
-    `target_modules` gets an adapter ``W = W0 + (alpha / r) B A`` (A kaiming, B zero, so the
-    network starts equal to the base), the base weights are frozen and only adapters train.
+    ``with_lora(bundle_network_def(profile), lora_rank, lora_alpha)``: the same network as the
+    bundle's ``network`` for that profile.
 
     Args:
-        profile: run profile name (``"quick"``, ``"paper"``) or a `Profile`.
+        profile: run profile name (``"quick"``, ``"paper"``, ``"clinical"``) or a `Profile`.
         lora_rank: adapter rank r; 0 builds the plain network (full-weight training).
         lora_alpha: LoRA alpha (scaling alpha / r); ``None`` means alpha = r.
         lora_dropout: dropout on the adapter input, in [0, 1).
         target_modules: fnmatch patterns of module names to adapt (default: every convolution).
-        in_channels: image channels.
-        out_channels: classes including background.
 
     Returns:
         The network (``torch.nn.Module``) on the CPU.
@@ -54,23 +115,9 @@ def lora_unet(
         >>> net(torch.zeros(1, 1, 112, 112)).shape
         torch.Size([1, 4, 112, 112])
     """
-    if not isinstance(lora_rank, int) or lora_rank < 0:
+    if not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 0:
         raise ValueError(f"`lora_rank` must be an integer >= 0, got {lora_rank!r}.")
-    prof = get_profile(profile)
-    net = UNet(
-        spatial_dims=2,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        channels=prof.channels,
-        strides=prof.strides,
-        num_res_units=prof.num_res_units,
-        dropout=prof.dropout,
-    )
-    if lora_rank > 0:
-        from cardiolora.lora import inject_lora
-
-        inject_lora(net, rank=lora_rank, alpha=lora_alpha, target_modules=target_modules, dropout=lora_dropout)
-    return net
+    return with_lora(bundle_network_def(profile), lora_rank, lora_alpha, lora_dropout, target_modules)
 
 
 def rank_for_dataset_size(

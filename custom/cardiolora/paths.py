@@ -2,9 +2,9 @@
 
 The MONAI bundles are package data: ``cardiolora/bundles`` is, in the source tree, a link to the
 top-level ``bundles/`` folder, and a wheel (``pip install .``, not editable) carries a copy, so a
-site with the package installed and no checkout finds them (`bundle_dir`). FLARE job folders are
-a checkout's ``jobs/`` (`project_root`); installed sites build jobs from the package instead
-(`cardiolora.fl.jobs`).
+site with the package installed and no checkout finds them (`bundle_dir`). The FLARE jobs'
+``job.py`` builders ship the same way (``cardiolora/jobs`` links to ``jobs/``; `cardiolora.fl.jobs`
+imports them); `project_root` is the checkout, for what only a checkout has.
 """
 
 from __future__ import annotations

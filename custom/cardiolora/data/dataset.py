@@ -24,7 +24,14 @@ from monai.transforms import ScaleIntensityRangePercentiles
 
 from cardiolora.data.loaders import CaseRecord, load_case
 
-__all__ = ["CardiacSliceDataset", "expand_slices", "load_datalist", "write_datalist", "DATALIST_NAME"]
+__all__ = [
+    "CardiacSliceDataset",
+    "expand_slices",
+    "percentile_scaling",
+    "load_datalist",
+    "write_datalist",
+    "DATALIST_NAME",
+]
 
 DATALIST_NAME = "datalist.json"
 
@@ -34,21 +41,31 @@ def _slice_affine(spacing_x: float, spacing_y: float) -> torch.Tensor:
     return torch.diag(torch.tensor([spacing_x, spacing_y, 1.0, 1.0], dtype=torch.float64))
 
 
+def percentile_scaling(lower: float = 1.0, upper: float = 99.0) -> ScaleIntensityRangePercentiles:
+    """The default volume normalisation: the volume's `lower`/`upper` percentiles → 0/1, clipped.
+
+    The bundle writes it in its configs (``volume_normalisation``); this default serves callers
+    outside a bundle workflow.
+    """
+    return ScaleIntensityRangePercentiles(lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)
+
+
 def expand_slices(
     record: CaseRecord | Mapping,
-    intensity_percentiles: tuple[float, float] = (1.0, 99.0),
+    volume_transform: Callable | None = None,
     default_spacing: float | None = None,
 ) -> list[dict]:
     """Load one case and cut it into 2D slice items ready for MONAI dictionary transforms.
 
-    Each item holds ``image`` (float32 MetaTensor ``(1, X, Y)``, intensities mapped so the
-    volume's lower/upper percentiles go to 0/1, clipped), ``label`` (``(1, X, Y)``, project label
+    Each item holds ``image`` (float32 MetaTensor ``(1, X, Y)``, the volume after
+    `volume_transform`), ``label`` (``(1, X, Y)``, project label
     convention), with an affine carrying the in-plane spacing so ``Spacingd`` can resample it, plus
     ``case_id``, ``patient_id`` and ``slice_index``.
 
     Args:
         record: a `CaseRecord` or its dict form.
-        intensity_percentiles: (lower, upper) percentiles of the volume mapped to 0 and 1.
+        volume_transform: array transform of the whole ``(1, Z, Y, X)`` volume before it is cut
+            into slices (the bundle's ``volume_normalisation``); default `percentile_scaling`.
         default_spacing: in-plane spacing (mm) to assume when neither the file nor the record's
             ``meta["in_plane_spacing_mm"]`` gives one (the ACDC HDF5 layout has no spacing).
 
@@ -63,8 +80,7 @@ def expand_slices(
     if rec.label is None:
         raise ValueError(f"{rec.image}: the case {rec.case_id} has no label file; training needs one.")
     case = load_case(rec)
-    lo, hi = intensity_percentiles
-    norm = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)
+    norm = volume_transform if volume_transform is not None else percentile_scaling()
     vol = np.asarray(norm(case.image[None]))[0].astype(np.float32)  # (Z, Y, X)
     if case.spacing_zyx is not None:
         sy, sx = float(case.spacing_zyx[1]), float(case.spacing_zyx[2])
@@ -101,7 +117,7 @@ class CardiacSliceDataset(CacheDataset):
     Args:
         data: datalist entries (`CaseRecord` dicts with ``image`` and ``label`` paths).
         transform: slice-level MONAI transform (e.g. the bundle's ``train#preprocessing``).
-        intensity_percentiles: per-volume normalisation percentiles (from the run profile).
+        volume_transform: whole-volume transform before slicing (see `expand_slices`).
         default_spacing: in-plane spacing to assume for sources without one (see `expand_slices`).
         cache_rate: fraction of slices to cache.
         num_workers: workers for caching.
@@ -116,7 +132,7 @@ class CardiacSliceDataset(CacheDataset):
         self,
         data: Sequence[Mapping],
         transform: Callable | None = None,
-        intensity_percentiles: Sequence[float] = (1.0, 99.0),
+        volume_transform: Callable | None = None,
         default_spacing: float | None = None,
         cache_rate: float = 1.0,
         num_workers: int | None = 0,
@@ -124,10 +140,9 @@ class CardiacSliceDataset(CacheDataset):
     ) -> None:
         if len(data) == 0:
             raise ValueError("`data` is empty: the datalist split holds no case.")
-        pct = (float(intensity_percentiles[0]), float(intensity_percentiles[1]))
         slices: list[dict] = []
         for entry in data:
-            slices.extend(expand_slices(entry, pct, default_spacing))
+            slices.extend(expand_slices(entry, volume_transform, default_spacing))
         self.cases = [dict(entry) for entry in data]
         super().__init__(
             data=slices, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress

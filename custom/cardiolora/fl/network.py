@@ -8,35 +8,30 @@ for FL.
 
 from __future__ import annotations
 
-from monai.bundle import ConfigParser
 from torch import nn
 
-from cardiolora.bundle import config_files
 from cardiolora.fl import rml
 from cardiolora.lora import lora_scalings
-from cardiolora.paths import bundle_dir
+from cardiolora.networks import lora_unet
 
 __all__ = ["bundle_network", "AdapterReference"]
 
 
 def bundle_network(profile: str, lora_rank: int = 0) -> nn.Module:
-    """The bundle's ``network_def`` (``train.json`` + ``lora.json``) for a profile and rank.
+    """The bundle's network (``network_def`` of ``train.json`` + the profile's override) with adapters.
 
     The one place the network of the federation comes from: the server builds its reference
     models (expected adapter keys and shapes, scalings) with it, the sites' workflows parse the
-    same definition.
+    same definition (`cardiolora.networks.lora_unet`).
 
     Args:
-        profile: run profile (``"quick"`` or ``"paper"``).
+        profile: run profile (``"quick"``, ``"paper"``, ``"clinical"``).
         lora_rank: adapter rank; 0 for the plain network.
 
     Returns:
         The network on the CPU.
     """
-    parser = ConfigParser()
-    parser.read_config(config_files("lora"))
-    parser.update({"profile": profile, "lora_rank": int(lora_rank), "bundle_root": str(bundle_dir())})
-    return parser.get_parsed_content("network_def")
+    return lora_unet(profile, int(lora_rank))
 
 
 class AdapterReference:
