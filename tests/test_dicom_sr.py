@@ -229,7 +229,7 @@ def test_new_uids_are_valid_and_fresh(cine, report, tmp_path):
         assert all(VALID_UID.match(u) and len(u) <= 64 for u in own), own
     assert a.SOPInstanceUID != b.SOPInstanceUID and a.SeriesInstanceUID != b.SeriesInstanceUID
     assert a.StudyInstanceUID == b.StudyInstanceUID == pydicom.dcmread(cine.table[0][0]).StudyInstanceUID
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_dciodvfy_reports_no_error(report):

@@ -104,7 +104,7 @@ def _nib_to_tzyx(arr: np.ndarray) -> np.ndarray:
 
 
 def _no_partials(folder: Path) -> None:
-    left = [p for p in folder.rglob("*") if p.name.endswith(".partial")]
+    left = [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
     assert not left, f"temporary files left behind: {left}"
 
 

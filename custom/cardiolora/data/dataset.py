@@ -22,6 +22,7 @@ import torch
 from monai.data import CacheDataset, MetaTensor
 from monai.transforms import ScaleIntensityRangePercentiles
 
+from cardiolora.atomic import write_json
 from cardiolora.data.loaders import CaseRecord, load_case
 
 __all__ = [
@@ -200,12 +201,7 @@ def write_datalist(
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     content: dict = {k: [r.to_dict() if isinstance(r, CaseRecord) else dict(r) for r in v] for k, v in splits.items()}
     if meta:
         content["meta"] = dict(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_json(content, path)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cardiolora.atomic import write_json
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.dataset import DATALIST_NAME, write_datalist
 from cardiolora.data.loaders import index_acdc
@@ -150,7 +151,7 @@ def generate_sites(
         for sub in ("mnms2", "acdc", "dicom", "sites"):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
+    write_json({"settings": settings, "complete": False}, manifest_path)
 
     all_studies: list[CineStudy] = []
     total = sum(s.n_subjects for s in sites)
@@ -194,9 +195,7 @@ def generate_sites(
         {s.name: s.profile for s in sites},
     )
     manifest = {"settings": settings, "complete": True, "sites": site_info}
-    tmp = manifest_path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
+    write_json(manifest, manifest_path)
     return manifest
 
 

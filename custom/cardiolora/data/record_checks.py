@@ -1,11 +1,11 @@
-"""Checks and small I/O helpers shared by the record writers (NIfTI and DICOM).
+"""Checks and small helpers shared by the record writers (NIfTI and DICOM).
 
 Used by :mod:`cardiolora.data.writers` (M&Ms-2, ACDC, truth tables) and
 :mod:`cardiolora.dicom.mr_writer` (phantom MR Image Storage series): the geometry check of a
 :class:`~cardiolora.data.cine.CineStudy` (the convention of :mod:`cardiolora.data.cine`), its
-image and ``meta`` values, the equipment strings, and the atomic file write (a hidden temporary
-name in the same folder, then a rename, so a crash never leaves a half-written file under its
-final name). Every ValueError names the study and the field.
+image and ``meta`` values, the equipment strings and the output folder. The files themselves are
+written with :func:`cardiolora.atomic.atomic_write_bytes`. Every ValueError names the study and
+the field.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from cardiolora.data.cine import CineStudy
 
 __all__ = [
     "VENDOR_DEFAULTS",
-    "atomic_write_bytes",
     "checked_image",
     "field_strength",
     "frame_interval_ms",
@@ -38,18 +37,6 @@ VENDOR_DEFAULTS: dict[str, tuple[str, str]] = {
     "ge": ("GE MEDICAL SYSTEMS", "Signa HDxt"),
     "philips": ("Philips Medical Systems", "Achieva"),
 }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a hidden temporary file in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def prepare_dir(path: str | os.PathLike, arg: str) -> Path:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -53,9 +52,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from cardiolora.atomic import atomic_write_bytes, write_json
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.data.record_checks import (
-    atomic_write_bytes,
     checked_image,
     field_strength,
     frame_interval_ms,
@@ -317,13 +316,13 @@ def write_mnms2(
         for tag, phase in (("ED", study.ed_phase), ("ES", study.es_phase)):
             stem = f"{code:03d}_SA_{tag}"
             label = _checked_label(study, phase, str(folder / f"{stem}_gt.nii.gz"))
-            atomic_write_bytes(folder / f"{stem}.nii.gz", _nifti_gz_bytes(image[phase], study, image_dtype))
-            atomic_write_bytes(folder / f"{stem}_gt.nii.gz", _nifti_gz_bytes(label, study, "uint8"))
+            atomic_write_bytes(_nifti_gz_bytes(image[phase], study, image_dtype), folder / f"{stem}.nii.gz")
+            atomic_write_bytes(_nifti_gz_bytes(label, study, "uint8"), folder / f"{stem}_gt.nii.gz")
         if study.n_phases > 2:
             cine = _nifti_gz_bytes(image, study, image_dtype)
-            atomic_write_bytes(folder / f"{code:03d}_SA_CINE.nii.gz", cine)
+            atomic_write_bytes(cine, folder / f"{code:03d}_SA_CINE.nii.gz")
         rows.append(row)
-        atomic_write_bytes(csv_path, _csv_bytes(MNMS2_CSV_COLUMNS, rows))
+        atomic_write_bytes(_csv_bytes(MNMS2_CSV_COLUMNS, rows), csv_path)
     return root_p
 
 
@@ -416,11 +415,11 @@ def write_acdc(
             stem = f"{name}_frame{phase + 1:02d}"
             gt_name = str(folder / f"{stem}_gt.nii.gz")
             label = project_to_source(_checked_label(study, phase, gt_name), "acdc", name=gt_name)
-            atomic_write_bytes(folder / f"{stem}.nii.gz", _nifti_gz_bytes(image[phase], study, image_dtype))
-            atomic_write_bytes(folder / f"{stem}_gt.nii.gz", _nifti_gz_bytes(label, study, "uint8"))
+            atomic_write_bytes(_nifti_gz_bytes(image[phase], study, image_dtype), folder / f"{stem}.nii.gz")
+            atomic_write_bytes(_nifti_gz_bytes(label, study, "uint8"), folder / f"{stem}_gt.nii.gz")
         if study.n_phases > 2:
-            atomic_write_bytes(folder / f"{name}_4d.nii.gz", _nifti_gz_bytes(image, study, image_dtype))
-        atomic_write_bytes(folder / "Info.cfg", info.encode("ascii"))
+            atomic_write_bytes(_nifti_gz_bytes(image, study, image_dtype), folder / f"{name}_4d.nii.gz")
+        atomic_write_bytes(info.encode("ascii"), folder / "Info.cfg")
     return root_p
 
 
@@ -501,8 +500,7 @@ def write_truth(studies: Sequence[CineStudy], path: str | os.PathLike) -> Path:
     columns, rows = _truth_rows(items)
     prepare_dir(out.parent, "path (its folder)")
     if suffix == ".csv":
-        data = _csv_bytes(columns, rows)
+        atomic_write_bytes(_csv_bytes(columns, rows), out)
     else:
-        data = (json.dumps(rows, indent=2) + "\n").encode("utf-8")
-    atomic_write_bytes(out, data)
+        write_json(rows, out, indent=2, trailing_newline=True)
     return out
