@@ -50,12 +50,12 @@ import torch
 from matplotlib.figure import Figure
 
 from cardiolora.atomic import jsonable, write_json
+from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.dataset import load_datalist
 from cardiolora.data.generate import subject_seed
-from cardiolora.data.loaders import DataError, index_acdc
 from cardiolora.data.phantom import PROFILES, make_subject
+from cardiolora.data.records import DataError
 from cardiolora.data.rvsc import RvscCase, rvsc_cases
-from cardiolora.data.writers import write_acdc
 from cardiolora.evaluation import evaluate_records
 from cardiolora.labels import BACKGROUND, LV, MYO, RV, STRUCTURE_NAMES
 from cardiolora.metrics import dice

@@ -26,12 +26,9 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from cardiolora.clinical import cardiac_function
 from cardiolora.data.cine import CineStudy
+from cardiolora.dicom.mr_writer import write_dicom_cine
 from cardiolora.dicom.sr import SPECS, read_measurement_sr, write_measurement_sr
 
-try:
-    from cardiolora.dicom.mr_writer import write_dicom_cine
-except ImportError:  # older layout
-    from cardiolora.data.writers import write_dicom_cine
 try:
     from cardiolora.dicom.seg import write_study_seg
 except ImportError:  # older layout: per-phase instances only

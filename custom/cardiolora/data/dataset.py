@@ -23,7 +23,8 @@ from monai.data import CacheDataset, MetaTensor
 from monai.transforms import ScaleIntensityRangePercentiles
 
 from cardiolora.atomic import write_json
-from cardiolora.data.loaders import CaseRecord, load_case
+from cardiolora.data.loaders import load_case
+from cardiolora.data.records import CaseRecord
 
 __all__ = [
     "CardiacSliceDataset",
@@ -74,7 +75,7 @@ def expand_slices(
         A list with one dict per slice, basal first.
 
     Raises:
-        cardiolora.data.loaders.DataError: if the case cannot be loaded (the message names the file).
+        cardiolora.data.records.DataError: if the case cannot be loaded (the message names the file).
         ValueError: if the record has no label file, or no spacing is known for it.
     """
     rec = record if isinstance(record, CaseRecord) else CaseRecord.from_dict(dict(record))
@@ -126,7 +127,7 @@ class CardiacSliceDataset(CacheDataset):
 
     Raises:
         ValueError: if `data` is empty.
-        cardiolora.data.loaders.DataError: if a case cannot be loaded (names the file).
+        cardiolora.data.records.DataError: if a case cannot be loaded (names the file).
     """
 
     def __init__(

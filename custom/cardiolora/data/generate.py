@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from cardiolora.atomic import write_json
+from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.dataset import DATALIST_NAME, write_datalist
-from cardiolora.data.loaders import index_acdc
+from cardiolora.data.mnms2 import write_mnms2
 from cardiolora.data.splits import split_records
+from cardiolora.data.truth import write_truth
 
 __all__ = ["SiteSpec", "DEFAULT_SITES", "subject_seed", "generate_sites", "montage", "site_datalist"]
 
@@ -122,7 +124,6 @@ def generate_sites(
     from tqdm.auto import tqdm
 
     from cardiolora.data.phantom import make_subject
-    from cardiolora.data.writers import write_acdc, write_mnms2, write_truth
     from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 
     _check_sites(sites)
