@@ -10,6 +10,9 @@
 The patient folders may also sit in ``root/training`` and ``root/testing``, as in the official
 ``database`` folder. :func:`index_acdc` reads the layout (no voxels; loading is
 :func:`cardiolora.data.loaders.load_case`), :func:`write_acdc` writes phantom studies in it.
+
+Study ``meta`` keys read by the writer: ``group`` (default ``"NOR"``), ``height_cm`` and
+``weight_kg`` (required by ``Info.cfg``).
 """
 
 from __future__ import annotations
@@ -236,7 +239,8 @@ def write_acdc(
         Weight: 95.0
 
     Labels are uint8 in the ACDC convention (1 RV cavity, 2 myocardium, 3 LV cavity), see
-    :func:`project_to_source`. NIfTI geometry and intensity storage as in :func:`write_mnms2`.
+    :func:`cardiolora.labels.project_to_source`. NIfTI geometry and intensity storage as in
+    :func:`cardiolora.data.mnms2.write_mnms2`.
 
     Args:
         studies: the studies; each needs labels and ``meta['height_cm']``, ``meta['weight_kg']``.

@@ -12,6 +12,9 @@ Tolerated variants when indexing: `root` may be the ``dataset`` folder itself (t
 in ``root/..``); subject folders may be zero-padded (``001``) or not (``1``) whatever the CSV
 says. :func:`index_mnms2` reads the layout (no voxels; loading is
 :func:`cardiolora.data.loaders.load_case`), :func:`write_mnms2` writes phantom studies in it.
+
+Study ``meta`` keys read by the writer (all optional): ``group`` (DISEASE, default ``"NOR"``),
+``manufacturer`` and ``scanner`` (model name; SCANNER), ``field_strength_t`` (tesla; FIELD).
 """
 
 from __future__ import annotations

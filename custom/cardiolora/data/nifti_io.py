@@ -3,6 +3,12 @@
 Arrays in the project are ``(Z, Y, X)`` (``(T, Z, Y, X)`` for a cine); NIfTI stores ``(X, Y, Z[, T])``
 with a RAS affine (:func:`cardiolora.data.cine.nifti_affine`). :func:`read_nifti` returns the
 stored order, :func:`nifti_gz_bytes` takes the project order.
+
+Intensity storage when writing: NIfTI images are float32 by default: lossless, read back
+bit-exact. With ``"int16"`` nibabel stores scaled integers (``scl_slope`` / ``scl_inter`` chosen to
+span the int16 range), and the image is recovered within half a slope step
+(``|error| <= scl_slope / 2``). Labels are uint8. Geometry follows :mod:`cardiolora.data.cine`
+exactly; gzip headers carry no timestamp, so a rerun writes the same bytes.
 """
 
 from __future__ import annotations
