@@ -379,6 +379,7 @@ def load_site_model(
     cpu_workers: int | None = None,
     backend: str = DEFAULT_BACKEND,
     onnx_cache: str | os.PathLike | None = None,
+    network: torch.nn.Module | None = None,
 ) -> SiteModel:
     """Build the profile's plain U-Net with the site's weights, ready for inference.
 
@@ -397,6 +398,9 @@ def load_site_model(
             falls back to PyTorch with a warning when it cannot be used).
         onnx_cache: folder of cached ONNX exports (``None``: ``~/.cache/cardiolora/onnx`` or
             ``$CARDIOLORA_CACHE/onnx``).
+        network: the plain network to load the weights into (the LoRA bundle's ``network_def``,
+            ``cardiolora.networks.lora_unet(profile)``, as the inference bundle passes it);
+            ``None``: built here from `profile`.
 
     Returns:
         The :class:`SiteModel`.
@@ -422,7 +426,7 @@ def load_site_model(
     except ValueError as err:
         raise ModelError(str(err)) from err
     dev = pick_device(device)
-    net = lora_unet(prof)
+    net = lora_unet(prof) if network is None else network
     lora: dict[str, float] = {}
     if model is not None:
         files = {"model": str(model)}
