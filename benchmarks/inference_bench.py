@@ -35,7 +35,7 @@ Both pipelines run in the same process on the same weights and input, alternatel
 times; the median is reported, with the labels' agreement (they must be equal) and the machine's
 load average (other jobs on the 2 cores slow both); the command fails if any pipeline's labels
 agree with the baseline's on fewer than 99.99 % of the voxels. Writes benchmarks/results/inference.json and the
-block between the inference-bench markers of inference/README.md.
+block between the inference-bench markers of inference/docs/README.md.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from cardiolora.profiles import Profile, get_profile
 from lib.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "inference" / "README.md"
+README = ROOT / "inference" / "docs" / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 COMMAND = ".venv/bin/python benchmarks/inference_bench.py"
 TARGET_SECONDS = 15.0
@@ -284,7 +284,7 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
 
 
 def table(r: dict) -> str:
-    """The Markdown block for inference/README.md."""
+    """The Markdown block for inference/docs/README.md."""
     m = r["median_seconds"]
     s = r["study"]
     base = m["baseline"]
@@ -358,7 +358,7 @@ def main() -> None:
     p.add_argument("--phases", type=int, default=25)
     p.add_argument("--slices", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-readme", action="store_true", help="do not update inference/README.md")
+    p.add_argument("--no-readme", action="store_true", help="do not update inference/docs/README.md")
     args = p.parse_args()
     result = run(args.phases, args.slices, args.repeats)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

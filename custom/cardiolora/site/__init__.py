@@ -5,5 +5,5 @@ DICOM in and out is the :mod:`cardiolora.dicom` package (reader stages, SEG, SR)
 network: plain weights or base + merged adapter), :mod:`~cardiolora.site.postprocess` (anatomical
 clean-up transforms), :mod:`~cardiolora.site.report` and :mod:`~cardiolora.site.figures` (report and pictures),
 :mod:`~cardiolora.site.app` (the pipeline, batches, exit codes) and
-:mod:`~cardiolora.site.command` (``cardiolora segment``). See ``inference/README.md``.
+:mod:`~cardiolora.site.command` (``cardiolora segment``). See ``inference/docs/README.md``.
 """

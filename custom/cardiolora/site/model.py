@@ -61,7 +61,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The site application's default backend (inference/README.md, "Speed", says why).
+#: The site application's default backend (inference/docs/README.md, "Speed", says why).
 DEFAULT_BACKEND = "torch"
 
 
@@ -305,7 +305,7 @@ def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
         return read_state_dict(path)
     except FileNotFoundError as err:
         raise ModelError(
-            f"{role} file {path}: no such file (weights are never shipped; see inference/README.md)."
+            f"{role} file {path}: no such file (weights are never shipped; see inference/docs/README.md)."
         ) from err
     except ValueError as err:
         raise ModelError(f"{role} file {err}") from err
