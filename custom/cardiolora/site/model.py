@@ -45,6 +45,7 @@ import torch
 
 from cardiolora.errors import InputError
 from cardiolora.profiles import Profile, get_profile
+from cardiolora.site.command import segment_options
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -61,8 +62,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The site application's default backend (inference/docs/README.md, "Speed", says why).
-DEFAULT_BACKEND = "torch"
+#: The site application's default backend, as the site-inference bundle declares it
+#: (``backend`` of ``inference/configs/inference.json``; inference/docs/README.md, "Speed", says why).
+DEFAULT_BACKEND: str = segment_options()["backend"]["default"]
 
 
 class ModelError(InputError):
