@@ -13,18 +13,19 @@ profile's grid, so each slice is one 224 x 224 window) is segmented with the pap
   ``SliceInferer(roi_size=(224, 224), spatial_dim=2)`` with its default settings
   (``sw_batch_size=1``, overlap 0.25), ``torch.no_grad()``, the network in its default
   (contiguous) memory format, then softmax, ``Invertd`` and argmax;
-* **pipeline** — the site application's path (``cardiolora.site.app.segment_labels`` without
-  the clean-up, i.e. ``cardiolora.predict.predict_cine`` through ``SiteModel.runner()``): the same
-  preprocessing per phase, the slices of all phases through one ``SliceInferer`` call with
-  ``sw_batch_size`` slices per forward pass, ``torch.inference_mode()``, plain (merged) weights,
-  and on the CPU the slices of each pass split across one worker thread per core, each with one
+* **pipeline** — the site application's path (the site-inference bundle's inferer,
+  ``cardiolora.site.inferer.CineInferer``, i.e. ``cardiolora.predict.predict_cine`` through
+  ``SiteModel.runner()``): the same preprocessing per phase, the slices of all phases through one
+  ``SliceInferer`` call with ``sw_batch_size`` slices per forward pass, ``torch.inference_mode()``,
+  plain (merged) weights, and on the CPU the slices of each pass split across one worker thread per core, each with one
   intra-op thread (``cardiolora.site.model.SliceParallel``), then the same restoration. Variants:
   batching alone (32 slices per pass, 2 intra-op threads, no slice workers), and the network run by
   ONNX Runtime (``--backend onnx``: its export, cached per weights; with slice workers, or with
   ONNX Runtime's own 2 threads). The one-time cost of the ONNX export and of loading it from the
   cache is timed apart;
 
-and the full application step (``segment_labels``: pipeline + anatomical clean-up) is timed too.
+and the full application step (inferer + anatomical clean-up, ``cardiolora.site.cleanup.CineCleanup``)
+is timed too.
 The DICOM side of a study is timed on the same study written as classic MR files
 (``cardiolora.dicom.mr_writer``): reading it (scan, series selection, pixels), the DICOM SEG as
 one object for the whole cine (the default) and as one instance per phase (the earlier layout;
@@ -34,7 +35,7 @@ Both pipelines run in the same process on the same weights and input, alternatel
 times; the median is reported, with the labels' agreement (they must be equal) and the machine's
 load average (other jobs on the 2 cores slow both); the command fails if any pipeline's labels
 agree with the baseline's on fewer than 99.99 % of the voxels. Writes benchmarks/results/inference.json and the
-block between the inference-bench markers of inference/README.md.
+block between the inference-bench markers of inference/docs/README.md.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from cardiolora.profiles import Profile, get_profile
 from lib.report import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "inference" / "README.md"
+README = ROOT / "inference" / "docs" / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 COMMAND = ".venv/bin/python benchmarks/inference_bench.py"
 TARGET_SECONDS = 15.0
@@ -129,7 +130,7 @@ PIPELINES: dict[str, tuple[int, int, str]] = {
     "onnx sw8": (8, 0, "onnx"),
     "onnx sw8 ort threads": (8, 1, "onnx"),
 }
-DEFAULT = "pipeline sw8"  # the application's default (SegmentOptions.sw_batch_size, DEFAULT_BACKEND)
+DEFAULT = "pipeline sw8"  # the application's default (sw_batch_size, backend of inference/configs/inference.json)
 
 
 def dicom_io_times(study: CineStudy, labels: np.ndarray, repeats: int) -> dict[str, list[float]]:
@@ -175,11 +176,17 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     """Time the baseline and the pipeline variants alternately; return the measurements."""
     import tempfile
 
-    from cardiolora.site.app import SegmentOptions, segment_labels
     from cardiolora.site.backend import import_onnxruntime
-    from cardiolora.site.model import DEFAULT_BACKEND, SiteModel, select_backend
+    from cardiolora.site.cleanup import CineCleanup, clean_cine
+    from cardiolora.site.command import segment_options
+    from cardiolora.site.inferer import CineInferer
+    from cardiolora.site.model import SiteModel, select_backend
 
-    if PIPELINES[DEFAULT][0] != SegmentOptions().sw_batch_size or PIPELINES[DEFAULT][2] != DEFAULT_BACKEND:
+    declared = segment_options()
+    if (
+        PIPELINES[DEFAULT][0] != declared["sw_batch_size"]["default"]
+        or PIPELINES[DEFAULT][2] != (declared["backend"]["default"])
+    ):
         raise RuntimeError(f"{DEFAULT} is not the application's default sw_batch_size / backend; update PIPELINES.")
     import_onnxruntime()  # the ONNX rows need it: fail here, not after the baseline ran
     profile = "paper"
@@ -211,7 +218,7 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     warm = synthetic_study(1, 2, size, prof.pixel_spacing)  # first calls build oneDNN kernels: not timed
     baseline(net, warm, profile)
     for name, (sw, _, _) in PIPELINES.items():
-        segment_labels(warm, models[name], SegmentOptions(progress=False, postprocess=False, sw_batch_size=sw))
+        CineInferer(models[name], sw, progress=False)(warm)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in PIPELINES}, "application": []}
     labels = {}
@@ -221,17 +228,14 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
         times["baseline"].append(time.perf_counter() - t)
         for name, (sw, _, _) in PIPELINES.items():
             t = time.perf_counter()
-            labels[name] = segment_labels(
-                study, models[name], SegmentOptions(progress=False, postprocess=False, sw_batch_size=sw)
-            )[0]
+            labels[name] = CineInferer(models[name], sw, progress=False)(study)
             times[name].append(time.perf_counter() - t)
         t = time.perf_counter()
-        segment_labels(study, models[DEFAULT], SegmentOptions(progress=False, sw_batch_size=PIPELINES[DEFAULT][0]))
+        CineCleanup()(CineInferer(models[DEFAULT], PIPELINES[DEFAULT][0], progress=False)(study))
         times["application"].append(time.perf_counter() - t)
     # The clean-up's cost depends on the labels: random weights label noise (its worst case); a
     # trained network labels one heart, as in the phantom's ground truth timed here.
     from cardiolora.data.phantom import make_subject
-    from cardiolora.site.app import clean_cine
 
     truth = make_subject(0, "reference", n_phases=n_phases).label
     times["clean-up of phantom labels"] = []
@@ -280,7 +284,7 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
 
 
 def table(r: dict) -> str:
-    """The Markdown block for inference/README.md."""
+    """The Markdown block for inference/docs/README.md."""
     m = r["median_seconds"]
     s = r["study"]
     base = m["baseline"]
@@ -354,7 +358,7 @@ def main() -> None:
     p.add_argument("--phases", type=int, default=25)
     p.add_argument("--slices", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-readme", action="store_true", help="do not update inference/README.md")
+    p.add_argument("--no-readme", action="store_true", help="do not update inference/docs/README.md")
     args = p.parse_args()
     result = run(args.phases, args.slices, args.repeats)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,8 @@ from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 from cardiolora.metrics import dice
 from cardiolora.networks import lora_unet, plain_state_dict
 from cardiolora.site import outputs as site_outputs
-from cardiolora.site.app import SegmentOptions, find_studies, run_study
-from cardiolora.site.model import load_site_model
+from cardiolora.site.app import find_studies, run_study
+from cardiolora.site.workflow import load_workflow
 
 #: The pretraining of the fixture: subjects of the phantom reference site, epochs, learning rate.
 #: Augmentation is reduced to a random crop (the test studies come from the same scanner profile)
@@ -253,11 +253,11 @@ def test_accuracy_against_the_phantom_truth(batch, subject):
 def test_accuracy_on_a_second_subject(trained, subject):
     """The application's segmentation step on another held-out subject, in memory (no DICOM)."""
     from cardiolora.clinical import cardiac_function
-    from cardiolora.site.app import segment_labels
 
     other = make_subject(SECOND_SEED, "reference", n_phases=TEST_PHASES)
+    workflow = load_workflow({"model": str(trained), "progress": False})
     with one_thread():
-        _, labels = segment_labels(other, load_site_model(trained), SegmentOptions(progress=False))
+        labels, _ = workflow.postprocessing(workflow.inferer(other))
     scores = {k: dice(labels == k, other.label == k) for k in (1, 2, 3)}
     assert min(scores.values()) > 0.85, scores
     f, truth = cardiac_function(labels, other.spacing_zyx), other.truth
@@ -469,12 +469,10 @@ def test_segment_backend_flag(tiny):
 
 
 def test_run_study_without_postprocessing_reports_no_change(tiny):
-    model = load_site_model(tiny / "model.pt")
+    overrides = {"model": str(tiny / "model.pt"), "progress": False, "postprocess": False, "overwrite": True}
     [study], batch = find_studies(tiny / "tiny.nii.gz")
     assert not batch and study.kind == "nifti"
-    outcome = run_study(
-        study, model, tiny / "raw-out", SegmentOptions(progress=False, postprocess=False, overwrite=True)
-    )
+    outcome = run_study(study, load_workflow(overrides), tiny / "raw-out")
     assert outcome.status == "done"
     report = json.loads((tiny / "raw-out" / "tiny" / "report.json").read_text())
     assert report["postprocessing"] == {**report["postprocessing"], "applied": False, "voxels_changed": 0}

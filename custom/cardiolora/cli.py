@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "segment",
-        help="segment DICOM / NIfTI cine studies: DICOM SEG, NIfTI, report and pictures (inference/README.md)",
+        help="segment DICOM / NIfTI cine studies: DICOM SEG, NIfTI, report and pictures (inference/docs/README.md)",
         description="Exit codes: 0 all studies done; 3 a batch with skipped studies (see DIR/studies.csv); "
         "2 bad input or arguments; 1 unexpected error.",
     )

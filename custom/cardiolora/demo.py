@@ -125,8 +125,9 @@ def site_inference(
 ) -> dict[str, Any]:
     """Stage 5: segment the demo study with the site's model and score it against the phantom's truth.
 
-    Runs the site application (:func:`cardiolora.site.app.run_segment`, what ``cardiolora segment``
-    runs) on :func:`demo_study`; a finished output from an earlier run is kept and reused.
+    Runs the site application (:func:`cardiolora.site.app.run_segment` with the site-inference
+    bundle's workflow, what ``cardiolora segment`` runs) on :func:`demo_study`; a finished output
+    from an earlier run is kept and reused.
 
     Args:
         workdir: the demo's work folder (study under ``site_study/``, outputs under ``site_inference/``).
@@ -147,14 +148,14 @@ def site_inference(
 
     from cardiolora.labels import STRUCTURE_NAMES
     from cardiolora.metrics import dice
-    from cardiolora.site.app import SegmentOptions, run_segment
-    from cardiolora.site.model import load_site_model
+    from cardiolora.site.app import run_segment
+    from cardiolora.site.workflow import load_workflow
 
     study_dir, study = demo_study(Path(workdir) / "site_study", site, n_phases=n_phases)
     out_root = Path(workdir) / "site_inference"
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied DICOM module
-    site_model = load_site_model(model, profile=profile, device="cpu")
-    outcome = run_segment(study_dir, out_root, site_model, SegmentOptions(progress=progress)).outcomes[0]
+    workflow = load_workflow({"model": str(model), "profile": profile, "device": "cpu", "progress": progress})
+    outcome = run_segment(study_dir, out_root, workflow).outcomes[0]
     if outcome.status not in ("done", "exists") or outcome.output is None:
         raise RuntimeError(f"site inference on {study_dir} ended `{outcome.status}`: {outcome.reason}")
     target = outcome.output

@@ -4,14 +4,15 @@ The MONAI bundles are package data: ``cardiolora/bundles`` is, in the source tre
 top-level ``bundles/`` folder, and a wheel (``pip install .``, not editable) carries a copy, so a
 site with the package installed and no checkout finds them (`bundle_dir`). The FLARE jobs'
 ``job.py`` builders ship the same way (``cardiolora/jobs`` links to ``jobs/``; `cardiolora.fl.jobs`
-imports them); `project_root` is the checkout, for what only a checkout has.
+imports them), and so does the site-inference bundle (``cardiolora/inference_bundle`` links to
+``inference/``; `inference_bundle_dir`); `project_root` is the checkout, for what only a checkout has.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["project_root", "bundles_root", "bundle_dir", "BUNDLE_NAME"]
+__all__ = ["project_root", "bundles_root", "bundle_dir", "inference_bundle_dir", "BUNDLE_NAME"]
 
 #: The LoRA U-Net bundle.
 BUNDLE_NAME = "cardiac_lora_unet"
@@ -46,6 +47,24 @@ def bundle_dir(name: str = BUNDLE_NAME) -> Path:
     path = bundles_root() / name
     if not (path / "configs").is_dir():
         raise FileNotFoundError(f"{path}: no bundle here (expected a configs/ folder).")
+    return path
+
+
+def inference_bundle_dir() -> Path:
+    """The site-inference bundle shipped with the package (``cardiolora/inference_bundle``, in the
+    source tree a link to the top-level ``inference/`` folder).
+
+    Returns:
+        The bundle folder (holding ``configs/inference.json``).
+
+    Raises:
+        FileNotFoundError: if it has no ``configs/inference.json`` (a broken install; names the path).
+    """
+    path = Path(__file__).resolve().parent / "inference_bundle"
+    if not (path / "configs" / "inference.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: the site-inference bundle is missing; reinstall cardiolora (`pip install .` from a checkout)."
+        )
     return path
 
 

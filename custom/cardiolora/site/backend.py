@@ -14,7 +14,7 @@ slice; any difference above :data:`CHECK_ATOL` (or a missing ``onnxruntime`` / `
 :func:`cardiolora.site.model.select_backend` then keeps the PyTorch path and logs why.
 
 Whether ONNX Runtime is faster than PyTorch here is measured, not assumed:
-``benchmarks/inference_bench.py`` (inference/README.md, "Speed").
+``benchmarks/inference_bench.py`` (inference/docs/README.md, "Speed").
 """
 
 from __future__ import annotations

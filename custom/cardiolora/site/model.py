@@ -45,6 +45,7 @@ import torch
 
 from cardiolora.errors import InputError
 from cardiolora.profiles import Profile, get_profile
+from cardiolora.site.command import segment_options
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -61,8 +62,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The site application's default backend (inference/README.md, "Speed", says why).
-DEFAULT_BACKEND = "torch"
+#: The site application's default backend, as the site-inference bundle declares it
+#: (``backend`` of ``inference/configs/inference.json``; inference/docs/README.md, "Speed", says why).
+DEFAULT_BACKEND: str = segment_options()["backend"]["default"]
 
 
 class ModelError(InputError):
@@ -305,7 +307,7 @@ def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
         return read_state_dict(path)
     except FileNotFoundError as err:
         raise ModelError(
-            f"{role} file {path}: no such file (weights are never shipped; see inference/README.md)."
+            f"{role} file {path}: no such file (weights are never shipped; see inference/docs/README.md)."
         ) from err
     except ValueError as err:
         raise ModelError(f"{role} file {err}") from err
@@ -379,6 +381,7 @@ def load_site_model(
     cpu_workers: int | None = None,
     backend: str = DEFAULT_BACKEND,
     onnx_cache: str | os.PathLike | None = None,
+    network: torch.nn.Module | None = None,
 ) -> SiteModel:
     """Build the profile's plain U-Net with the site's weights, ready for inference.
 
@@ -397,6 +400,9 @@ def load_site_model(
             falls back to PyTorch with a warning when it cannot be used).
         onnx_cache: folder of cached ONNX exports (``None``: ``~/.cache/cardiolora/onnx`` or
             ``$CARDIOLORA_CACHE/onnx``).
+        network: the plain network to load the weights into (the LoRA bundle's ``network_def``,
+            ``cardiolora.networks.lora_unet(profile)``, as the inference bundle passes it);
+            ``None``: built here from `profile`.
 
     Returns:
         The :class:`SiteModel`.
@@ -422,7 +428,7 @@ def load_site_model(
     except ValueError as err:
         raise ModelError(str(err)) from err
     dev = pick_device(device)
-    net = lora_unet(prof)
+    net = lora_unet(prof) if network is None else network
     lora: dict[str, float] = {}
     if model is not None:
         files = {"model": str(model)}

@@ -17,21 +17,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import cardiolora
-from cardiolora.clinical import cardiac_function, volume_curve
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.dicom.seg import write_study_seg
 from cardiolora.dicom.sr import write_measurement_sr
-from cardiolora.plausibility import plausibility_flags
 from cardiolora.site.figures import overlay_montage, volume_curve_figure
 from cardiolora.site.nifti_io import write_nifti_outputs
 from cardiolora.site.report import FUNCTION_KEYS, now_iso, software_versions, write_csv, write_json
 from cardiolora.site.studies import StudyInput
 
 if TYPE_CHECKING:
-    from cardiolora.site.app import SegmentOptions
     from cardiolora.site.model import SiteModel
 
-__all__ = ["TRIGGER_SPREAD_WARN_MS", "build_report", "report_row", "write_outputs"]
+__all__ = ["TRIGGER_SPREAD_WARN_MS", "StudyWriter", "build_report", "report_row", "write_outputs"]
 
 #: The clean-up's rules as the report names them (cardiolora.site.postprocess has them in full).
 POSTPROCESS_RULES = (
@@ -94,10 +91,11 @@ def build_report(
     model: SiteModel,
     raw: np.ndarray,
     labels: np.ndarray,
-    options: SegmentOptions,
+    measures: Mapping[str, Any],
+    postprocess: bool,
     clean_notes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The JSON report of a segmented study (see inference/README.md for every field).
+    """The JSON report of a segmented study (see inference/docs/README.md for every field).
 
     Args:
         study: the input.
@@ -105,9 +103,10 @@ def build_report(
         model: the site model.
         raw: labels before post-processing.
         labels: labels after post-processing.
-        options: the run options.
+        measures: the clinical measures (:class:`~cardiolora.site.measures.ClinicalMeasures`).
+        postprocess: whether the clean-up was applied.
         clean_notes: what the anatomical clean-up removed, per phase
-            (:func:`cardiolora.site.app.clean_cine`).
+            (:func:`cardiolora.site.cleanup.clean_cine`).
 
     Returns:
         The report (``function`` is ``None`` for a single phase); ``flags`` names the
@@ -115,14 +114,7 @@ def build_report(
         holds them in full.
     """
 
-    curves = volume_curve(labels, cine.spacing_zyx)
-    height, weight = cine.meta.get("height_cm"), cine.meta.get("weight_kg")
-    if height is None or weight is None:
-        height = weight = None
-    function = (
-        cardiac_function(labels, cine.spacing_zyx, height_cm=height, weight_kg=weight) if cine.n_phases > 1 else None
-    )
-    flags = plausibility_flags(function, labels, cine.spacing_zyx, curves)
+    curves, function, flags = measures["curves"], measures["function"], measures["flags"]
     times = np.asarray(cine.trigger_times_ms, dtype=float)
     phases: dict[str, Any] = {"n_phases": cine.n_phases, "trigger_times_ms": times}
     if function is not None:
@@ -157,7 +149,7 @@ def build_report(
         "plausibility": flags,
         "volume_curve_ml": curves,
         "postprocessing": {
-            "applied": options.postprocess,
+            "applied": bool(postprocess),
             "rules": POSTPROCESS_RULES,
             "voxels_changed": int(np.count_nonzero(raw != labels)),
             "notes": [dict(n) for n in clean_notes],
@@ -203,12 +195,16 @@ def write_outputs(
     model: SiteModel,
     raw: np.ndarray,
     labels: np.ndarray,
-    options: SegmentOptions,
+    measures: Mapping[str, Any],
+    *,
+    postprocess: bool,
+    seg_per_phase: bool,
     clean_notes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Write every output of one study into `tmp`; returns the report written."""
+    """Write every output of one study into `tmp`; returns the report written (arguments as
+    :func:`build_report`; `seg_per_phase`: one DICOM SEG instance per phase)."""
 
-    report = build_report(study, cine, model, raw, labels, options, clean_notes)
+    report = build_report(study, cine, model, raw, labels, measures, postprocess, clean_notes)
     function = report["function"]
     ed = None if function is None else int(function["ed_phase"])
     es = None if function is None else int(function["es_phase"])
@@ -217,7 +213,7 @@ def write_outputs(
     nifti = write_nifti_outputs(cine, labels, tmp / "nifti", ed, es)
     outputs["nifti"] = {k: str(p.relative_to(tmp)) for k, p in nifti.items()}
     if study.kind == "dicom":
-        _write_dicom_outputs(tmp, cine, model, labels, options, report, outputs, missing)
+        _write_dicom_outputs(tmp, cine, model, labels, seg_per_phase, report, outputs, missing)
     phases = {"ED": ed, "ES": es} if function is not None else {"phase": 0}
     title = f"{study.name}: " + (
         f"LV EF {_fmt(function['lv_ef_pct'])} %, RV EF {_fmt(function['rv_ef_pct'])} %" if function else "single phase"
@@ -241,12 +237,56 @@ def write_outputs(
     return report
 
 
+class StudyWriter:
+    """The writers stage of the site-inference bundle: every output of one study into a folder.
+
+    The ``writers`` of ``inference/configs/inference.json``: the report (JSON, CSV), NIfTI, and for
+    DICOM input the DICOM SEG and SR, and the pictures (:func:`write_outputs`).
+
+    Args:
+        model: the site model (described in the report).
+        seg_per_phase: write one DICOM SEG instance per phase instead of one object per study.
+
+    Example:
+        >>> report = StudyWriter(model)(tmp, study, cine, raw, labels, measures)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: SiteModel, seg_per_phase: bool = False) -> None:
+        self.model = model
+        self.seg_per_phase = bool(seg_per_phase)
+
+    def __call__(
+        self,
+        folder: Path,
+        study: StudyInput,
+        cine: CineStudy,
+        raw: np.ndarray,
+        labels: np.ndarray,
+        measures: Mapping[str, Any],
+        clean_notes: Sequence[Mapping[str, Any]] = (),
+        postprocess: bool = True,
+    ) -> dict[str, Any]:
+        """Write the study's outputs into `folder`; returns the report."""
+        return write_outputs(
+            folder,
+            study,
+            cine,
+            self.model,
+            raw,
+            labels,
+            measures,
+            postprocess=postprocess,
+            seg_per_phase=self.seg_per_phase,
+            clean_notes=clean_notes,
+        )
+
+
 def _write_dicom_outputs(
     tmp: Path,
     cine: CineStudy,
     model: SiteModel,
     labels: np.ndarray,
-    options: SegmentOptions,
+    seg_per_phase: bool,
     report: dict[str, Any],
     outputs: dict[str, Any],
     missing: dict[str, str],
@@ -254,7 +294,7 @@ def _write_dicom_outputs(
     """Write the DICOM SEG and SR of a DICOM study into `tmp`; record what could not be written.
 
     The SEG is one object for the whole study (``seg/seg.dcm``; one instance per phase,
-    ``seg/seg_phase<ttt>.dcm``, with ``options.seg_per_phase``). The SR
+    ``seg/seg_phase<ttt>.dcm``, with ``seg_per_phase``). The SR
     (``sr/measurements.dcm``) references the SEG, so it is missing when the SEG is; a
     single-phase study has no ED/ES measurements and promises no SR. Reasons go to `missing`
     (the study becomes ``partial``), notes to ``report["dicom_notes"]``.
@@ -278,7 +318,7 @@ def _write_dicom_outputs(
             es_phase=es,
             series_number=1000 + number,
             frame_of_reference_uid=cine.meta.get("frame_of_reference_uid") or None,
-            per_phase=options.seg_per_phase,
+            per_phase=seg_per_phase,
         )
     except Exception as err:  # noqa: BLE001 - highdicom raises many types; the study becomes partial
         missing["dicom_seg"] = f"{type(err).__name__}: {err}"
