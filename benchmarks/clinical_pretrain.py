@@ -45,7 +45,7 @@ from cardiolora.plausibility import plausibility_flags
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import get_profile
 from cardiolora.site.postprocess import clean_labels
-from lib.report import machine_line
+from lib.readme_blocks import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "clinical_pretrain_timing.json"

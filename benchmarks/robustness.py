@@ -63,7 +63,7 @@ from cardiolora.predict import predict_zyx
 from cardiolora.profiles import PROFILES as RUN_PROFILES
 from cardiolora.site.postprocess import clean_labels_with_notes
 from lib.paired import paired_comparison, patient_scores, per_case_scores
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
