@@ -168,7 +168,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def dice_rows(network: torch.nn.Module, records: Sequence[Mapping], profile: str) -> list[dict]:
-    """3D Dice of LV, MYO, RV (and their mean) for every case, raw and after the site application's
+    """3D Dice of LV, MYO, RV (their mean is the case Dice) for every case, raw and after the site application's
     clean-up (``clean_labels``, the same call as ``cardiolora segment``), with its phase and group."""
     rows = []
     for entry in records:

@@ -160,7 +160,7 @@ def make_phantoms(
 
 def dice_summary(row: Mapping[str, Any]) -> dict[str, float | None]:
     """``{"mean", "LV", "MYO", "RV"}`` Dice of one `evaluate_records` score entry (raw or cleaned)."""
-    out = {"mean": float(row["mean_fg_dice"])}
+    out = {"mean": float(row["case_dice"])}
     out.update({n: float(row["scores"][n]["dice"]) for n in NAMES})
     return out
 
