@@ -369,9 +369,8 @@ class CaseDice(Metric):
     The bundle validates slice by slice; MONAI's ``MeanDice`` (the slice Dice, ``val_slice_dice``
     of ``train.json``) then averages 2D Dice over slices, which weighs a basal slice with a sliver
     of myocardium as much as a mid-ventricular one and ignores slices where a structure is absent
-    from the truth. This metric sums, for every case
-    (the ``case_id`` of the batch items), the overlap ``|P_s ∩ G_s|`` and sizes ``|P_s|``,
-    ``|G_s|`` over its slices and returns
+    from the truth. This metric sums, for every case (the ``case_id`` of the batch items), the
+    overlap ``|P_s ∩ G_s|`` and sizes ``|P_s|``, ``|G_s|`` over its slices and returns
 
     ``(1/N) Σ_n (1/3) Σ_{s ∈ {LV, MYO, RV}} 2 |P_s ∩ G_s| / (|P_s| + |G_s|)``
 
