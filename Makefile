@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/demo
 
-.PHONY: demo test lint bench-bundle acdc-pretrain clinical-pretrain clean-runs venv
+.PHONY: demo test lint bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,16 @@ ACDC ?= ../shared/data/acdc
 clinical-pretrain: $(STAMP)
 	$(VENV)/bin/cardiolora pretrain --data $(ACDC_H5) --profile clinical --stratify group --ratios 0.7 0.1 0.2 --out runs/clinical-pretrain
 	$(PY) benchmarks/clinical_pretrain.py report --run runs/clinical-pretrain $(if $(wildcard $(ACDC)),--acdc $(ACDC))
+
+# Cross-vendor robustness of the clinical model (after clinical-pretrain): phantom vendors, the RVSC
+# real Siemens study's RV, and the shifted ACDC sites before/after the federation (compare-acdc-clinical).
+bench-robustness: $(STAMP)
+	$(PY) benchmarks/robustness.py --model runs/clinical-pretrain/model.pt --profile clinical --workdir runs/robustness
+
+# The federated comparison on the clinical recipe: 10 rounds, 3 seeds, 5 methods (hours on 2 cores;
+# resumable: finished method runs are reused, run it again to continue).
+compare-acdc-clinical: $(STAMP)
+	$(PY) benchmarks/compare.py --source acdc --profile clinical --seeds 0 1 2 --rounds 10 --workdir runs/compare-acdc-clinical
 
 clean-runs:
 	rm -rf runs

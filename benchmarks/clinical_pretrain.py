@@ -36,8 +36,10 @@ import torch
 
 from cardiolora.bundle import make_workflow
 from cardiolora.clinical import MEASURE_KEYS, cardiac_function
+from cardiolora.data.acdc import index_acdc
 from cardiolora.data.dataset import DATALIST_NAME, load_datalist
-from cardiolora.data.loaders import CaseRecord, index_acdc, load_case
+from cardiolora.data.loaders import load_case
+from cardiolora.data.records import CaseRecord
 from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
 from cardiolora.metrics import dice
 from cardiolora.networks import load_weights, lora_unet

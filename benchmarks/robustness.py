@@ -49,12 +49,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cardiolora.atomic import jsonable, write_json
+from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.dataset import load_datalist
 from cardiolora.data.generate import subject_seed
-from cardiolora.data.loaders import DataError, index_acdc
 from cardiolora.data.phantom import SCANNER_PROFILES, make_subject
+from cardiolora.data.records import DataError
 from cardiolora.data.rvsc import RvscCase, rvsc_cases
-from cardiolora.data.writers import write_acdc
 from cardiolora.evaluation import evaluate_records
 from cardiolora.labels import BACKGROUND, LV, MYO, RV, STRUCTURE_NAMES
 from cardiolora.metrics import dice
@@ -577,19 +578,6 @@ def update_readme(readme: Path, body: str) -> Path:
     return replace_block(readme, BLOCK, body)
 
 
-def _finite_json(value: Any) -> Any:
-    """`value` with non-finite floats as None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -630,8 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustness: {err}", file=sys.stderr)
         return 2
     result["seconds"] = time.perf_counter() - t0
-    result = _finite_json(result)
-    (work / "robustness.json").write_text(json.dumps(result, indent=1))
+    result = jsonable(result)
+    write_json(result, work / "robustness.json")
     md = render_markdown(result)
     (work / "robustness.md").write_text(md)
     if not args.no_readme:

@@ -464,11 +464,7 @@ def build_localizers(src_folder: Path, out_folder: Path) -> Path:
     The planes are cut from the volume the reader makes of the copied stack.
     """
     from cardiolora.dicom import read_short_axis_cine
-
-    try:
-        from cardiolora.dicom.mr_writer import write_dicom_localizers
-    except ImportError:  # pragma: no cover - the writer is moving to cardiolora.dicom
-        from cardiolora.data.writers import write_dicom_localizers
+    from cardiolora.dicom.mr_writer import write_dicom_localizers
 
     copy_source(src_folder, out_folder)
     study = read_short_axis_cine(out_folder, incomplete_positions="drop")

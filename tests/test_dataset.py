@@ -10,8 +10,9 @@ import pytest
 from conftest import shared_data
 from monai.transforms import LoadImage, ScaleIntensityRangePercentiles
 
+from cardiolora.data.acdc_h5 import index_acdc_h5
 from cardiolora.data.dataset import CardiacSliceDataset, expand_slices, load_datalist, write_datalist
-from cardiolora.data.loaders import CaseRecord, index_acdc_h5
+from cardiolora.data.records import CaseRecord
 
 
 def test_slices_match_monai_nifti_loading(tiny_sites):

@@ -34,12 +34,8 @@ from pydicom.uid import (
 
 from cardiolora.data.cine import CineStudy
 from cardiolora.dicom import read_short_axis_cine, scan_folder
+from cardiolora.dicom.mr_writer import write_dicom_cine
 from cardiolora.errors import InputError
-
-try:
-    from cardiolora.dicom.mr_writer import write_dicom_cine
-except ImportError:  # pragma: no cover - the writer is moving to cardiolora.dicom
-    from cardiolora.data.writers import write_dicom_cine
 
 RVSC_PATIENT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rvsc_dicom" / "patient09"
 BOTH = ("rvsc", "phantom")

@@ -14,12 +14,8 @@ from conftest import dciodvfy
 from pydicom.uid import UID
 
 from cardiolora.data.cine import CineStudy
+from cardiolora.dicom.mr_writer import write_dicom_cine
 from cardiolora.dicom.seg import SegResult, read_study_seg, write_study_seg
-
-try:  # the phantom writer is moving from cardiolora.data.writers to cardiolora.dicom.mr_writer
-    from cardiolora.dicom.mr_writer import write_dicom_cine
-except ImportError:  # pragma: no cover
-    from cardiolora.data.writers import write_dicom_cine
 
 T, Z, Y, X = 3, 3, 32, 28
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -26,12 +26,9 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from cardiolora.clinical import cardiac_function
 from cardiolora.data.cine import CineStudy
+from cardiolora.dicom.mr_writer import write_dicom_cine
 from cardiolora.dicom.sr import SPECS, read_measurement_sr, write_measurement_sr
 
-try:
-    from cardiolora.dicom.mr_writer import write_dicom_cine
-except ImportError:  # older layout
-    from cardiolora.data.writers import write_dicom_cine
 try:
     from cardiolora.dicom.seg import write_study_seg
 except ImportError:  # older layout: per-phase instances only
@@ -229,7 +226,7 @@ def test_new_uids_are_valid_and_fresh(cine, report, tmp_path):
         assert all(VALID_UID.match(u) and len(u) <= 64 for u in own), own
     assert a.SOPInstanceUID != b.SOPInstanceUID and a.SeriesInstanceUID != b.SeriesInstanceUID
     assert a.StudyInstanceUID == b.StudyInstanceUID == pydicom.dcmread(cine.table[0][0]).StudyInstanceUID
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_dciodvfy_reports_no_error(report):

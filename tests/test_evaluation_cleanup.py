@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cardiolora.evaluation as evaluation
-from cardiolora.data.loaders import CaseRecord
+from cardiolora.data.records import CaseRecord
 from cardiolora.metrics import METRICS, segmentation_scores
 from cardiolora.site.postprocess import clean_labels
 

@@ -10,8 +10,10 @@ import pydicom
 import pytest
 
 from cardiolora.cli import main
+from cardiolora.data.acdc import index_acdc
 from cardiolora.data.generate import SiteSpec, generate_sites, subject_seed
-from cardiolora.data.loaders import index_acdc, index_mnms2, load_case
+from cardiolora.data.loaders import load_case
+from cardiolora.data.mnms2 import index_mnms2
 from cardiolora.data.phantom import make_subject
 
 

@@ -137,7 +137,8 @@ def test_appearance_transform_bad_params():
 def test_acdc_site_copy_keeps_labels(tmp_path):
     """A transformed NIfTI copy of an HDF5 case: other intensities, the same labels (project convention)."""
     h5py = pytest.importorskip("h5py")
-    from cardiolora.data.loaders import CaseRecord, load_case
+    from cardiolora.data.loaders import load_case
+    from cardiolora.data.records import CaseRecord
 
     rng = np.random.default_rng(1)
     image = rng.uniform(0, 1, size=(2, 16, 12)).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Tests of cardiolora.data.loaders: indexers, layout detection, voxel loading and bad input.
+"""Tests of cardiolora.data.loaders and the format modules (acdc, acdc_h5, mnms2): indexers,
+layout detection, voxel loading and bad input.
 
 Two kinds of tests:
 
@@ -23,20 +24,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cardiolora.data.loaders import (
-    CaseRecord,
-    DataError,
-    IndexResult,
-    LoadResult,
-    Problem,
-    detect_layout,
-    index_acdc,
-    index_acdc_h5,
-    index_dataset,
-    index_mnms2,
-    load_case,
-    load_many,
-)
+from cardiolora.data.acdc import index_acdc
+from cardiolora.data.acdc_h5 import index_acdc_h5
+from cardiolora.data.loaders import detect_layout, index_dataset, load_case, load_many
+from cardiolora.data.mnms2 import index_mnms2
+from cardiolora.data.records import CaseRecord, DataError, IndexResult, LoadResult, Problem
 from cardiolora.labels import LV, MYO, RV
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cardiolora.data.loaders import DataError
+from cardiolora.data.records import DataError
 from cardiolora.data.rvsc import contour_mask, find_layout, read_contour, rvsc_cases
 
 RVSC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rvsc_dicom" / "patient09"

@@ -89,7 +89,7 @@ def trained(tmp_path_factory):
                 "val_interval": VAL_INTERVAL,
                 "train#dataloader#batch_size": PRETRAIN_BATCH,
                 "train#random_transforms": "$[monai.transforms.RandSpatialCropd(keys=['image', 'label'], "
-                "roi_size=list(@prof.spatial_size), random_size=False), "
+                "roi_size=@spatial_size, random_size=False), "
                 "monai.transforms.EnsureTyped(keys=['image', 'label'], track_meta=False)]",
                 "progress": False,
                 "resume": False,

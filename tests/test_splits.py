@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cardiolora.data.loaders import CaseRecord, index_acdc, index_acdc_h5
+from cardiolora.data.acdc import index_acdc
+from cardiolora.data.acdc_h5 import index_acdc_h5
+from cardiolora.data.records import CaseRecord
 from cardiolora.data.splits import SPLIT_NAMES, split_patients, split_records, split_sizes
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

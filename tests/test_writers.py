@@ -1,4 +1,5 @@
-"""Tests of cardiolora.data.writers: what is written is read back with nibabel, pydicom, highdicom."""
+"""Tests of the data writers (cardiolora.data.acdc, .mnms2, .truth and cardiolora.dicom.mr_writer):
+what is written is read back with nibabel, pydicom, highdicom."""
 
 from __future__ import annotations
 
@@ -14,17 +15,13 @@ import pydicom
 import pytest
 from pydicom.uid import MRImageStorage as MR_IMAGE_STORAGE
 
+from cardiolora.data.acdc import write_acdc
 from cardiolora.data.cine import CineStudy, nifti_affine
-from cardiolora.data.writers import (
-    MNMS2_CSV_COLUMNS,
-    project_to_source,
-    write_acdc,
-    write_mnms2,
-    write_truth,
-)
+from cardiolora.data.mnms2 import MNMS2_CSV_COLUMNS, write_mnms2
+from cardiolora.data.truth import write_truth
 from cardiolora.dicom import mr_writer
 from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
-from cardiolora.labels import SOURCE_TO_PROJECT, remap_labels
+from cardiolora.labels import SOURCE_TO_PROJECT, project_to_source, remap_labels
 
 # --------------------------------------------------------------------------------------------
 # fixture studies: oblique, anisotropic (row spacing != column spacing), Y != X, few phases
@@ -104,7 +101,7 @@ def _nib_to_tzyx(arr: np.ndarray) -> np.ndarray:
 
 
 def _no_partials(folder: Path) -> None:
-    left = [p for p in folder.rglob("*") if p.name.endswith(".partial")]
+    left = [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
     assert not left, f"temporary files left behind: {left}"
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cardiolora.fl.history import write_json
+from cardiolora.atomic import write_json
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 
 from .paired import in_client_models, paired_summary, per_case_scores, rating_events, render_paired_markdown

@@ -98,7 +98,7 @@ def per_case_scores(
         a structure absent from both prediction and truth has Dice ``None``.
 
     Raises:
-        ValueError, cardiolora.data.loaders.DataError: from `cardiolora.evaluation.evaluate_records`.
+        ValueError, cardiolora.data.records.DataError: from `cardiolora.evaluation.evaluate_records`.
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for site, path in models.items():

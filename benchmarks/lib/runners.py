@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cardiolora.atomic import write_json
 from cardiolora.bundle import run_workflow
 from cardiolora.data.dataset import DATALIST_NAME, load_datalist, write_datalist
 from cardiolora.evaluation import evaluate_records
-from cardiolora.fl.history import write_json
 from cardiolora.fl.run import run_simulation
 from cardiolora.metrics import METRICS, aggregate_scores
 from cardiolora.networks import load_weights, lora_unet, rank_for_dataset_size, read_state_dict

@@ -17,7 +17,8 @@ from scipy import ndimage
 
 from cardiolora.data.dataset import DATALIST_NAME
 from cardiolora.data.generate import DEFAULT_SITES, generate_sites, site_datalist
-from cardiolora.data.loaders import CaseRecord, index_dataset, load_case
+from cardiolora.data.loaders import index_dataset, load_case
+from cardiolora.data.records import CaseRecord
 
 __all__ = [
     "ACDC_APPEARANCE",

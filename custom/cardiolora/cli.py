@@ -81,7 +81,8 @@ def _build_datalist(args: argparse.Namespace, out: Path) -> Path:
     """Index `args.source`, filter by --split-by/--value, split by patient (stratified by
     --stratify when given) and write the datalist."""
     from cardiolora.data.generate import site_datalist
-    from cardiolora.data.loaders import CaseRecord, detect_layout, index_dataset
+    from cardiolora.data.loaders import detect_layout, index_dataset
+    from cardiolora.data.records import CaseRecord
 
     found = index_dataset(args.source, layout=args.layout, on_error="skip" if args.skip_bad else "raise")
     for p in found.problems:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiolora.data.loaders import CaseRecord, load_case
+from cardiolora.data.loaders import load_case
+from cardiolora.data.records import CaseRecord
 from cardiolora.labels import STRUCTURES
 from cardiolora.metrics import METRICS, aggregate_scores, dice, segmentation_scores
 from cardiolora.predict import predict_zyx
@@ -137,7 +138,7 @@ def evaluate_records(
 
     Raises:
         ValueError: if `records` is empty, a case has no label, or no spacing is known for it.
-        cardiolora.data.loaders.DataError: if a case cannot be loaded (names the file).
+        cardiolora.data.records.DataError: if a case cannot be loaded (names the file).
     """
     if len(records) == 0:
         raise ValueError("`records` is empty: nothing to evaluate.")

@@ -15,6 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
+from cardiolora.atomic import atomic_torch_save
 from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
 
 __all__ = [
@@ -25,28 +26,9 @@ __all__ = [
     "RENAMED_METRICS",
     "SCHEDULES",
     "schedule_factor",
-    "atomic_torch_save",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through a temporary file and a rename, so a crash never leaves half a file.
-
-    Args:
-        obj: what to save.
-        path: destination (its folder is created).
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 class ResumableCheckpoint:

@@ -22,6 +22,7 @@ __all__ = [
     "STRUCTURE_NAMES",
     "SOURCE_TO_PROJECT",
     "remap_labels",
+    "project_to_source",
 ]
 
 BACKGROUND = 0
@@ -77,3 +78,35 @@ def remap_labels(label: np.ndarray, source: str, name: str = "label") -> np.ndar
             f"({source} convention)."
         )
     return SOURCE_TO_PROJECT[source][arr.astype(np.int64)]
+
+
+def project_to_source(label: np.ndarray, source: str, name: str = "label") -> np.ndarray:
+    """Map a project label array (0 bg, 1 LV, 2 MYO, 3 RV) onto the convention of a data source.
+
+    The exact inverse of :func:`cardiolora.labels.remap_labels`.
+
+    Args:
+        label: integer label array of any shape in the project convention.
+        source: one of ``cardiolora.labels.SOURCE_TO_PROJECT`` (``"acdc"``, ``"mnms"``,
+            ``"project"``).
+        name: what to call the array in error messages (usually the file being written).
+
+    Returns:
+        A ``uint8`` array of the same shape in the `source` convention (for ACDC: 1 RV cavity,
+        2 myocardium, 3 LV cavity).
+
+    Raises:
+        ValueError: if `source` is unknown or `label` holds values outside 0..3 or non-integers
+            (the message names `name`).
+
+    Example:
+        >>> project_to_source(np.array([0, 1, 2, 3]), "acdc").tolist()
+        [0, 3, 2, 1]
+    """
+    if source not in SOURCE_TO_PROJECT:
+        raise ValueError(f"`source` must be one of {sorted(SOURCE_TO_PROJECT)}, got {source!r}.")
+    checked = remap_labels(label, "project", name=name)
+    inverse = np.argsort(SOURCE_TO_PROJECT[source]).astype(np.uint8)
+    if not np.array_equal(SOURCE_TO_PROJECT[source][inverse], np.arange(NUM_CLASSES)):
+        raise ValueError(f"the label table of `source` {source!r} is not a permutation; cannot invert it.")
+    return inverse[checked]

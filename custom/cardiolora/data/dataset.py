@@ -22,7 +22,9 @@ import torch
 from monai.data import CacheDataset, MetaTensor
 from monai.transforms import ScaleIntensityRangePercentiles
 
-from cardiolora.data.loaders import CaseRecord, load_case
+from cardiolora.atomic import write_json
+from cardiolora.data.loaders import load_case
+from cardiolora.data.records import CaseRecord
 
 __all__ = [
     "CardiacSliceDataset",
@@ -73,7 +75,7 @@ def expand_slices(
         A list with one dict per slice, basal first.
 
     Raises:
-        cardiolora.data.loaders.DataError: if the case cannot be loaded (the message names the file).
+        cardiolora.data.records.DataError: if the case cannot be loaded (the message names the file).
         ValueError: if the record has no label file, or no spacing is known for it.
     """
     rec = record if isinstance(record, CaseRecord) else CaseRecord.from_dict(dict(record))
@@ -125,7 +127,7 @@ class CardiacSliceDataset(CacheDataset):
 
     Raises:
         ValueError: if `data` is empty.
-        cardiolora.data.loaders.DataError: if a case cannot be loaded (names the file).
+        cardiolora.data.records.DataError: if a case cannot be loaded (names the file).
     """
 
     def __init__(
@@ -200,12 +202,7 @@ def write_datalist(
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     content: dict = {k: [r.to_dict() if isinstance(r, CaseRecord) else dict(r) for r in v] for k, v in splits.items()}
     if meta:
         content["meta"] = dict(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_json(content, path)

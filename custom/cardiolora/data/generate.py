@@ -27,10 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cardiolora.atomic import write_json
+from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.dataset import DATALIST_NAME, write_datalist
-from cardiolora.data.loaders import index_acdc
+from cardiolora.data.mnms2 import write_mnms2
 from cardiolora.data.splits import split_records
+from cardiolora.data.truth import write_truth
 
 __all__ = ["SiteSpec", "DEFAULT_SITES", "subject_seed", "generate_sites", "montage", "site_datalist"]
 
@@ -121,7 +124,6 @@ def generate_sites(
     from tqdm.auto import tqdm
 
     from cardiolora.data.phantom import make_subject
-    from cardiolora.data.writers import write_acdc, write_mnms2, write_truth
     from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
 
     _check_sites(sites)
@@ -150,7 +152,7 @@ def generate_sites(
         for sub in ("mnms2", "acdc", "dicom", "sites"):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
+    write_json({"settings": settings, "complete": False}, manifest_path)
 
     all_studies: list[CineStudy] = []
     total = sum(s.n_subjects for s in sites)
@@ -194,9 +196,7 @@ def generate_sites(
         {s.name: s.profile for s in sites},
     )
     manifest = {"settings": settings, "complete": True, "sites": site_info}
-    tmp = manifest_path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
+    write_json(manifest, manifest_path)
     return manifest
 
 

@@ -1,33 +1,43 @@
-"""Checks and small I/O helpers shared by the record writers (NIfTI and DICOM).
+"""Checks and small helpers shared by the record writers (NIfTI and DICOM).
 
-Used by :mod:`cardiolora.data.writers` (M&Ms-2, ACDC, truth tables) and
-:mod:`cardiolora.dicom.mr_writer` (phantom MR Image Storage series): the geometry check of a
-:class:`~cardiolora.data.cine.CineStudy` (the convention of :mod:`cardiolora.data.cine`), its
-image and ``meta`` values, the equipment strings, and the atomic file write (a hidden temporary
-name in the same folder, then a rename, so a crash never leaves a half-written file under its
-final name). Every ValueError names the study and the field.
+Used by the NIfTI layout writers (:mod:`cardiolora.data.acdc`, :mod:`cardiolora.data.mnms2`,
+:mod:`cardiolora.data.truth`) and :mod:`cardiolora.dicom.mr_writer` (phantom MR Image Storage
+series): the geometry check of a :class:`~cardiolora.data.cine.CineStudy` (the convention of
+:mod:`cardiolora.data.cine`), its image, labels and ``meta`` values, the equipment strings, the
+output folder and the CSV encoding. The files themselves are
+written with :func:`cardiolora.atomic.atomic_write_bytes`. Every ValueError names the study and
+the field.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cardiolora.data.cine import CineStudy
+from cardiolora.labels import remap_labels
 
 __all__ = [
     "VENDOR_DEFAULTS",
-    "atomic_write_bytes",
+    "check_image_dtype",
+    "check_studies",
     "checked_image",
+    "checked_label",
+    "csv_bytes",
     "field_strength",
     "frame_interval_ms",
+    "group_of",
     "is_positive_int",
     "manufacturer_and_model",
     "meta_float",
     "prepare_dir",
+    "require_meta_float",
     "study_geometry",
     "text_field",
 ]
@@ -38,18 +48,6 @@ VENDOR_DEFAULTS: dict[str, tuple[str, str]] = {
     "ge": ("GE MEDICAL SYSTEMS", "Signa HDxt"),
     "philips": ("Philips Medical Systems", "Achieva"),
 }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a hidden temporary file in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def prepare_dir(path: str | os.PathLike, arg: str) -> Path:
@@ -158,3 +156,56 @@ def frame_interval_ms(study: CineStudy) -> float:
         return 1.0
     step = float(np.median(np.diff(times)))
     return step if math.isfinite(step) and step > 0 else 1.0
+
+
+def require_meta_float(study: CineStudy, key: str, purpose: str) -> float:
+    """Like :func:`meta_float`, but a ValueError naming `purpose` when the key is absent."""
+    value = meta_float(study, key)
+    if value is None:
+        raise ValueError(f"`meta['{key}']` of {study.subject_id} is required for {purpose}.")
+    return value
+
+
+def group_of(study: CineStudy) -> str:
+    """Diagnostic group of a study (``meta['group']``, default ``"NOR"``)."""
+    return text_field(study.meta.get("group", "NOR"), "meta['group']", study)
+
+
+def checked_label(study: CineStudy, phase: int, name: str) -> np.ndarray:
+    """Label frame `phase` of a study in the project convention, checked.
+
+    Raises:
+        ValueError: if the study has no labels or the frame holds values outside 0..3; the
+            message names `name` (the file the frame is written to) and the study.
+    """
+    if study.label is None:
+        raise ValueError(f"{name}: `label` of {study.subject_id} is None; ground-truth labels are needed.")
+    where = f"{name} (label of {study.subject_id}, phase {phase})"
+    return remap_labels(study.label[phase], "project", name=where)
+
+
+def check_image_dtype(image_dtype: str) -> None:
+    """Raise a ValueError naming `image_dtype` unless it is ``"float32"`` or ``"int16"``."""
+    if image_dtype not in ("float32", "int16"):
+        raise ValueError(f"`image_dtype` must be 'float32' or 'int16', got {image_dtype!r}.")
+
+
+def check_studies(studies: Sequence[CineStudy]) -> list[CineStudy]:
+    """`studies` as a list; a ValueError if it is empty or holds something else than a CineStudy."""
+    items = list(studies)
+    if not items:
+        raise ValueError("`studies` is empty; nothing to write.")
+    for i, s in enumerate(items):
+        if not isinstance(s, CineStudy):
+            raise ValueError(f"`studies[{i}]` must be a CineStudy, got {type(s).__name__}.")
+    return items
+
+
+def csv_bytes(columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -> bytes:
+    """UTF-8 CSV with a header row of `columns` and ``\\n`` line ends; ``None`` cells are empty."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    return buf.getvalue().encode("utf-8")

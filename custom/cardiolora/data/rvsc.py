@@ -42,7 +42,7 @@ import numpy as np
 import pydicom
 from skimage.draw import polygon2mask
 
-from cardiolora.data.loaders import DataError
+from cardiolora.data.records import DataError
 
 __all__ = ["RvscCase", "read_contour", "contour_mask", "find_layout", "rvsc_cases", "MIN_CONTOUR_POINTS"]
 

@@ -33,7 +33,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from cardiolora.data.loaders import CaseRecord
+from cardiolora.data.records import CaseRecord
 
 __all__ = ["SPLIT_NAMES", "split_sizes", "split_patients", "split_records"]
 

@@ -31,7 +31,7 @@ Study ``meta`` keys read (all optional): ``sex`` (``"M"``, ``"F"``, ``"O"``), ``
 (tesla), ``study_date`` (``YYYYMMDD``, default ``20240101`` so reruns are byte-identical).
 
 Every file is written through a hidden temporary name in the same folder and renamed
-(:func:`cardiolora.data.record_checks.atomic_write_bytes`).
+(:func:`cardiolora.atomic.atomic_write_bytes`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from cardiolora.atomic import atomic_write_bytes
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.record_checks import (
-    atomic_write_bytes,
     checked_image,
     field_strength,
     frame_interval_ms,
@@ -375,7 +375,7 @@ def write_dicom_cine(
                 extra=extra,
             )
             path = out / f"{file_prefix}_{z:03d}_{t:03d}.dcm"
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(data, path)
             paths.append(path)
     return paths
 
@@ -519,7 +519,7 @@ def write_dicom_localizers(
         extra={"AcquisitionNumber": "1"},
     )
     path = out / "LOC_000_000.dcm"
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(data, path)
     paths.append(path)
 
     # Long-axis cine: the plane spanned by the SA row direction and the slice direction.
@@ -565,6 +565,6 @@ def write_dicom_localizers(
             },
         )
         path = out / f"LAX_000_{k:03d}.dcm"
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(data, path)
         paths.append(path)
     return paths

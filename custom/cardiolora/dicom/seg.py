@@ -37,10 +37,11 @@ import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
 
+from cardiolora.atomic import save_dataset_atomic
 from cardiolora.dicom.headers import WarningLog
 from cardiolora.dicom.seg_frames import Frame, frame_of_reference, read_sources, stand_in, stand_in_template
 from cardiolora.dicom.seg_merge import merge_phases, reference_sources
-from cardiolora.dicom.sources import save_atomic, valid_uid
+from cardiolora.dicom.sources import valid_uid
 from cardiolora.labels import LV, MYO, RV
 
 __all__ = [
@@ -257,12 +258,12 @@ def write_study_seg(
             paths = [out.with_name(f"{out.stem}_phase{t:03d}{out.suffix}") for t in range(n_t)]
             for t, (seg, path) in enumerate(zip(segs, paths, strict=True)):
                 reference_sources(seg, table[t], placeholders)
-                save_atomic(seg, path)
+                save_dataset_atomic(seg, path)
         else:
             paths = [out]
             seg = merge_phases(segs, label, where, rank, labels)
             reference_sources(seg, frames, placeholders)
-            save_atomic(seg, out)
+            save_dataset_atomic(seg, out)
     return SegResult(paths=tuple(paths), notes=tuple(notes + log.lines(width=240)))
 
 

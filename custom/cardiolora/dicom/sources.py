@@ -1,4 +1,4 @@
-"""Source values the DICOM writers (SEG, SR) copy from the MR sources: validity checks, clean-up, saving.
+"""Source values the DICOM writers (SEG, SR) copy from the MR sources: validity checks and clean-up.
 
 Anonymised sources often hold values that are invalid for their VR: dates such as ``00000000`` or
 ``20120000``, impossible times, a PatientSex other than M / F / O, UIDs with leading-zero
@@ -11,10 +11,8 @@ instead (:func:`empty_invalid`); UIDs of the sources are referenced as they are,
 from __future__ import annotations
 
 import datetime
-import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 import pydicom
 from pydicom.dataelem import DataElement
@@ -22,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import validate_value
 
-__all__ = ["empty_invalid", "save_atomic", "valid_uid", "valid_value"]
+__all__ = ["empty_invalid", "valid_uid", "valid_value"]
 
 _STRING_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UR UT".split())
 _TM = re.compile(r"([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?")
@@ -80,13 +78,3 @@ def empty_invalid(ds: Dataset, keywords: Iterable[str] | None = None) -> list[st
     for tag, vr in tags:  # new elements: a shallow copy of `ds` keeps the source's untouched
         ds[tag] = DataElement(tag, vr, "")
     return fixed
-
-
-def save_atomic(ds: Dataset, path: Path) -> None:
-    """Write `ds` to `path` atomically (temporary file beside it, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -42,8 +42,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
 
+from cardiolora.atomic import save_dataset_atomic
 from cardiolora.dicom.headers import WarningLog
-from cardiolora.dicom.sources import save_atomic
 from cardiolora.dicom.sr_codes import FUNCTION_REQUIRED, INDEXED_KEYS, SCHEME, SPECS
 from cardiolora.dicom.sr_content import build_report
 
@@ -232,7 +232,7 @@ def write_measurement_sr(
                 )
         sr = build_report(segs, by_phase, values, flag_list, phases, trigger, version, series_number)
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic(sr, out)
+        save_dataset_atomic(sr, out)
     return out
 
 

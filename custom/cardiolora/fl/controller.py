@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 
+from cardiolora.atomic import write_json
 from cardiolora.fl import rml, state
 from cardiolora.fl.cross_eval import CROSS_EVAL_FILE, cross_site_table
 from cardiolora.fl.exchange import SiteExchangeController
-from cardiolora.fl.history import write_json
 from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, Meta, Task, to_numpy, to_torch
 from cardiolora.networks import rank_for_dataset_size
 

@@ -1,4 +1,5 @@
-"""Per-round records of a federated run: JSON for machines, a PNG of the curves for people.
+"""Per-round records of a federated run: JSON for machines (written with
+:func:`cardiolora.atomic.write_json`), a PNG of the curves for people.
 
 One record per round ``t`` (round 0 is the base model)::
 
@@ -10,35 +11,15 @@ One record per round ``t`` (round 0 is the base model)::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json", "plot_history", "finite"]
+from cardiolora.atomic import atomic_path
 
-
-def finite(obj: Any) -> Any:
-    """NaN / inf → None, recursively (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write `obj` as strict JSON (NaN → null) atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(finite(obj), indent=1, allow_nan=False))
-    os.replace(tmp, path)
-    return path
+__all__ = ["plot_history"]
 
 
 def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "Rate-My-LoRA") -> Path:
@@ -99,8 +80,7 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     ax_l.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cardiolora.fl.history import plot_history, write_json
+from cardiolora.atomic import write_json
+from cardiolora.fl.history import plot_history
 from cardiolora.fl.protocol import payload_bytes
 
 __all__ = ["RunLedger", "HISTORY_FILE", "CURVES_FILE", "TRACKED_KEYS"]

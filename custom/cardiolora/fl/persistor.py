@@ -17,6 +17,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey, make_model_learnable
 from nvflare.app_common.abstract.model_persistor import ModelPersistor
 
+from cardiolora.atomic import atomic_torch_save
 from cardiolora.fl.network import bundle_network
 from cardiolora.fl.protocol import to_numpy, to_torch
 from cardiolora.fl.site_config import load_site_config
@@ -72,8 +73,6 @@ class BundleModelPersistor(ModelPersistor):
         return make_model_learnable(weights=to_numpy(weights), meta_props={})
 
     def save_model(self, model: ModelLearnable, fl_ctx: FLContext) -> None:
-        from cardiolora.handlers import atomic_torch_save
-
         path = self._run_dir(fl_ctx) / self.model_file
         atomic_torch_save(to_torch(model[ModelLearnableKey.WEIGHTS]), path)
         self.log_info(fl_ctx, f"global model saved: {path}")

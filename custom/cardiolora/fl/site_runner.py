@@ -18,7 +18,6 @@ back into float32 (:func:`cardiolora.fl.protocol.to_transport` / ``from_transpor
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,8 +26,8 @@ from typing import Any, Protocol
 
 import torch
 
+from cardiolora.atomic import atomic_torch_save, jsonable, write_json
 from cardiolora.fl import rml
-from cardiolora.fl.history import finite
 from cardiolora.fl.protocol import Meta, Task, from_transport, to_torch, to_transport, unpack_adapters
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 from cardiolora.fl.site_config import SiteConfig
@@ -315,16 +314,10 @@ class SiteRunner:
         return "merged"
 
     def _save(self, weights: Mapping[str, torch.Tensor], name: str) -> Path:
-        from cardiolora.handlers import atomic_torch_save
-
         return atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, self.output_dir / name)
 
     def _write_summary(self) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "site_summary.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(finite(self.summary), indent=1))
-        tmp.replace(path)
+        write_json(self.summary, self.output_dir / "site_summary.json")
 
     # ------------------------------------------------------------------ tasks
     def handle(self, task: str, params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> Reply:
@@ -464,7 +457,7 @@ class SiteRunner:
             results[owner] = self.backend.evaluate(personal, "test")
         self.summary["cross_eval"] = results
         self._write_summary()
-        return Reply(meta={}, metrics={"models": finite(results)})
+        return Reply(meta={}, metrics={"models": jsonable(results)})
 
     def on_fedavg_train(self, params: dict, meta: dict) -> Reply:
         """Full-weight FedAvg (the paper's † baseline): train the whole network from the received ``W``.

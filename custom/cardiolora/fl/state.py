@@ -6,7 +6,7 @@ configuration that produced them (profile, ``λ_0``, decay, ranks, rank threshol
 Submitting the job again resumes after the last saved round, if the configuration is the same; a
 state whose run finished is archived (``state.done-<time>.pt``) and a new run starts.
 
-``state.pt`` is written atomically (:func:`cardiolora.handlers.atomic_torch_save`);
+``state.pt`` is written atomically (:func:`cardiolora.atomic.atomic_torch_save`);
 ``state.json`` holds the same fields without ``W_t``, for people and tests.
 """
 
@@ -20,10 +20,9 @@ from typing import Any
 
 import torch
 
+from cardiolora.atomic import atomic_torch_save, write_json
 from cardiolora.fl import rml
-from cardiolora.fl.history import write_json
 from cardiolora.fl.site_config import load_site_config
-from cardiolora.handlers import atomic_torch_save
 
 __all__ = ["STATE_VERSION", "STATE_FILE", "state_dir", "save_state", "load_state"]
 

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cardiolora.atomic import atomic_path
+
 __all__ = [
     "BACKENDS",
     "CHECK_ATOL",
@@ -111,8 +113,8 @@ def default_cache_dir() -> Path:
 def export_onnx(network: torch.nn.Module, spatial_size: tuple[int, int], path: str | os.PathLike) -> Path:
     """Export a 2D network ``(N, C, H, W) -> (N, C', H, W)`` to ONNX, atomically.
 
-    The file is written as ``.<name>.<pid>.tmp`` beside `path` and renamed onto it, so readers see
-    either no file or a complete one.
+    The file is written as ``.<name>.<pid>.tmp`` beside `path` and renamed onto it
+    (:func:`cardiolora.atomic.atomic_path`), so readers see either no file or a complete one.
 
     Args:
         network: the CPU network in eval mode.
@@ -127,8 +129,6 @@ def export_onnx(network: torch.nn.Module, spatial_size: tuple[int, int], path: s
     """
     import_onnxruntime()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     in_channels = _in_channels(network)
     example = torch.zeros(2, in_channels, *spatial_size)
     quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
@@ -136,7 +136,12 @@ def export_onnx(network: torch.nn.Module, spatial_size: tuple[int, int], path: s
     for lg in quiet:  # one INFO line per folded constant, a warning per missing torchvision op
         lg.setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with (
+            atomic_path(path) as tmp,
+            torch.no_grad(),
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
             torch.onnx.export(
                 network,
@@ -150,11 +155,9 @@ def export_onnx(network: torch.nn.Module, spatial_size: tuple[int, int], path: s
                 external_data=False,
                 verbose=False,
             )
-        os.replace(tmp, path)
     except Exception as err:  # the exporter raises many types; all mean "no ONNX model"
         raise BackendUnavailable(f"ONNX export to {path} failed: {type(err).__name__}: {err}") from err
     finally:
-        tmp.unlink(missing_ok=True)
         for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
     return path

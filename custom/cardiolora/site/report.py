@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 import os
 import platform
 import time
@@ -25,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from cardiolora import atomic
+from cardiolora.atomic import atomic_write_text, jsonable
 from cardiolora.clinical import INDEXED_KEYS, MEASURE_KEYS
 
 __all__ = ["CSV_COLUMNS", "FUNCTION_KEYS", "csv_row", "software_versions", "write_csv", "write_json"]
@@ -75,27 +75,11 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def _jsonable(value: Any) -> Any:
-    """numpy scalars / arrays → Python; NaN / inf → None (JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write `data` as indented JSON (NaN → null), atomically.
+    """Write a report as JSON in the site layout (``indent=1``, final newline), atomically.
+
+    :func:`cardiolora.atomic.write_json` with the layout of the site's ``report.json`` and
+    ``run.json`` (NaN → null, numpy values as plain numbers).
 
     Args:
         data: the report.
@@ -104,15 +88,11 @@ def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     Returns:
         The path.
     """
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=1) + "\n")
-    os.replace(tmp, out)
-    return out
+    return atomic.write_json(data, path, indent=1, trailing_newline=True)
 
 
 def _cell(value: Any) -> str:
-    value = _jsonable(value)
+    value = jsonable(value)
     if value is None:
         return ""
     if isinstance(value, float):
@@ -155,11 +135,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Pat
     writer.writeheader()
     for row in rows:
         writer.writerow(csv_row(row))
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(buf.getvalue(), path)
 
 
 def now_iso() -> str:
