@@ -19,7 +19,7 @@ import torch
 from cardiolora.lora import lora_state_dict, state_bytes
 from cardiolora.networks import load_weights, lora_unet
 from cardiolora.profiles import get_profile
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "bundles" / "cardiac_lora_unet" / "docs" / "README.md"

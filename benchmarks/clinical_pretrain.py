@@ -47,7 +47,7 @@ from cardiolora.plausibility import plausibility_flags
 from cardiolora.predict import predict_zyx
 from cardiolora.profiles import get_profile
 from cardiolora.site.postprocess import clean_labels
-from lib.report import machine_line
+from lib.readme_blocks import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "clinical_pretrain_timing.json"
@@ -170,7 +170,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def dice_rows(network: torch.nn.Module, records: Sequence[Mapping], profile: str) -> list[dict]:
-    """3D Dice of LV, MYO, RV (and their mean) for every case, raw and after the site application's
+    """3D Dice of LV, MYO, RV (their mean is the case Dice) for every case, raw and after the site application's
     clean-up (``clean_labels``, the same call as ``cardiolora segment``), with its phase and group."""
     rows = []
     for entry in records:

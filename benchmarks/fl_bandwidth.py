@@ -32,7 +32,7 @@ from cardiolora.fl.protocol import (
 from cardiolora.lora import lora_state_dict
 from cardiolora.networks import plain_state_dict
 from cardiolora.profiles import PROFILES
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "jobs" / "README.md"

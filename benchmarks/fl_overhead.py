@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "jobs" / "README.md"

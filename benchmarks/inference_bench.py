@@ -52,7 +52,7 @@ import torch
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.networks import lora_unet
 from cardiolora.profiles import Profile, get_profile
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "inference" / "docs" / "README.md"

@@ -53,7 +53,7 @@ from cardiolora.atomic import jsonable, write_json
 from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.dataset import load_datalist
 from cardiolora.data.generate import subject_seed
-from cardiolora.data.phantom import PROFILES, make_subject
+from cardiolora.data.phantom import SCANNER_PROFILES, make_subject
 from cardiolora.data.records import DataError
 from cardiolora.data.rvsc import RvscCase, rvsc_cases
 from cardiolora.evaluation import evaluate_records
@@ -61,10 +61,10 @@ from cardiolora.labels import BACKGROUND, LV, MYO, RV, STRUCTURE_NAMES
 from cardiolora.metrics import dice
 from cardiolora.networks import load_weights, lora_unet
 from cardiolora.predict import predict_zyx
-from cardiolora.profiles import PROFILES as RUN_PROFILES
+from cardiolora.profiles import PROFILES
 from cardiolora.site.postprocess import clean_labels_with_notes
 from lib.paired import paired_comparison, patient_scores, per_case_scores
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
@@ -138,9 +138,9 @@ def make_phantoms(
     """
     if subjects < 1:
         raise ValueError(f"`--subjects` must be >= 1, got {subjects}.")
-    unknown = [v for v in vendors if v not in PROFILES]
+    unknown = [v for v in vendors if v not in SCANNER_PROFILES]
     if unknown:
-        raise ValueError(f"vendors {unknown} are not phantom profiles; known: {sorted(PROFILES)}.")
+        raise ValueError(f"vendors {unknown} are not phantom profiles; known: {sorted(SCANNER_PROFILES)}.")
     settings = {"subjects": subjects, "seed": seed, "vendors": list(vendors)}
     stamp = out / "settings.json"
     folders = {v: out / v for v in vendors}
@@ -161,7 +161,7 @@ def make_phantoms(
 
 def dice_summary(row: Mapping[str, Any]) -> dict[str, float | None]:
     """``{"mean", "LV", "MYO", "RV"}`` Dice of one `evaluate_records` score entry (raw or cleaned)."""
-    out = {"mean": float(row["mean_fg_dice"])}
+    out = {"mean": float(row["case_dice"])}
     out.update({n: float(row["scores"][n]["dice"]) for n in NAMES})
     return out
 
@@ -204,7 +204,7 @@ def phantom_section(
             }
             for r in evaluate_records(net, records, profile, cleaned=True)
         ]
-        scanner = PROFILES[vendor]
+        scanner = SCANNER_PROFILES[vendor]
         result["vendors"][vendor] = {
             "scanner": f"{scanner.manufacturer} {scanner.model}",
             "cases": len(rows),
@@ -582,14 +582,14 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="plain U-Net weights (model.pt)")
-    p.add_argument("--profile", default="clinical", choices=list(RUN_PROFILES))
+    p.add_argument("--profile", default="clinical", choices=list(PROFILES))
     p.add_argument("--workdir", default="runs/robustness")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     p.add_argument("--subjects", type=int, default=3, help="phantom subjects per vendor")
     p.add_argument("--seed", type=int, default=0, help="phantom generation seed")
     p.add_argument("--rvsc", default=str(DEFAULT_RVSC), help="RVSC patient folder")
     p.add_argument("--compare", default=str(DEFAULT_COMPARE), help="workdir of the ACDC comparison")
-    p.add_argument("--compare-profile", default="clinical", choices=list(RUN_PROFILES))
+    p.add_argument("--compare-profile", default="clinical", choices=list(PROFILES))
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")

@@ -5,7 +5,7 @@
 Small phantom sites (reference 8, site-1 6, site-2 4, site-3 6 subjects; seed 7), a quick-profile
 base model pretrained on the reference site for a few epochs, then ``rate_my_lora`` in the FLARE
 simulator (:func:`cardiolora.fl.run.run_simulation`) once per transport dtype with everything else
-equal. Reported: mean foreground Dice (LV, MYO, RV) of the global model ``W_T`` and of each site's
+equal. Reported: mean case Dice (LV, MYO, RV) of the global model ``W_T`` and of each site's
 personalised model on each site's test split (``cross_site_eval.json``), the bytes each site sent
 up per round (``rml_history.json``, counted by the server from what arrived) and whether every
 checksum agreed. Writes benchmarks/results/transport_accuracy.json and the block between the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cardiolora.fl.protocol import TRANSPORT_DTYPES
 from cardiolora.fl.run import run_simulation
-from lib.report import machine_line, replace_block
+from lib.readme_blocks import machine_line, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "jobs" / "README.md"

@@ -89,18 +89,26 @@ def test_pretraining_writes_weights_checkpoint_and_curve(pretrained):
         assert (out / name).is_file(), name
     curve = json.loads((out / "val_curve.json").read_text())
     assert [r["epoch"] for r in curve] == [1]
-    assert 0.0 <= curve[0]["val_mean_dice"] <= 1.0
+    assert 0.0 <= curve[0]["val_slice_dice"] <= 1.0
     state = torch.load(out / "model.pt", weights_only=True)
     assert all(".lora_" not in k and ".base." not in k for k in state)
 
 
 def test_pretraining_resumes_after_interruption(pretrained, tmp_path):
-    """A second run with more epochs continues at epoch 2 from the saved state, not from scratch."""
+    """A second run with more epochs continues at epoch 2 from the saved state, not from scratch.
+
+    The first run's curve is rewritten under the metric's old name (``val_mean_dice``): a run
+    started before the rename resumes, its epochs read under ``val_slice_dice``.
+    """
     root, out = pretrained
     run_dir = tmp_path / "resume"
     run_dir.mkdir()
-    for name in ("checkpoint.pt", "val_curve.json"):
-        (run_dir / name).write_bytes((out / name).read_bytes())
+    (run_dir / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    old_curve = [
+        {("val_mean_dice" if k == "val_slice_dice" else k): v for k, v in r.items()}
+        for r in json.loads((out / "val_curve.json").read_text())
+    ]
+    (run_dir / "val_curve.json").write_text(json.dumps(old_curve))
     before = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     wf = make_workflow(
         "train",
@@ -118,7 +126,9 @@ def test_pretraining_resumes_after_interruption(pretrained, tmp_path):
     after = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert before["epoch"] == 1 and after["epoch"] == 2
     assert after["iteration"] == 2 * before["iteration"]
-    assert [r["epoch"] for r in json.loads((run_dir / "val_curve.json").read_text())] == [1, 2]
+    curve = json.loads((run_dir / "val_curve.json").read_text())
+    assert [r["epoch"] for r in curve] == [1, 2]
+    assert all(0.0 <= r["val_slice_dice"] <= 1.0 and "val_mean_dice" not in r for r in curve)
 
 
 def test_lora_override_trains_only_adapters_and_saves_a_plain_model(pretrained, tmp_path):
@@ -181,7 +191,7 @@ def test_monai_algo_drives_a_round(pretrained, tmp_path):
     assert set(update.weights) == set(global_weights)
     assert any(v.abs().sum() > 0 for v in update.weights.values())
     metrics = algo.evaluate(ExchangeObject(weights=global_weights, weight_type=WeightType.WEIGHTS))
-    assert 0.0 <= metrics.metrics["val_mean_dice"] <= 1.0
+    assert 0.0 <= metrics.metrics["val_slice_dice"] <= 1.0
     algo.finalize()
 
 

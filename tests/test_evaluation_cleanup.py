@@ -48,7 +48,7 @@ def test_cleaned_scores_beat_the_raw_ones_on_stray_blobs():
         assert clean[name]["hd95"] < raw[name]["hd95"]
         assert clean[name]["dice"] >= raw[name]["dice"]
     assert clean["MYO"]["dice"] >= raw["MYO"]["dice"]
-    assert row["cleaned"]["mean_fg_dice"] >= row["mean_fg_dice"]
+    assert row["cleaned"]["case_dice"] >= row["case_dice"]
     assert row["cleaned"]["voxels_changed"] == int((pred != gt).sum())
     assert {n["name"] for n in row["cleaned"]["notes"]} == {"rv_components_removed"}
 
@@ -57,8 +57,8 @@ def test_cleaned_scores_beat_the_raw_ones_on_stray_blobs():
 def test_score_prediction_keys(distances):
     gt = _truth()
     row = evaluation.score_prediction(gt, gt, SPACING, distances=distances, cleaned=True)
-    assert set(row) == {"mean_fg_dice", "cleaned"} | ({"scores"} if distances else set())
-    assert set(row["cleaned"]) == {"mean_fg_dice", "voxels_changed", "notes"} | ({"scores"} if distances else set())
+    assert set(row) == {"case_dice", "cleaned"} | ({"scores"} if distances else set())
+    assert set(row["cleaned"]) == {"case_dice", "voxels_changed", "notes"} | ({"scores"} if distances else set())
     assert row["cleaned"]["voxels_changed"] == 0
     assert "cleaned" not in evaluation.score_prediction(gt, gt, SPACING)
 
@@ -105,7 +105,7 @@ def test_evaluate_to_files_writes_raw_and_cleaned(two_cases, tmp_path):
 
     rows = json.loads((out / "case_scores.json").read_text())
     assert [r["case_id"] for r in rows] == ["p0_ED", "p1_ED"]
-    assert all({"case_id", "patient_id", "phase", "mean_fg_dice", "scores", "cleaned"} == set(r) for r in rows)
+    assert all({"case_id", "patient_id", "phase", "case_dice", "scores", "cleaned"} == set(r) for r in rows)
 
     with open(out / "case_scores.csv", newline="") as fh:
         table = list(csv.reader(fh))
@@ -131,7 +131,7 @@ def test_the_federated_score_stays_on_raw_labels(two_cases):
     rows = evaluation.evaluate_records(torch.nn.Identity(), two_cases, "quick", distances=False)
     assert all("cleaned" not in r for r in rows)
     gt = _truth(4)
-    expected = evaluation.mean_fg_dice_3d(_with_stray_blobs(gt), gt)
-    assert rows[0]["mean_fg_dice"] == pytest.approx(expected)
-    assert evaluation.score_records(torch.nn.Identity(), two_cases, "quick") < 1.0
-    assert evaluation.mean_fg_dice_3d(clean_labels(_with_stray_blobs(gt), slice_axis=0), gt) == pytest.approx(1.0)
+    expected = evaluation.case_dice(_with_stray_blobs(gt), gt)
+    assert rows[0]["case_dice"] == pytest.approx(expected)
+    assert evaluation.mean_case_dice(torch.nn.Identity(), two_cases, "quick") < 1.0
+    assert evaluation.case_dice(clean_labels(_with_stray_blobs(gt), slice_axis=0), gt) == pytest.approx(1.0)

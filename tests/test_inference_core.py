@@ -13,8 +13,8 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
 from cardiolora.data.dataset import load_datalist
-from cardiolora.evaluation import evaluate_to_files, mean_fg_dice_3d
-from cardiolora.handlers import MetricCurve, ResumableCheckpoint
+from cardiolora.evaluation import case_dice, evaluate_to_files
+from cardiolora.handlers import RENAMED_METRICS, MetricCurve, ResumableCheckpoint
 from cardiolora.networks import lora_unet
 from cardiolora.predict import predict_volume, predict_zyx
 from cardiolora.transforms import SpacingFromPixdim, affine_with_spacing
@@ -55,11 +55,11 @@ def test_predict_volume_errors(image, affine, match):
         ("empty", "empty", 1.0),  # every structure absent from both counts 1
     ],
 )
-def test_mean_fg_dice_3d(pred, gt, expected):
+def test_case_dice(pred, gt, expected):
     full = np.zeros((2, 6, 6), np.uint8)
     full[:, 1:3, 1:3], full[:, 3:5, 3:5], full[:, 0, :] = 1, 2, 3
     arrays = {"same": full, "lv_only": np.where(full == 1, 1, 0).astype(np.uint8), "empty": np.zeros_like(full)}
-    assert mean_fg_dice_3d(arrays[pred], arrays[gt]) == pytest.approx(expected)
+    assert case_dice(arrays[pred], arrays[gt]) == pytest.approx(expected)
 
 
 def test_evaluate_to_files_writes_the_paper_tables(tiny_sites, tmp_path):
@@ -119,10 +119,10 @@ def test_resumable_checkpoint_refuses_a_corrupt_file(tmp_path):
 def test_resumable_checkpoint_round_trip_and_curve(tmp_path):
     net = torch.nn.Linear(2, 2)
     evaluator = Engine(lambda e, b: None)
-    evaluator.state.metrics = {"val_mean_dice": 0.5}
+    evaluator.state.metrics = {"val_slice_dice": 0.5}
     eng = _engine()
     ResumableCheckpoint(tmp_path, {"model": net}, final_path=tmp_path / "final.pt").attach(eng)
-    MetricCurve(tmp_path, "val_mean_dice", evaluator).attach(eng)
+    MetricCurve(tmp_path, "val_slice_dice", evaluator).attach(eng)
     eng.run([0, 1], max_epochs=2)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert saved["epoch"] == 2 and saved["iteration"] == 4
@@ -134,6 +134,31 @@ def test_resumable_checkpoint_round_trip_and_curve(tmp_path):
     eng2.run([0, 1], max_epochs=3)
     assert seen == [3]  # resumed after epoch 2
     assert [r["epoch"] for r in json.loads((tmp_path / "val_curve.json").read_text())] == [1, 2]
+
+
+@pytest.mark.parametrize("old, new", sorted(RENAMED_METRICS.items()))
+def test_metric_curve_resumes_a_run_started_under_the_old_metric_name(old, new, tmp_path):
+    """A curve written as ``val_mean_dice`` / ``val_mean_dice_3d`` continues under the new name."""
+    (tmp_path / "val_curve.json").write_text(json.dumps([{"epoch": 1, old: 0.25, "train_loss": 1.0}]))
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.metrics = {new: 0.5}
+    eng = _engine()
+    eng.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", 1))
+    MetricCurve(tmp_path, new, evaluator).attach(eng)
+    eng.run([0], max_epochs=2)
+    curve = json.loads((tmp_path / "val_curve.json").read_text())
+    assert curve == [{"epoch": 1, new: 0.25, "train_loss": 1.0}, {"epoch": 2, new: 0.5, "train_loss": 0.5}]
+
+
+@pytest.mark.parametrize("old, new", sorted(RENAMED_METRICS.items()))
+def test_metric_curve_names_the_new_name_of_an_old_metric(old, new, tmp_path):
+    """An override still setting `val_key_metric` to an old name fails at the first validation, naming both."""
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.metrics = {new: 0.5}
+    eng = _engine()
+    MetricCurve(tmp_path, old, evaluator).attach(eng)
+    with pytest.raises(ValueError, match=rf"not `metric_name` '{old}'; '{old}' is the old name of '{new}'"):
+        eng.run([0], max_epochs=1)
 
 
 def test_pretrain_command_on_a_raw_acdc_folder(tmp_path, capsys):

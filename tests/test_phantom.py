@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.phantom import (
-    PROFILES,
+    SCANNER_PROFILES,
     TISSUES,
     area_downsample,
     bias_field,
@@ -20,7 +20,7 @@ from cardiolora.data.phantom import (
     contraction_curve,
     ellipse_mask,
     fourier_contour,
-    get_profile,
+    get_scanner,
     make_subject,
     rician_noise,
     sax_orientation,
@@ -85,9 +85,9 @@ def test_truth_of_one_subject_is_pinned():
         assert abs(got[key] - value) <= 1e-6, key
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", sorted(SCANNER_PROFILES))
 def test_shapes_dtypes_ranges(profile):
-    prof = PROFILES[profile]
+    prof = SCANNER_PROFILES[profile]
     s = _subject(0, profile)
     t, z, y, x = s.image.shape
     assert (t, s.ed_phase, s.es_phase) == (2, 0, 1)
@@ -117,7 +117,7 @@ def test_shapes_dtypes_ranges(profile):
 )
 def test_full_cine_phase_count_and_trigger_times(n_phases, expected_t):
     s = _subject(2, "ge", "all", n_phases)
-    lo, hi = PROFILES["ge"].n_phases
+    lo, hi = SCANNER_PROFILES["ge"].n_phases
     t = s.n_phases
     assert t == expected_t if expected_t is not None else lo <= t <= hi
     rr = 60000.0 / s.meta["heart_rate_bpm"]
@@ -128,7 +128,7 @@ def test_full_cine_phase_count_and_trigger_times(n_phases, expected_t):
 
 
 def test_custom_profile_object_and_subject_id():
-    prof = dataclasses.replace(PROFILES["reference"], name="site9", noise_sigma=0.0, bias_strength=0.0)
+    prof = dataclasses.replace(SCANNER_PROFILES["reference"], name="site9", noise_sigma=0.0, bias_strength=0.0)
     s = make_subject(1, prof, subject_id="abc", phases="ed_es")
     assert s.subject_id == "abc" and s.vendor == "site9"
     ref = _subject(1, "reference")
@@ -257,7 +257,7 @@ def test_profiles_differ_measurably():
     assert min(s.spacing_zyx[1] for s in ge) > max(s.spacing_zyx[1] for s in ph)
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", sorted(SCANNER_PROFILES))
 def test_threshold_cannot_segment_the_lv(profile):
     s = _subject(0, profile)
     image, lv = s.image[0], s.label[0] == LV
@@ -300,7 +300,7 @@ def test_affine_is_an_oblique_orthonormal_base_to_apex_stack(seed, profile):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        pytest.param({"profile": "canon"}, r"'canon' is unknown; known profiles: \['ge'", id="profile"),
+        pytest.param({"profile": "canon"}, r"'canon' is unknown; known scanner profiles: \['ge'", id="profile"),
         pytest.param({"profile": 3}, "`profile` must be", id="profile_type"),
         pytest.param({"n_phases": 1}, "`n_phases`", id="n_phases_1"),
         pytest.param({"n_phases": 0}, "`n_phases`", id="n_phases_0"),
@@ -317,15 +317,15 @@ def test_make_subject_rejects_bad_arguments(kwargs, match):
         make_subject(**args)
 
 
-def test_get_profile():
-    assert get_profile("GE") is PROFILES["ge"]
-    assert get_profile(PROFILES["philips"]) is PROFILES["philips"]
-    assert {"reference", "ge", "philips", "siemens"} <= set(PROFILES)
-    assert PROFILES["ge"].manufacturer == "GE MEDICAL SYSTEMS"
-    assert PROFILES["philips"].manufacturer == "Philips Medical Systems"
-    assert PROFILES["siemens"].manufacturer == "SIEMENS" == PROFILES["reference"].manufacturer
-    with pytest.raises(ValueError, match="known profiles"):
-        get_profile("toshiba")
+def test_get_scanner():
+    assert get_scanner("GE") is SCANNER_PROFILES["ge"]
+    assert get_scanner(SCANNER_PROFILES["philips"]) is SCANNER_PROFILES["philips"]
+    assert {"reference", "ge", "philips", "siemens"} <= set(SCANNER_PROFILES)
+    assert SCANNER_PROFILES["ge"].manufacturer == "GE MEDICAL SYSTEMS"
+    assert SCANNER_PROFILES["philips"].manufacturer == "Philips Medical Systems"
+    assert SCANNER_PROFILES["siemens"].manufacturer == "SIEMENS" == SCANNER_PROFILES["reference"].manufacturer
+    with pytest.raises(ValueError, match="known scanner profiles"):
+        get_scanner("toshiba")
 
 
 @pytest.mark.parametrize(
@@ -343,11 +343,11 @@ def test_get_profile():
 )
 def test_scanner_profile_validation(change, match):
     with pytest.raises(ValueError, match=match):
-        dataclasses.replace(PROFILES["reference"], **change)
+        dataclasses.replace(SCANNER_PROFILES["reference"], **change)
 
 
 def test_profiles_are_read_only():
-    prof = PROFILES["reference"]
+    prof = SCANNER_PROFILES["reference"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         prof.gamma = 2.0  # type: ignore[misc]
     with pytest.raises(TypeError):

@@ -96,8 +96,8 @@ def trained(tmp_path_factory):
             },
         )
     curve = json.loads((root / "run" / "val_curve.json").read_text())
-    dice_per_epoch = [r["val_mean_dice"] for r in curve if r["val_mean_dice"] is not None]
-    print(f"\npretraining: {time.time() - start:.0f} s; validation mean Dice {dice_per_epoch}")
+    dice_per_epoch = [r["val_slice_dice"] for r in curve if r["val_slice_dice"] is not None]
+    print(f"\npretraining: {time.time() - start:.0f} s; validation slice Dice {dice_per_epoch}")
     return root / "run" / "model.pt"
 
 

@@ -1,4 +1,4 @@
-"""The clinical profile's training recipe (configs/clinical.json): augmentation, schedule, 3D Dice, bundle."""
+"""The clinical profile's training recipe (configs/clinical.json): augmentation, schedule, case Dice, bundle."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Flipd
 
 from cardiolora.bundle import config_files, make_workflow
-from cardiolora.handlers import CaseDice3D, LearningRateSchedule, schedule_factor
+from cardiolora.handlers import CaseDice, LearningRateSchedule, schedule_factor
 from cardiolora.labels import LV, MYO, RV
 from cardiolora.paths import bundle_dir
 from cardiolora.profiles import get_profile
@@ -260,9 +260,9 @@ def onehot(label: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.as_tensor(label, dtype=torch.long), 4).permute(2, 0, 1).float()
 
 
-def test_case_dice_3d_pools_the_slices_of_each_case():
-    """Two cases of two slices: 3D Dice pools voxels over a case's slices, then averages the cases."""
-    metric = CaseDice3D()
+def test_case_dice_pools_the_slices_of_each_case():
+    """Two cases of two slices: the case Dice pools voxels over a case's slices, then averages the cases."""
+    metric = CaseDice()
     gt = np.zeros((8, 8), dtype=np.int64)
     gt[:4, :4] = LV
     gt[4:, 4:] = MYO
@@ -287,8 +287,8 @@ def test_case_dice_3d_pools_the_slices_of_each_case():
     assert metric.compute() == pytest.approx(((1.0 + lv_b) / 2 + 2) / 3)
 
 
-def test_case_dice_3d_counts_a_structure_absent_from_both_as_one():
-    metric = CaseDice3D()
+def test_case_dice_counts_a_structure_absent_from_both_as_one():
+    metric = CaseDice()
     metric.reset()
     lab = np.zeros((6, 6), dtype=np.int64)
     lab[1:3, 1:3] = LV
@@ -342,8 +342,8 @@ def test_one_training_iteration_on_a_tiny_synthetic_batch(parser):
     assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
 
 
-def test_clinical_pretraining_runs_and_selects_by_3d_dice(tiny_sites, tmp_path):
-    """Two epochs of the clinical recipe on the tiny phantom site: weights, 3D Dice curve, schedule."""
+def test_clinical_pretraining_runs_and_selects_by_case_dice(tiny_sites, tmp_path):
+    """Two epochs of the clinical recipe on the tiny phantom site: weights, case Dice curve, schedule."""
     root, _ = tiny_sites
     wf = make_workflow(
         "train",
@@ -362,9 +362,9 @@ def test_clinical_pretraining_runs_and_selects_by_3d_dice(tiny_sites, tmp_path):
     wf.finalize()
     curve = json.loads((tmp_path / "val_curve.json").read_text())
     assert [r["epoch"] for r in curve] == [1, 2]
-    assert all(0.0 <= r["val_mean_dice_3d"] <= 1.0 for r in curve)
+    assert all(0.0 <= r["val_case_dice"] <= 1.0 for r in curve)
     metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
-    assert {"val_mean_dice_3d_LV", "val_mean_dice_3d_MYO", "val_mean_dice_3d_RV"} <= set(metrics)
+    assert {"val_case_dice_LV", "val_case_dice_MYO", "val_case_dice_RV"} <= set(metrics)
     lr = wf.parser.get_parsed_content("optimizer").param_groups[0]["lr"]
     assert 0 < lr < PROF.learning_rate  # cosine decay after the warm-up
     for name in ("model.pt", "checkpoint.pt", "val_curve.png"):

@@ -3,9 +3,9 @@
 * `lib.harness` — the federated comparison behind ``compare.py`` (`run_comparison`), with its sites
   (`lib.sites`), method runners (`lib.runners`) and tables, Markdown and curves (`lib.tables`);
 * `lib.paired` — per-patient scores and paired statistics (``compare.py``, ``robustness.py``);
-* `lib.report` — the machine line and the README blocks every benchmark writes.
+* `lib.readme_blocks` — the machine line and the README blocks every benchmark writes.
 
 The scripts run as ``.venv/bin/python benchmarks/<name>.py``: Python puts the script's folder
-(``benchmarks/``) first on ``sys.path``, so ``from lib.report import machine_line`` resolves with
+(``benchmarks/``) first on ``sys.path``, so ``from lib.readme_blocks import machine_line`` resolves with
 nothing installed. The tests get the same folder from ``pythonpath`` in ``pyproject.toml``.
 """

@@ -42,7 +42,7 @@ from cardiolora.atomic import write_json
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 
 from .paired import in_client_models, paired_summary, per_case_scores, rating_events, render_paired_markdown
-from .report import machine_line, replace_block
+from .readme_blocks import machine_line, replace_block
 from .runners import _total_epochs, pretrain_base, reuse_or_run, run_centralised, run_federated, run_local
 from .sites import prepare_acdc, prepare_mnms2, prepare_phantoms
 from .tables import (

@@ -112,7 +112,7 @@ def per_case_scores(
                 "patient_id": r["patient_id"],
                 "phase": r["phase"],
                 "dice": {k: _finite((r["scores"].get(k) or {}).get("dice")) for k in STRUCTURES},
-                "mean": _finite(r["mean_fg_dice"]),
+                "mean": _finite(r["case_dice"]),
             }
             for r in rows
         ]
@@ -128,9 +128,9 @@ def _finite(value: Any) -> float | None:
 
 
 def patient_scores(per_case_by_seed: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]]) -> dict[str, float]:
-    """Mean foreground Dice per test patient, over its cases and over the seeds.
+    """Mean case Dice per test patient, over its cases and over the seeds.
 
-    ``s(i) = mean_seeds( mean_{cases of i}( mean_fg_dice ) )``.
+    ``s(i) = mean_seeds( mean_{cases of i}( case_dice ) )``.
 
     Args:
         per_case_by_seed: one `per_case_scores` result per seed.

@@ -47,8 +47,8 @@ def _fmt(v: float | None) -> str:
 
 
 def print_dice_table(base: dict[str, float], after: dict[str, dict[str, float | None]]) -> None:
-    """Print mean foreground Dice per site: base, global W_T and personalised."""
-    print("\nmean foreground Dice on each site's test split")
+    """Print the mean case Dice per site: base, global W_T and personalised."""
+    print("\nmean case Dice on each site's test split")
     print(f"  {'site':10s} {'base':>6s} {'global':>6s} {'personalised':>12s}")
     for s in FL_SITES:
         a = after.get(s, {})
@@ -261,8 +261,8 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
         rows = evaluate_records(
             net, load_datalist(phantoms / "sites" / name, "test"), profile, torch.device("cpu"), distances=False
         )
-        base[name] = sum(r["mean_fg_dice"] for r in rows) / len(rows)
-        print(f"  {name:10s} mean foreground Dice {base[name]:.3f} ({len(rows)} test cases)")
+        base[name] = sum(r["case_dice"] for r in rows) / len(rows)
+        print(f"  {name:10s} mean case Dice {base[name]:.3f} ({len(rows)} test cases)")
     _stage(f"4/5 Rate-My-LoRA in the FLARE simulator ({len(FL_SITES)} sites, {rounds} rounds)")
     from cardiolora.fl.run import run_simulation
 

@@ -2,15 +2,21 @@
 
 Used by the bundle's ``evaluate.json`` and ``cardiolora evaluate`` (:func:`evaluate_to_files`),
 by the federated clients (the score P_t^c of a candidate model on a site's validation split is
-the mean foreground Dice over its cases) and by the experiment harness.
+the mean case Dice, :func:`mean_case_dice`) and by the experiment harness.
+
+Names: the **case Dice** (:func:`case_dice`, key ``case_dice``) is the mean over LV, MYO and RV
+of the 3D Dice of one case, all its slices pooled; :func:`mean_case_dice` averages it over cases.
+The per-structure Dice of the paper tables is ``"dice"`` inside the
+`cardiolora.metrics.segmentation_scores` dicts. The bundle's slice-level validation metric,
+MONAI's ``MeanDice`` over 2D slices, is the *slice Dice* (``val_slice_dice``), another quantity.
 
 Two scores per case: **raw**, the network's argmax labels (the paper's numbers, and what the
 federated score uses), and **cleaned**, the same labels after the site application's anatomical
 clean-up (:func:`cardiolora.site.postprocess.clean_labels`, the exact call of the site app and
 of the inference bundle's ``CleanCardiacLabelsd``), i.e. what a hospital gets. Stray blobs
 inflate the raw distances (HD, HD95, ASSD); the cleaned ones measure the delivered result.
-The raw keys keep their historical names (``mean_fg_dice``, ``scores``, ``summary.json``, the
-``<S>_<metric>`` CSV columns); the cleaned ones are named ``cleaned`` / ``cleaned_*``.
+The raw keys are ``case_dice``, ``scores``, ``summary.json`` and the ``<S>_<metric>`` CSV
+columns; the cleaned ones are named ``cleaned`` / ``cleaned_*``.
 """
 
 from __future__ import annotations
@@ -32,11 +38,11 @@ from cardiolora.predict import predict_zyx
 from cardiolora.profiles import Profile
 from cardiolora.site.postprocess import clean_labels_with_notes
 
-__all__ = ["evaluate_records", "score_records", "evaluate_to_files", "mean_fg_dice_3d", "score_prediction"]
+__all__ = ["evaluate_records", "mean_case_dice", "evaluate_to_files", "case_dice", "score_prediction"]
 
 
-def mean_fg_dice_3d(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean 3D Dice over LV, MYO and RV of one case: ``(1/3) Σ_s Dice(pred == s, gt == s)``.
+def case_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The case Dice: mean 3D Dice over LV, MYO and RV of one case, ``(1/3) Σ_s Dice(pred == s, gt == s)``.
 
     A structure absent from both counts 1 (`cardiolora.metrics` empty-structure policy).
 
@@ -64,12 +70,12 @@ def score_prediction(
         gt: ground-truth label map of the same shape.
         spacing_zyx: voxel spacing (slice, row, column) in mm.
         distances: also compute the per-structure scores (Dice, VOE, HD, HD95, ASSD);
-            otherwise the mean foreground Dice only.
+            otherwise the case Dice only.
         cleaned: also score ``clean_labels(pred, slice_axis=0)``, the site application's clean-up.
 
     Returns:
-        ``{"mean_fg_dice": float}`` plus ``"scores"`` (`cardiolora.metrics.segmentation_scores`)
-        when `distances`; with `cleaned` also ``"cleaned": {"mean_fg_dice", "scores" (when
+        ``{"case_dice": float}`` plus ``"scores"`` (`cardiolora.metrics.segmentation_scores`)
+        when `distances`; with `cleaned` also ``"cleaned": {"case_dice", "scores" (when
         `distances`), "voxels_changed", "notes"}`` (notes of
         :func:`~cardiolora.site.postprocess.clean_labels_with_notes`).
 
@@ -80,17 +86,17 @@ def score_prediction(
     Example:
         >>> gt = np.zeros((2, 8, 8), np.uint8); gt[:, 2:6, 2:6] = 1
         >>> score_prediction(gt, gt, (10.0, 1.0, 1.0), distances=False)
-        {'mean_fg_dice': 1.0}
+        {'case_dice': 1.0}
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"`pred` shape {pred.shape} differs from `gt` shape {gt.shape}.")
-    row: dict = {"mean_fg_dice": mean_fg_dice_3d(pred, gt)}
+    row: dict = {"case_dice": case_dice(pred, gt)}
     if distances:
         row["scores"] = segmentation_scores(pred, gt, spacing_zyx)
     if cleaned:
         clean, notes = clean_labels_with_notes(pred, slice_axis=0)
-        row["cleaned"] = {"mean_fg_dice": mean_fg_dice_3d(clean, gt)}
+        row["cleaned"] = {"case_dice": case_dice(clean, gt)}
         if distances:
             row["cleaned"]["scores"] = segmentation_scores(clean, gt, spacing_zyx)
         row["cleaned"]["voxels_changed"] = int(np.count_nonzero(clean != pred))
@@ -126,7 +132,7 @@ def evaluate_records(
             :func:`score_prediction`); off by default (the federated score is on raw labels).
 
     Returns:
-        One dict per case: ``case_id``, ``patient_id``, ``phase``, ``mean_fg_dice`` and
+        One dict per case: ``case_id``, ``patient_id``, ``phase``, ``case_dice`` and
         ``scores`` (see `cardiolora.metrics.segmentation_scores`) of the raw prediction, and
         with `cleaned` a ``cleaned`` dict (see :func:`score_prediction`).
 
@@ -158,13 +164,13 @@ def evaluate_records(
     return out
 
 
-def score_records(
+def mean_case_dice(
     network: torch.nn.Module,
     records: Sequence[CaseRecord | Mapping],
     profile: str | Profile,
     device: str | torch.device = "cpu",
 ) -> float:
-    """Mean foreground Dice of `network` over the cases — the site score P^c of Rate-My-LoRA.
+    """Mean case Dice of `network` over the cases — the site score P^c of Rate-My-LoRA.
 
     ``P = (1/N) Σ_n (1/3) Σ_{s ∈ {LV, MYO, RV}} Dice_s(n)`` over the N cases (3D Dice per case;
     a structure absent from both prediction and truth counts 1).
@@ -179,7 +185,7 @@ def score_records(
         The score in [0, 1].
     """
     rows = evaluate_records(network, records, profile, device, distances=False)
-    return float(np.mean([r["mean_fg_dice"] for r in rows]))
+    return float(np.mean([r["case_dice"] for r in rows]))
 
 
 def evaluate_to_files(
@@ -196,8 +202,8 @@ def evaluate_to_files(
 
     * ``summary.json``: raw scores, mean/std/n per structure and metric (`aggregate_scores`);
     * ``summary_cleaned.json``: the same for the cleaned labels (with `cleaned`);
-    * ``case_scores.json``: one row per case, raw ``mean_fg_dice`` / ``scores`` and a
-      ``cleaned`` dict (``mean_fg_dice``, ``scores``, ``voxels_changed``, ``notes``);
+    * ``case_scores.json``: one row per case, raw ``case_dice`` / ``scores`` and a
+      ``cleaned`` dict (``case_dice``, ``scores``, ``voxels_changed``, ``notes``);
     * ``case_scores.csv``: ``case_id``, ``patient_id``, ``phase``, the raw ``<S>_<metric>``
       columns (S in LV, MYO, RV, mean), then ``cleaned_<S>_<metric>`` and
       ``cleaned_voxels_changed``.

@@ -1,5 +1,5 @@
 """Ignite/MONAI event handlers used by the bundle: resumable checkpoints, metric curves, the
-learning-rate schedule and the per-case 3D Dice validation metric."""
+learning-rate schedule and the case Dice validation metric (`CaseDice`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ __all__ = [
     "ResumableCheckpoint",
     "MetricCurve",
     "LearningRateSchedule",
-    "CaseDice3D",
+    "CaseDice",
+    "RENAMED_METRICS",
     "SCHEDULES",
     "schedule_factor",
 ]
@@ -101,19 +102,31 @@ class ResumableCheckpoint:
             atomic_torch_save(self.save_dict["model"].state_dict(), self.final_path)
 
 
+#: Old bundle metric names (runs started before "one name per quantity") and the names they
+#: have now: the slice Dice (MONAI ``MeanDice`` over 2D slices) and the case Dice
+#: (`CaseDice`). `MetricCurve` reads a resumed run's curve under the new name.
+RENAMED_METRICS: Mapping[str, str] = {"val_mean_dice": "val_slice_dice", "val_mean_dice_3d": "val_case_dice"}
+
+
 class MetricCurve:
     """Record the validation metric and the training loss per epoch; write JSON and a PNG.
 
     Attach it to the trainer after the ``ValidationHandler`` (handlers of one event run in the
     order they were attached): at every ``EPOCH_COMPLETED`` it reads `metric_name` from the
     evaluator's last run and the trainer's last loss, appends them to ``<output_dir>/<stem>.json``
-    (keeping earlier epochs when a run resumes) and redraws ``<output_dir>/<stem>.png``.
+    (keeping earlier epochs when a run resumes) and redraws ``<output_dir>/<stem>.png``. A run
+    started under an old metric name (`RENAMED_METRICS`) resumes: its earlier rows are read under
+    the new name.
 
     Args:
         output_dir: folder for the files.
-        metric_name: the evaluator metric to plot (e.g. ``"val_mean_dice"``).
+        metric_name: the evaluator metric to plot (e.g. ``"val_slice_dice"``).
         evaluator: the validation engine.
         stem: file stem.
+
+    Raises:
+        ValueError: at an epoch whose validation ran without computing `metric_name` (the message
+            names the metrics it did compute, and the new name when `metric_name` is an old one).
     """
 
     def __init__(
@@ -130,13 +143,40 @@ class MetricCurve:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.record)
 
     def _history(self) -> list[dict]:
-        if self.json_path.is_file():
-            return json.loads(self.json_path.read_text())
-        return []
+        if not self.json_path.is_file():
+            return []
+        history = json.loads(self.json_path.read_text())
+        old_names = [old for old, new in RENAMED_METRICS.items() if new == self.metric_name]
+        renamed = 0
+        for row in history:
+            for old in old_names:
+                if old in row and self.metric_name not in row:
+                    row[self.metric_name] = row.pop(old)
+                    renamed += 1
+        if renamed:
+            logger.info(
+                "%s: %d epoch(s) recorded under the old name %s are read as %r",
+                self.json_path,
+                renamed,
+                " / ".join(repr(o) for o in old_names),
+                self.metric_name,
+            )
+        return history
 
     def record(self, engine: Engine) -> None:
         """Append this epoch's values and redraw the curve."""
-        value = self.evaluator.state.metrics.get(self.metric_name)
+        metrics = self.evaluator.state.metrics
+        if metrics and self.metric_name not in metrics:
+            hint = ""
+            if self.metric_name in RENAMED_METRICS:
+                hint = (
+                    f"; {self.metric_name!r} is the old name of {RENAMED_METRICS[self.metric_name]!r}: set "
+                    f"`val_key_metric` to {RENAMED_METRICS[self.metric_name]!r}"
+                )
+            raise ValueError(
+                f"the validation computed {sorted(metrics)} but not `metric_name` {self.metric_name!r}{hint}."
+            )
+        value = metrics.get(self.metric_name)
         row: dict[str, Any] = {
             "epoch": int(engine.state.epoch),
             self.metric_name: None if value is None else float(value),
@@ -305,21 +345,23 @@ class LearningRateSchedule:
             group["lr"] = lr
 
 
-class CaseDice3D(Metric):
-    """Mean over cases of the mean 3D Dice of LV, MYO and RV: the validation metric of whole volumes.
+class CaseDice(Metric):
+    """The case Dice: mean over cases of the mean 3D Dice of LV, MYO and RV, a case's slices pooled.
 
-    The bundle validates slice by slice; MONAI's ``MeanDice`` then averages 2D Dice over slices,
-    which weighs a basal slice with a sliver of myocardium as much as a mid-ventricular one and
-    ignores slices where a structure is absent from the truth. This metric sums, for every case
-    (the ``case_id`` of the batch items), the overlap ``|P_s ∩ G_s|`` and sizes ``|P_s|``,
-    ``|G_s|`` over its slices and returns
+    The bundle validates slice by slice; MONAI's ``MeanDice`` (the slice Dice, ``val_slice_dice``
+    of ``train.json``) then averages 2D Dice over slices, which weighs a basal slice with a sliver
+    of myocardium as much as a mid-ventricular one and ignores slices where a structure is absent
+    from the truth. This metric sums, for every case (the ``case_id`` of the batch items), the
+    overlap ``|P_s ∩ G_s|`` and sizes ``|P_s|``, ``|G_s|`` over its slices and returns
 
     ``(1/N) Σ_n (1/3) Σ_{s ∈ {LV, MYO, RV}} 2 |P_s ∩ G_s| / (|P_s| + |G_s|)``
 
     (a structure absent from both prediction and truth of a case counts 1, the policy of
     `cardiolora.metrics`) — the 3D Dice of the challenge, on the grid the network sees (the
-    profile's spacing). The mean Dice of each structure over the cases is also written to the
-    engine's metrics as ``<name>_LV``, ``<name>_MYO`` and ``<name>_RV``.
+    profile's spacing); `cardiolora.evaluation.case_dice` is the same quantity on the original
+    grid. The bundle's ``clinical.json`` names it ``val_case_dice``. The mean Dice of each
+    structure over the cases is also written to the engine's metrics as ``<name>_LV``,
+    ``<name>_MYO`` and ``<name>_RV``.
 
     It reads the one-hot ``pred`` and ``label`` of the evaluator's (decollated) output and the
     ``case_id`` of its batch, so use it in ``key_val_metric`` of a ``SupervisedEvaluator`` whose
@@ -369,7 +411,7 @@ class CaseDice3D(Metric):
     def per_structure(self) -> dict[str, float]:
         """Mean 3D Dice of each structure over the cases seen since the last reset."""
         if not self._sums:
-            raise ValueError("CaseDice3D saw no case: the validation split is empty.")
+            raise ValueError("CaseDice saw no case: the validation split is empty.")
         rows = torch.stack(list(self._sums.values()))  # (cases, 3, structures)
         inter, size_p, size_g = rows[:, 0], rows[:, 1], rows[:, 2]
         denom = size_p + size_g

@@ -15,7 +15,7 @@ file when given ``profile``):
 * ``clinical`` (``clinical.json``) — the real-data recipe a site can run on CPU: 160×160 crops at
   1.5 mm (the myocardium, 6–12 mm thick, keeps 4–8 pixels), a five-level U-Net with residual
   units of two convolutions (16…256 channels, 1.6 M weights), vendor-shift and anatomy
-  augmentation, warm-up + cosine learning rate, AdamW, best checkpoint by the per-case 3D Dice.
+  augmentation, warm-up + cosine learning rate, AdamW, best checkpoint by the case Dice (`val_case_dice`).
   Its 90 epochs come from a measured epoch time (42 s on 2 idle CPU cores for the 56 training
   patients of ACDC, ``benchmarks/clinical_pretrain.py time``), so that pretraining fits 90 min.
 

@@ -46,7 +46,7 @@ class SiteSpec:
 
     Attributes:
         name: site name (folder name, FLARE client name), e.g. ``"site-1"``.
-        profile: scanner profile (``cardiolora.data.phantom.PROFILES``).
+        profile: scanner profile (``cardiolora.data.phantom.SCANNER_PROFILES``).
         n_subjects: number of subjects.
     """
 
@@ -80,7 +80,7 @@ def subject_seed(seed: int, site_index: int, subject_index: int) -> int:
 
 
 def _check_sites(sites: Sequence[SiteSpec]) -> None:
-    from cardiolora.data.phantom import PROFILES
+    from cardiolora.data.phantom import SCANNER_PROFILES
 
     names = [s.name for s in sites]
     if not sites:
@@ -88,8 +88,8 @@ def _check_sites(sites: Sequence[SiteSpec]) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"`sites` has duplicate names: {names}.")
     for s in sites:
-        if s.profile not in PROFILES:
-            raise ValueError(f"site `{s.name}`: unknown profile {s.profile!r}; known: {sorted(PROFILES)}.")
+        if s.profile not in SCANNER_PROFILES:
+            raise ValueError(f"site `{s.name}`: unknown profile {s.profile!r}; known: {sorted(SCANNER_PROFILES)}.")
         if s.n_subjects < 3:
             raise ValueError(f"site `{s.name}`: `n_subjects` must be >= 3 (train/val/test), got {s.n_subjects}.")
 

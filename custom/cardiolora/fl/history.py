@@ -63,7 +63,7 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     lam = [(int(r["round"]), r["lambda"]) for r in rounds if isinstance(r.get("lambda"), (int, float))]
     if lam:
         ax_l.plot([x for x, _ in lam], [y for _, y in lam], "o-", color="black")
-    ax_p.set(title="P_t^c (candidate, val mean fg Dice)", xlabel="round", ylim=(0, 1))
+    ax_p.set(title="P_t^c (candidate, val mean case Dice)", xlabel="round", ylim=(0, 1))
     ax_w.set(title="rating w_t(c) (Eq. 1)", xlabel="round", ylim=(0, 1.05))
     ax_l.set(title="λ_t", xlabel="round")
     ax_b.set(title="payload bytes per site", xlabel="round")

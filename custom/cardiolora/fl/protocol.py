@@ -81,7 +81,7 @@ class Meta:
     RANK = "rank"
     CHECKSUM = "checksum"  # sha256 of the site's plain W
     STATUS = "status"
-    SCORE = "score"  # P^c (mean foreground Dice on the validation split)
+    SCORE = "score"  # P^c (mean case Dice on the validation split, `evaluation.mean_case_dice`)
     TRAIN_LOSS = "train_loss"
     TRANSPORT_DTYPE = "transport_dtype"  # dtype adapters travel in ("float16" / "float32")
 

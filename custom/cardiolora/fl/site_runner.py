@@ -68,7 +68,7 @@ class SiteBackend(Protocol):
         """Train every weight starting from `weights`; return (plain state dict, mean loss)."""
 
     def score(self, weights: Mapping[str, torch.Tensor], split: str) -> float:
-        """Mean foreground Dice of the plain network with `weights` on `split` (``P^c``)."""
+        """Mean case Dice of the plain network with `weights` on `split` (``P^c``)."""
 
     def evaluate(self, weights: Mapping[str, torch.Tensor], split: str) -> dict:
         """Dice / VOE / HD / HD95 / ASSD summary (``cardiolora.metrics.aggregate_scores``) on `split`."""
@@ -85,7 +85,7 @@ class BundleBackend:
     into the network's base weights, the adapter is reset to identity (``B = 0``) and the
     optimizer state cleared, then the trainer runs `epochs` more epochs. The bundle's per-epoch
     validation handler is switched off (``val_interval`` beyond any epoch): the federation scores
-    models itself with :func:`cardiolora.evaluation.score_records`.
+    models itself with :func:`cardiolora.evaluation.mean_case_dice`.
 
     Args:
         config: the site's local config (``dataset_dir``, ``output_dir``).
@@ -205,9 +205,9 @@ class BundleBackend:
 
     def score(self, weights, split):
         from cardiolora.data.dataset import load_datalist
-        from cardiolora.evaluation import score_records
+        from cardiolora.evaluation import mean_case_dice
 
-        return score_records(self._plain_network(weights), load_datalist(self.config.dataset_dir, split), self.profile)
+        return mean_case_dice(self._plain_network(weights), load_datalist(self.config.dataset_dir, split), self.profile)
 
     def evaluate(self, weights, split):
         from cardiolora.data.dataset import load_datalist

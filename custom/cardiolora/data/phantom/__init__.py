@@ -10,7 +10,7 @@ public name is importable from here:
 =====================  ===================================================================
 module                 stage
 =====================  ===================================================================
-``scanners``           tissue table, :class:`ScannerProfile`, :data:`PROFILES`, :func:`get_profile`
+``scanners``           tissue table, :class:`ScannerProfile`, :data:`SCANNER_PROFILES`, :func:`get_scanner`
 ``anatomy``            the subject's random draw, shape functions, cardiac cycle state
 ``heart``              polar frame of a slice, heart masks, painting and labels
 ``geometry``           LPS orientation and affine, scene grid, :func:`ellipse_mask`
@@ -47,7 +47,7 @@ apex):
   volume), averaged over three positions across the slice thickness (through-plane partial
   volume), blurred by the profile's PSF, multiplied by a smooth bias field and given Rician noise.
 
-Scanner profiles (:data:`PROFILES`) are *stylised* caricatures of vendor looks, chosen to be
+Scanner profiles (:data:`SCANNER_PROFILES`) are *stylised* caricatures of vendor looks, chosen to be
 clearly different, not measured from any scanner: tissue contrast table, gamma, stored range,
 bias field, noise, PSF, pixel spacing, matrix, slice thickness and gap, number of phases.
 
@@ -79,15 +79,15 @@ from cardiolora.data.phantom.anatomy import (
 from cardiolora.data.phantom.geometry import _affine, ellipse_mask, sax_orientation
 from cardiolora.data.phantom.physics import area_downsample, bias_field, rician_noise, smooth_random_field
 from cardiolora.data.phantom.render import _render
-from cardiolora.data.phantom.scanners import PROFILES, TISSUES, ScannerProfile, get_profile
+from cardiolora.data.phantom.scanners import SCANNER_PROFILES, TISSUES, ScannerProfile, get_scanner
 from cardiolora.data.phantom.truth import MYOCARDIAL_DENSITY_G_PER_ML, cine_truth
 
 __all__ = [
     "TISSUES",
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "ScannerProfile",
-    "PROFILES",
-    "get_profile",
+    "SCANNER_PROFILES",
+    "get_scanner",
     "make_subject",
     "contraction_curve",
     "superellipse_profile",
@@ -121,7 +121,7 @@ def make_subject(
             ``default_rng([seed, 3])``; texture and bias from ``default_rng([seed, 1])``; the
             noise of phase ``k``, slice ``z`` from ``default_rng([seed, 2, k, z])``, so a frame
             does not depend on which others are rendered.
-        profile: a :data:`PROFILES` name or a :class:`ScannerProfile`.
+        profile: a :data:`SCANNER_PROFILES` name or a :class:`ScannerProfile`.
         subject_id: identifier; default ``"<profile>-<seed:05d>"``.
         n_phases: number of cine phases T >= 2; default drawn from the profile's range.
         phases: ``"all"`` renders the T-phase cine; ``"ed_es"`` renders only the ED and ES frames
@@ -146,7 +146,7 @@ def make_subject(
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
-    prof = get_profile(profile)
+    prof = get_scanner(profile)
     if n_phases is not None and (
         isinstance(n_phases, bool) or not isinstance(n_phases, (int, np.integer)) or n_phases < 2
     ):

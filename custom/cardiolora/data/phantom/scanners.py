@@ -2,7 +2,7 @@
 
 A :class:`ScannerProfile` holds the look (tissue contrast, gamma, stored range, bias field, noise,
 point-spread function, texture) and the acquisition ranges (pixel spacing, matrix, slice thickness
-and gap, number of phases) of one caricatured vendor; :data:`PROFILES` are the four the project
+and gap, number of phases) of one caricatured vendor; :data:`SCANNER_PROFILES` are the four the project
 uses. The tissue classes (:data:`TISSUES`) are the index of every per-tissue table of the renderer.
 """
 
@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-__all__ = ["TISSUES", "ScannerProfile", "PROFILES", "get_profile"]
+__all__ = ["TISSUES", "ScannerProfile", "SCANNER_PROFILES", "get_scanner"]
 
 
 #: Tissue classes of the rendered scene, in the order of the intensity lookup table.
@@ -126,7 +126,7 @@ def _tissues(**values: float) -> dict[str, float]:
 
 
 #: The scanner profiles. All are stylised looks chosen to differ clearly, not measurements.
-PROFILES: dict[str, ScannerProfile] = {
+SCANNER_PROFILES: dict[str, ScannerProfile] = {
     p.name: p
     for p in (
         ScannerProfile(
@@ -254,11 +254,11 @@ PROFILES: dict[str, ScannerProfile] = {
 }
 
 
-def get_profile(name_or_profile: str | ScannerProfile) -> ScannerProfile:
+def get_scanner(name_or_profile: str | ScannerProfile) -> ScannerProfile:
     """Return a scanner profile by name (case-insensitive), or the profile itself.
 
     Args:
-        name_or_profile: a key of :data:`PROFILES` or a :class:`ScannerProfile`.
+        name_or_profile: a key of :data:`SCANNER_PROFILES` or a :class:`ScannerProfile`.
 
     Returns:
         The profile.
@@ -268,7 +268,7 @@ def get_profile(name_or_profile: str | ScannerProfile) -> ScannerProfile:
             neither a string nor a profile.
 
     Example:
-        >>> get_profile("GE").manufacturer
+        >>> get_scanner("GE").manufacturer
         'GE MEDICAL SYSTEMS'
     """
     if isinstance(name_or_profile, ScannerProfile):
@@ -276,6 +276,8 @@ def get_profile(name_or_profile: str | ScannerProfile) -> ScannerProfile:
     if not isinstance(name_or_profile, str):
         raise ValueError(f"`profile` must be a profile name or a ScannerProfile, got {type(name_or_profile).__name__}.")
     key = name_or_profile.strip().lower()
-    if key not in PROFILES:
-        raise ValueError(f"`profile` {name_or_profile!r} is unknown; known profiles: {sorted(PROFILES)}.")
-    return PROFILES[key]
+    if key not in SCANNER_PROFILES:
+        raise ValueError(
+            f"scanner profile {name_or_profile!r} is unknown; known scanner profiles: {sorted(SCANNER_PROFILES)}."
+        )
+    return SCANNER_PROFILES[key]
