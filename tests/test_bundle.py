@@ -131,6 +131,37 @@ def test_pretraining_resumes_after_interruption(pretrained, tmp_path):
     assert all(0.0 <= r["val_slice_dice"] <= 1.0 and "val_mean_dice" not in r for r in curve)
 
 
+def test_a_resumed_run_keeps_the_best_model(pretrained, tmp_path):
+    """The best score travels in checkpoint.pt: after a resume, a worse epoch does not replace model.pt."""
+    root, out = pretrained
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    saved = state["best_checkpoint"]["_saved"]
+    assert len(saved) == 1 and 0.0 <= saved[0][0] <= 1.0  # the first run's best: (score, file)
+    # a record no epoch can beat (Dice <= 1): the resumed epoch must leave model.pt alone
+    state["best_checkpoint"]["_saved"] = [(2.0, saved[0][1])]
+    run_dir = tmp_path / "resume_best"
+    run_dir.mkdir()
+    torch.save(state, run_dir / "checkpoint.pt")
+    marker = {"marker": torch.zeros(1)}
+    torch.save(marker, run_dir / "model.pt")
+    wf = make_workflow(
+        "train",
+        {
+            "dataset_dir": str(root / "sites" / "reference"),
+            "output_dir": str(run_dir),
+            "model_dir": str(run_dir),
+            "max_epochs": 2,
+            "progress": False,
+        },
+    )
+    wf.initialize()
+    wf.run()
+    assert wf.trainer.state.epoch == 2
+    assert set(torch.load(run_dir / "model.pt", weights_only=True)) == {"marker"}
+    after = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert after["best_checkpoint"]["_saved"][0][0] == 2.0
+
+
 def test_lora_override_trains_only_adapters_and_saves_a_plain_model(pretrained, tmp_path):
     root, out = pretrained
     wf = make_workflow(

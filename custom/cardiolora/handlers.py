@@ -37,7 +37,11 @@ class ResumableCheckpoint:
     On ``STARTED`` it loads ``<ckpt_dir>/<name>`` if it exists (network, optimizer and the
     trainer's epoch/iteration), so an interrupted pretraining continues at the next epoch; on
     every ``EPOCH_COMPLETED`` it saves the state atomically, and at ``COMPLETED`` it also writes
-    the plain network weights to `final_path` (what the bundle's inference loads).
+    the plain network weights to `final_path` (what the bundle's inference loads). With
+    `best_checkpoint` (the validator's MONAI ``CheckpointSaver`` of the best model) the saver's
+    best score travels in the checkpoint too, so a resumed run replaces ``model.pt`` only with a
+    better one (without it, MONAI's saver starts with no score and the first validation after a
+    resume would overwrite the best model).
 
     Args:
         ckpt_dir: folder for the checkpoint.
@@ -45,6 +49,7 @@ class ResumableCheckpoint:
         final_path: where to write the network weights at the end (``None``: do not).
         name: checkpoint file name.
         enabled: ``False`` turns the handler off (used when a FLARE client drives the rounds).
+        best_checkpoint: the ``CheckpointSaver`` whose key-metric record to save and restore.
 
     Raises:
         ValueError: if `save_dict` has no ``"model"`` entry.
@@ -57,6 +62,7 @@ class ResumableCheckpoint:
         final_path: str | os.PathLike | None = None,
         name: str = "checkpoint.pt",
         enabled: bool = True,
+        best_checkpoint: Any | None = None,
     ) -> None:
         if "model" not in save_dict:
             raise ValueError(f"`save_dict` must hold a 'model' entry, got keys {sorted(save_dict)}.")
@@ -64,6 +70,13 @@ class ResumableCheckpoint:
         self.save_dict = dict(save_dict)
         self.final_path = Path(final_path) if final_path is not None else None
         self.enabled = enabled
+        # MONAI's CheckpointSaver keeps the best score in an ignite Checkpoint (state_dict: the
+        # saved (score, file) list); None when it does not save by key metric
+        self.best = getattr(best_checkpoint, "_key_metric_checkpoint", None)
+        self.best_dir = Path(getattr(best_checkpoint, "save_dir", ".") or ".")
+        # MONAI's disk saver writes every best model under its fixed `key_metric_filename`
+        saver = getattr(self.best, "save_handler", None)
+        self.best_file = getattr(saver, "filename", None)
 
     def attach(self, engine: Engine) -> None:
         """Register the handler's events on `engine`."""
@@ -85,6 +98,19 @@ class ResumableCheckpoint:
             if key not in state:
                 raise RuntimeError(f"{self.path}: checkpoint lacks '{key}' (has {sorted(state)}).")
             obj.load_state_dict(state[key])
+        if self.best is not None and state.get("best_checkpoint") is not None:
+            record = dict(state["best_checkpoint"])
+            # a best model that is gone (deleted, or the checkpoint copied elsewhere) is no record
+            kept = [
+                (score, name)
+                for score, name in record.get("_saved", [])
+                if (self.best_dir / (self.best_file or name)).is_file()
+            ]
+            if len(kept) < len(record.get("_saved", [])):
+                logger.warning(
+                    "%s: the best model named in the checkpoint is missing; the next validation sets it", self.path
+                )
+            self.best.load_state_dict({**record, "_saved": kept})
         engine.state.epoch = int(state["epoch"])
         engine.state.iteration = int(state["iteration"])
         logger.info("resumed from %s at epoch %d", self.path, engine.state.epoch)
@@ -94,6 +120,8 @@ class ResumableCheckpoint:
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
         state["epoch"] = engine.state.epoch
         state["iteration"] = engine.state.iteration
+        if self.best is not None:
+            state["best_checkpoint"] = self.best.state_dict()
         atomic_torch_save(state, self.path)
 
     def finish(self, engine: Engine) -> None:
