@@ -3,7 +3,8 @@
 ``W = W0 + (alpha / r)·B·A`` for every adapted convolution; sites send the adapter-only state dict
 (:func:`lora_state_dict`), the server turns it into full-size deltas with
 :func:`adapter_delta_from_state`. See :mod:`cardiolora.lora.layers` for the factorisation of
-transposed convolutions and :mod:`cardiolora.lora.model` for the key naming scheme.
+transposed convolutions, :mod:`cardiolora.lora.model` for the key naming scheme and
+:mod:`cardiolora.lora.state` for adapter state dicts without a model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from cardiolora.lora.layers import (
     lora_delta,
 )
 from cardiolora.lora.model import (
-    adapter_delta_from_state,
     base_state_dict,
     inject_lora,
     load_lora_state_dict,
@@ -30,11 +30,11 @@ from cardiolora.lora.model import (
     mark_only_lora_trainable,
     merge_lora,
     reset_lora,
-    state_bytes,
     unmerge_lora,
     unwrap_key,
     wrap_key,
 )
+from cardiolora.lora.state import adapter_delta_from_state, state_bytes
 
 __all__ = [
     "BASE",

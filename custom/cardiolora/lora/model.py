@@ -22,8 +22,7 @@ checked against it. The rank is ``A.shape[0]`` in both cases.
 from __future__ import annotations
 
 import fnmatch
-import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -31,13 +30,11 @@ from torch import nn
 from cardiolora.lora.layers import (
     BASE,
     LORA_A,
-    LORA_B,
-    LORA_B_TRANSPOSED,
     LoRAConv,
     check_rank_alpha_dropout,
     check_supported,
-    lora_delta,
 )
+from cardiolora.lora.state import preview_names, state_bytes
 
 __all__ = [
     "inject_lora",
@@ -53,9 +50,7 @@ __all__ = [
     "unmerge_lora",
     "reset_lora",
     "mark_only_lora_trainable",
-    "adapter_delta_from_state",
     "lora_param_count",
-    "state_bytes",
 ]
 
 _CONV_TYPES: tuple[type[nn.Module], ...] = (
@@ -66,19 +61,7 @@ _CONV_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
-_ADAPTER_SUFFIXES: dict[str, str] = {
-    f".{LORA_A}.weight": LORA_A,
-    f".{LORA_B}.weight": LORA_B,
-    f".{LORA_B_TRANSPOSED}.weight": LORA_B_TRANSPOSED,
-}
 _WILDCARDS = "*?["
-
-
-def _preview(names: Iterable[str], limit: int = 8) -> str:
-    """Comma-separated names, the first `limit` of them, with a count of the rest."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _patterns(value: Sequence[str], arg: str) -> tuple[str, ...]:
@@ -207,7 +190,7 @@ def inject_lora(
         )
     existing = lora_modules(model)
     if existing:
-        raise ValueError(f"`model` already has LoRA adapters ({_preview(existing)}); inject only once.")
+        raise ValueError(f"`model` already has LoRA adapters ({preview_names(existing)}); inject only once.")
 
     all_modules = dict(model.named_modules())
     for pattern in targets:
@@ -224,14 +207,14 @@ def inject_lora(
     if not matched:
         raise ValueError(
             f"No convolution matched `target_modules`={list(targets)} minus `exclude_modules`="
-            f"{list(excludes)}; available: {_preview(convs) or 'none'}."
+            f"{list(excludes)}; available: {preview_names(convs) or 'none'}."
         )
     aliases: dict[int, list[str]] = {}
     for n, m in model.named_modules(remove_duplicate=False):
         aliases.setdefault(id(m), []).append(n)
     for n in matched:
         if len(aliases[id(convs[n])]) > 1:
-            raise ValueError(f"`{n}` is shared under several names ({_preview(aliases[id(convs[n])])}).")
+            raise ValueError(f"`{n}` is shared under several names ({preview_names(aliases[id(convs[n])])}).")
 
     for n in matched:  # validate everything before the first wrapper freezes anything
         check_supported(convs[n], n)
@@ -289,7 +272,7 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     mods = _require_lora(model)
     merged = [n for n, m in mods.items() if m.merged]
     if merged:
-        raise ValueError(f"Adapters {_preview(merged)} are merged; unmerge before loading adapter weights.")
+        raise ValueError(f"Adapters {preview_names(merged)} are merged; unmerge before loading adapter weights.")
     if not isinstance(state, Mapping):
         raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
     expected: dict[str, torch.Tensor] = {}
@@ -301,13 +284,13 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing:
-        problems.append(f"missing keys: {_preview(missing)}")
+        problems.append(f"missing keys: {preview_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_preview(unexpected)}")
+        problems.append(f"unexpected keys: {preview_names(unexpected)}")
     present = [k for k in expected if k in state]
     not_tensor = [k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
     if not_tensor:
-        problems.append(f"not floating-point tensors: {_preview(not_tensor)}")
+        problems.append(f"not floating-point tensors: {preview_names(not_tensor)}")
     tensors = [k for k in present if k not in not_tensor]
     wrong_shape = [
         f"{k} (expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)})"
@@ -315,10 +298,10 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
         if state[k].shape != expected[k].shape
     ]
     if wrong_shape:
-        problems.append(f"wrong shapes: {_preview(wrong_shape)}")
+        problems.append(f"wrong shapes: {preview_names(wrong_shape)}")
     non_finite = [k for k in tensors if not torch.isfinite(state[k]).all()]
     if non_finite:
-        problems.append(f"non-finite values: {_preview(non_finite)}")
+        problems.append(f"non-finite values: {preview_names(non_finite)}")
     if problems:
         raise ValueError("Cannot load the LoRA state dict; " + "; ".join(problems) + ". Nothing was loaded.")
     with torch.no_grad():
@@ -448,11 +431,11 @@ def merge_lora(model: nn.Module, safe: bool = True) -> None:
     mods = _require_lora(model)
     merged = [n for n, m in mods.items() if m.merged]
     if merged:
-        raise ValueError(f"Adapters {_preview(merged)} are already merged.")
+        raise ValueError(f"Adapters {preview_names(merged)} are already merged.")
     if safe:
         bad = [n for n, m in mods.items() if not torch.isfinite(m.merged_weight()).all()]
         if bad:
-            raise ValueError(f"Merging {_preview(bad)} gives non-finite weights; no weight was changed.")
+            raise ValueError(f"Merging {preview_names(bad)} gives non-finite weights; no weight was changed.")
     for m in mods.values():
         m.merge(safe=False)
 
@@ -474,7 +457,7 @@ def unmerge_lora(model: nn.Module) -> None:
     mods = _require_lora(model)
     not_merged = [n for n, m in mods.items() if not m.merged]
     if not_merged:
-        raise ValueError(f"Adapters {_preview(not_merged)} are not merged; nothing to unmerge.")
+        raise ValueError(f"Adapters {preview_names(not_merged)} are not merged; nothing to unmerge.")
     for m in mods.values():
         m.unmerge()
 
@@ -498,130 +481,6 @@ def reset_lora(model: nn.Module) -> None:
     """
     for m in _require_lora(model).values():
         m.reset_adapter()
-
-
-def _check_scaling(value: object, arg: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{arg}` must be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
-def adapter_delta_from_state(
-    state: Mapping[str, torch.Tensor], scaling: float | Mapping[str, float]
-) -> dict[str, torch.Tensor]:
-    """Full-size deltas from an adapter-only state dict, without a model (the server's side).
-
-    For each module ``<name>`` with ``<name>.lora_A.weight`` and either ``<name>.lora_B.weight``
-    (regular conv: A ``[r, in, *k]``, B ``[out, r, 1, ..]``) or ``<name>.lora_B_T.weight``
-    (transposed conv: A ``[r, in, 1, ..]``, B ``[r, out, *k]``)::
-
-        conv:        ΔW[o, i, k] = s · Σ_r B[o, r] · A[r, i, k]
-        transposed:  ΔW[i, o, k] = s · Σ_r A[r, i] · B[r, o, k]
-
-    with ``s = alpha / r`` (Rate-My-LoRA: the server aggregates these full-size deltas, since the
-    ranks differ across sites). The kind comes from the key, not the shapes: the two B layouts
-    coincide in shape for a 1×1 kernel and ``out == r``. The same :func:`lora_delta` as in
-    :meth:`LoRAConv.delta_weight` is used, so the result equals :func:`lora_delta_state_dict`.
-
-    Args:
-        state: adapter-only state dict as made by :func:`lora_state_dict`.
-        scaling: ``alpha / r`` for every module, or ``{module name: alpha / r}`` covering exactly
-            the modules in `state` (see :func:`lora_scalings`).
-
-    Returns:
-        ``{"<name>.weight": ΔW}`` in the order the modules first appear in `state`, on the inputs'
-        device and dtype.
-
-    Raises:
-        ValueError: naming the keys for: keys that are not adapter keys, a module without exactly
-            one A and one B, values that are not floating tensors or not finite, shapes that do not
-            form an adapter (with the shapes), a bad `scaling` or a `scaling` mapping whose modules
-            differ from those of `state`.
-
-    Example:
-        >>> state = {"up.lora_A.weight": torch.ones(2, 3, 1, 1), "up.lora_B_T.weight": torch.ones(2, 5, 2, 2)}
-        >>> adapter_delta_from_state(state, 1.0)["up.weight"].shape
-        torch.Size([3, 5, 2, 2])
-    """
-    if not isinstance(state, Mapping):
-        raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    unknown: list[str] = []
-    for key, value in state.items():
-        for suffix, part in _ADAPTER_SUFFIXES.items():
-            if isinstance(key, str) and key.endswith(suffix) and len(key) > len(suffix):
-                parts.setdefault(key[: -len(suffix)], {})[part] = value
-                break
-        else:
-            unknown.append(str(key))
-    if unknown:
-        raise ValueError(
-            f"`state` has keys that are not adapter keys (<name>.lora_A.weight, <name>.lora_B.weight, "
-            f"<name>.lora_B_T.weight): {_preview(unknown)}."
-        )
-    if not parts:
-        raise ValueError("`state` holds no adapter.")
-    incomplete = [n for n, p in parts.items() if LORA_A not in p or (LORA_B in p) == (LORA_B_TRANSPOSED in p)]
-    if incomplete:
-        raise ValueError(f"`state`: modules without exactly one A and one B: {_preview(incomplete)}.")
-    bad_values = [
-        k
-        for k, v in state.items()
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point() or not torch.isfinite(v).all()
-    ]
-    if bad_values:
-        raise ValueError(f"`state`: not finite floating-point tensors: {_preview(bad_values)}.")
-
-    if isinstance(scaling, Mapping):
-        extra = [str(n) for n in scaling if n not in parts]
-        absent = [n for n in parts if n not in scaling]
-        if extra or absent:
-            raise ValueError(
-                f"`scaling` must name exactly the modules of `state`; missing: {_preview(absent) or 'none'}; "
-                f"unexpected: {_preview(extra) or 'none'}."
-            )
-        scales = {n: _check_scaling(scaling[n], f"scaling[{n!r}]") for n in parts}
-    else:
-        s = _check_scaling(scaling, "scaling")
-        scales = dict.fromkeys(parts, s)
-
-    out: dict[str, torch.Tensor] = {}
-    for name, p in parts.items():
-        transposed = LORA_B_TRANSPOSED in p
-        b_part = LORA_B_TRANSPOSED if transposed else LORA_B
-        try:
-            delta = lora_delta(p[LORA_A], p[b_part], scales[name], transposed)
-        except ValueError as err:
-            raise ValueError(f"`state`: `{name}.{LORA_A}.weight` and `{name}.{b_part}.weight`: {err}") from err
-        out[f"{name}.weight"] = delta
-    return out
-
-
-def state_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> int:
-    """Bytes of the tensors of a state dict: ``Σ numel · itemsize``.
-
-    Args:
-        state: ``{key: tensor}``.
-        dtype: if given, floating-point tensors are counted at this dtype's size (e.g.
-            ``torch.float32`` for "fp32 bytes"); other tensors at their own size.
-
-    Returns:
-        The number of bytes of the raw tensor data (no container overhead).
-
-    Raises:
-        ValueError: naming the keys whose values are not tensors.
-
-    Example:
-        >>> state_bytes({"w": torch.zeros(2, 3, dtype=torch.float16)}, dtype=torch.float32)
-        24
-    """
-    not_tensor = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if not_tensor:
-        raise ValueError(f"`state`: values are not tensors for keys {_preview(not_tensor)}.")
-    size = torch.tensor([], dtype=dtype).element_size() if dtype is not None else None
-    return sum(
-        v.numel() * (size if size is not None and v.is_floating_point() else v.element_size()) for v in state.values()
-    )
 
 
 def lora_param_count(model: nn.Module) -> dict[str, int | float]:
