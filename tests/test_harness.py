@@ -72,9 +72,11 @@ def test_render_markdown():
             "rate_my_lora": tables.fedavg_bandwidth(2_000_000, ["site-1"], 2),
             "centralised": {"site-1": None},
         },
+        "seconds": {"rate_my_lora": {"0": 90.0, "1": None}},
         "curves": "curves.png",
     }
     md = tables.render_markdown(summary)
+    assert "| method | seed 0 | seed 1 |" in md and "| Rate-My-LoRA | 1.5 | — |" in md  # wall time, minutes
     assert md.startswith("`.venv/bin/python benchmarks/compare.py --source phantoms` (x86_64, 2 CPU cores):")
     assert "| Rate-My-LoRA | 0.910 ± 0.010 |" in md
     assert "| Local only (LoRA) | 0.800 |" in md  # one seed: no ± part

@@ -145,6 +145,7 @@ def run_comparison(
     rating: dict = {}
     bandwidth: dict = {}
     histories: dict = {}
+    seconds: dict = {}
     for seed in seeds:
         for method in methods:
             folder = workdir / f"seed{seed}" / method
@@ -162,6 +163,7 @@ def run_comparison(
             _check_reusable(folder, method, seed)
             res = reuse_or_run(folder, fn)
             results[method][str(seed)] = res["matrix"]
+            seconds.setdefault(method, {})[str(seed)] = res.get("seconds")
             per_case.setdefault(method, {})[str(seed)] = _per_case(folder, method, res, sites_root, sites, profile)
             if method == "rate_my_lora" and res.get("history"):
                 rating[str(seed)] = rating_events(res["history"])
@@ -183,6 +185,7 @@ def run_comparison(
         "in_client": in_client_table(results),
         "cross_client": cross_client_table(results),
         "bandwidth": bandwidth,
+        "seconds": seconds,
         "raw": results,
         **paired_summary(per_case, rating),
         "curves": str(curves) if curves else None,

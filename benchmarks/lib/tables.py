@@ -196,12 +196,43 @@ def _mb(x: float | None) -> str:
     return "—" if x is None else f"{x / 1e6:.2f} MB"
 
 
+def _wall_time_lines(seconds: Mapping[str, Mapping[str, float | None]], seeds: Sequence[int]) -> list[str]:
+    """Markdown rows of the wall time of each method run, in minutes, one column per seed.
+
+    Args:
+        seconds: ``{method: {seed (str): seconds or None}}`` (the ``seconds`` of each run's ``done.json``).
+        seeds: the seeds, in column order.
+
+    Returns:
+        The lines (empty when no run recorded its time).
+    """
+    if not any(v for per in seconds.values() for v in per.values()):
+        return []
+    lines = [
+        "",
+        "**Wall time** (minutes per run as recorded in its `done.json`, on this machine; runs share the "
+        "2 cores with whatever else ran then, so compare within a seed, not across seeds):",
+        "",
+        "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    for method in [m for m in METHODS if m in seconds] + [m for m in seconds if m not in METHODS]:
+        cells = [seconds[method].get(str(s)) for s in seeds]
+        lines.append(
+            f"| {METHOD_TITLES.get(method, method)} | "
+            + " | ".join("—" if c is None else f"{c / 60:.1f}" for c in cells)
+            + " |"
+        )
+    return lines
+
+
 def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> str:
     """Markdown of a comparison: command, machine line, Table 1, Table 2, bandwidth, curves.
 
     Args:
         summary: ``{"command", "machine", "source", "seeds", "rounds", "profile", "in_client",
-            "cross_client", "bandwidth": {method: {site: ...}}, "curves": png name or None,
+            "cross_client", "bandwidth": {method: {site: ...}}, "seconds": {method: {seed: s}},
+            "curves": png name or None,
             "notes": [str]}``.
         metrics: metrics in the tables.
 
@@ -240,6 +271,7 @@ def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_M
                 f"| {METHOD_TITLES[method]} | {site} | {_mb(b['up_per_round'])} | {_mb(b['down_per_round'])} | "
                 f"{_mb(b['up_total'])} | {_mb(b['down_total'])} |"
             )
+    lines += _wall_time_lines(summary.get("seconds") or {}, seeds)
     if summary.get("curves"):
         lines += ["", f"Per-round curves (validation Dice P_t per site, λ_t, w_t(c)): `{summary['curves']}`."]
     for note in summary.get("notes", []):
