@@ -17,6 +17,7 @@ from ignite.metrics import Metric
 
 from cardiolora.atomic import atomic_torch_save, write_json
 from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
+from cardiolora.plotting import pyplot
 
 __all__ = [
     "ResumableCheckpoint",
@@ -220,10 +221,7 @@ class MetricCurve:
 
 def plot_curve(history: list[dict], metric_name: str, path: Path) -> None:
     """Draw a metric (and train loss when present) against epochs into `path` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)

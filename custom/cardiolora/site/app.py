@@ -44,16 +44,14 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cardiolora.atomic import write_json
 from cardiolora.errors import InputError
 from cardiolora.site.outputs import report_row
 from cardiolora.site.report import now_iso, software_versions, write_csv
 from cardiolora.site.studies import StudyInput, find_studies
-
-if TYPE_CHECKING:
-    from cardiolora.site.workflow import StudyWorkflow
+from cardiolora.site.workflow import StudyWorkflow
 
 __all__ = [
     "EXIT_BAD_INPUT",

@@ -21,8 +21,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import highdicom
+import monai
+import nibabel
 import numpy as np
+import pydicom
+import torch
 
+import cardiolora
 from cardiolora.atomic import atomic_write_text, jsonable
 from cardiolora.clinical import INDEXED_KEYS, MEASURE_KEYS
 
@@ -54,14 +60,6 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 def software_versions() -> dict[str, str]:
     """Versions of the software that made a report (cardiolora and what it runs on)."""
-    import highdicom
-    import monai
-    import nibabel
-    import pydicom
-    import torch
-
-    import cardiolora
-
     return {
         "cardiolora": cardiolora.__version__,
         "python": platform.python_version(),
