@@ -289,7 +289,7 @@ class RateMyLoRAController(SiteExchangeController):
         degraded = rml.degraded_sites(self.scores, current)
         self.weights = rml.apply_coefficients(self.weights, accepted, scalings, coefficients)
         self.checksum = rml.state_checksum(self.weights)
-        self.ledger.rated(self.scores, current, ratings, coefficients)
+        self.ledger.record_ratings(self.scores, current, ratings, coefficients)
         self.scores.update(current)
         self.pending_merge = {Meta.ROUND: t, Meta.COEFFICIENTS: coefficients, Meta.SCALINGS: scalings}
         self.ledger.current.update({"checksum": self.checksum, "degraded": degraded})

@@ -88,7 +88,7 @@ class RunLedger:
         self.received_keys.setdefault(site, [])
         self.received_keys[site] = sorted(set(self.received_keys[site]) | set(map(str, keys)))
 
-    def rated(
+    def record_ratings(
         self,
         previous: Mapping[str, float],
         current: Mapping[str, float],
