@@ -20,6 +20,8 @@ from torch import nn
 
 import cardiolora.fl.rml as rml
 from cardiolora.fl.controller import RateMyLoRAController
+from cardiolora.fl.cross_eval import write_cross_site_table
+from cardiolora.fl.ledger import RunLedger
 from cardiolora.fl.protocol import Meta, Task, is_adapter_key, to_numpy
 from cardiolora.fl.site_runner import SiteRunner
 from cardiolora.lora import inject_lora, lora_scalings, lora_state_dict, reset_lora
@@ -362,3 +364,33 @@ def test_resume_refuses_another_configuration(tmp_path):
 def test_controller_arguments_are_checked(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
         RateMyLoRAController(**kwargs)
+
+
+def test_ledger_times_each_record_and_records_the_ratings():
+    ledger = RunLedger()
+    ledger.open({"round": 1, "lambda": 0.2, "sites": {}})
+    # Eq. 1: a degraded, b improved -> b rated 1 - λ; only b's adapter was merged
+    ledger.record_ratings({"a": 0.5, "b": 0.5}, {"a": 0.4, "b": 0.6}, {"b": 0.8}, {"b": 0.4})
+    ledger.close()
+    rec = ledger.current
+    assert isinstance(rec["seconds"], float) and rec["seconds"] >= 0
+    assert rec["sites"]["a"] == {"bytes_up": 0, "bytes_down": 0, "previous_score": 0.5, "score": 0.4}
+    assert rec["sites"]["b"]["rating"] == 0.8 and rec["sites"]["b"]["coefficient"] == 0.4
+    bytes_ = {(f"bytes_{d}/{s}", 0, 1) for d in ("up", "down") for s in "ab"}
+    assert set(ledger.scalars()) == {
+        ("lambda", 0.2, 1),
+        ("score/a", 0.4, 1),
+        ("score/b", 0.6, 1),
+        ("rating/b", 0.8, 1),
+        ("coefficient/b", 0.4, 1),
+        *bytes_,
+    }  # TensorBoard: no previous_score
+
+
+def test_cross_site_table_names_an_evaluator_without_a_table(tmp_path):
+    entry = {"n_cases": 2, "summary": {"mean": {"dice": {"mean": 0.9, "std": 0.0, "n": 2}}}}
+    said: list[str] = []
+    path = write_cross_site_table({"a": {"global": entry, "a": entry}, "b": None}, tmp_path, warn=said.append)
+    assert said == ["b: `cross_eval` gave no `models` table."]
+    table = json.loads(path.read_text())
+    assert path.name == "cross_site_eval.json" and set(table["global"]) == {"a"} and table["in_client"]["a"] == entry

@@ -273,8 +273,6 @@ def test_job_seed_reaches_the_site_training(name, tmp_path, monkeypatch):
 
 
 def test_bundle_backend_passes_the_job_seed_to_the_bundle(tmp_path, monkeypatch):
-    import cardiolora.bundle
-
     class _Workflow:
         def __init__(self, overrides):
             self.overrides = dict(overrides)
@@ -283,7 +281,7 @@ def test_bundle_backend_passes_the_job_seed_to_the_bundle(tmp_path, monkeypatch)
         def initialize(self):
             pass
 
-    monkeypatch.setattr(cardiolora.bundle, "make_workflow", lambda kind, overrides: _Workflow(overrides))
+    monkeypatch.setattr(site_runner, "make_workflow", lambda kind, overrides: _Workflow(overrides))
     cfg = SiteConfig(path=tmp_path / "c.json", site="site-1", dataset_dir=_datalist(tmp_path / "d"))
     assert site_runner.BundleBackend(cfg, "quick", tmp_path)._workflow("lora", 4).overrides["seed"] == 0
     wf = site_runner.BundleBackend(cfg, "quick", tmp_path, seed=7)._workflow("lora", 4)

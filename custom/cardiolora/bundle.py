@@ -15,6 +15,7 @@ from typing import Any
 from monai.bundle import ConfigWorkflow
 
 from cardiolora.paths import bundle_dir
+from cardiolora.profiles import get_profile
 
 __all__ = ["config_files", "profile_configs", "make_workflow", "run_workflow"]
 
@@ -65,8 +66,6 @@ def profile_configs(kind: str, profile: Any, bundle: str | os.PathLike | None = 
     Raises:
         ValueError: if `profile` is a string naming no known profile.
     """
-    from cardiolora.profiles import get_profile
-
     if kind not in ("train", "lora") or not isinstance(profile, str):
         return []
     prof = get_profile(profile)

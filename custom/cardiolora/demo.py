@@ -19,11 +19,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import torch
+
+from cardiolora.bundle import run_workflow
+from cardiolora.data.dataset import load_datalist
+from cardiolora.data.generate import DEFAULT_SITES, generate_sites, subject_seed
+from cardiolora.data.phantom import make_subject
+from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
+from cardiolora.evaluation import evaluate_records
+from cardiolora.fl.run import run_simulation
+from cardiolora.labels import STRUCTURE_NAMES
+from cardiolora.metrics import dice
+from cardiolora.networks import load_weights, lora_unet
+from cardiolora.site.app import run_segment
+from cardiolora.site.workflow import load_workflow
 
 __all__ = ["run_demo"]
 
@@ -94,10 +110,6 @@ def demo_study(folder: Path, site: str = DEMO_SITE, seed: int = 0, n_phases: int
     Raises:
         ValueError: if `site` is not a default site.
     """
-    from cardiolora.data.generate import DEFAULT_SITES, subject_seed
-    from cardiolora.data.phantom import make_subject
-    from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
-
     names = [s.name for s in DEFAULT_SITES]
     if site not in names:
         raise ValueError(f"`site` must be one of {names}, got {site!r}.")
@@ -110,8 +122,6 @@ def demo_study(folder: Path, site: str = DEMO_SITE, seed: int = 0, n_phases: int
     done = out / ".complete"
     if not done.is_file():
         if out.exists():  # an interrupted write: the study is deterministic, make it again
-            import shutil
-
             shutil.rmtree(out)
         files = write_dicom_cine(study, out / "SA", uid_seed=f"demo-{seed}-{sid}")
         lax = min(3, study.n_phases)
@@ -144,13 +154,6 @@ def site_inference(
     Raises:
         RuntimeError: if the site application did not produce the study's output (its reason).
     """
-    import nibabel as nib
-
-    from cardiolora.labels import STRUCTURE_NAMES
-    from cardiolora.metrics import dice
-    from cardiolora.site.app import run_segment
-    from cardiolora.site.workflow import load_workflow
-
     study_dir, study = demo_study(Path(workdir) / "site_study", site, n_phases=n_phases)
     out_root = Path(workdir) / "site_inference"
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied DICOM module
@@ -216,14 +219,6 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
         ``{"phantoms", "pretrain", "base_dice": {site: mean Dice}, "after": {site: {"global",
         "personalised"}}, "fl_results", "site_inference": (see :func:`site_inference`), "seconds"}``.
     """
-    import torch
-
-    from cardiolora.bundle import run_workflow
-    from cardiolora.data.dataset import load_datalist
-    from cardiolora.data.generate import DEFAULT_SITES, generate_sites
-    from cardiolora.evaluation import evaluate_records
-    from cardiolora.networks import load_weights, lora_unet
-
     workdir = Path(workdir).resolve()
     t0 = time.time()
     _stage("1/5 phantom sites")
@@ -264,8 +259,6 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
         base[name] = sum(r["case_dice"] for r in rows) / len(rows)
         print(f"  {name:10s} mean case Dice {base[name]:.3f} ({len(rows)} test cases)")
     _stage(f"4/5 Rate-My-LoRA in the FLARE simulator ({len(FL_SITES)} sites, {rounds} rounds)")
-    from cardiolora.fl.run import run_simulation
-
     fl_dir = workdir / "fl"
     results = fl_dir / "results" / "rate_my_lora"
     if (results / "cross_site_eval.json").is_file():

@@ -15,8 +15,9 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
-from cardiolora.atomic import atomic_torch_save
+from cardiolora.atomic import atomic_torch_save, write_json
 from cardiolora.labels import STRUCTURE_NAMES, STRUCTURES
+from cardiolora.plotting import pyplot
 
 __all__ = [
     "ResumableCheckpoint",
@@ -214,19 +215,13 @@ class MetricCurve:
         if isinstance(out, Mapping) and "loss" in out:
             row["train_loss"] = float(out["loss"])
         history = [r for r in self._history() if r["epoch"] != row["epoch"]] + [row]
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.json_path.with_name(self.json_path.name + ".tmp")
-        tmp.write_text(json.dumps(history, indent=1))
-        os.replace(tmp, self.json_path)
+        write_json(history, self.json_path, indent=1)
         plot_curve(history, self.metric_name, self.png_path)
 
 
 def plot_curve(history: list[dict], metric_name: str, path: Path) -> None:
     """Draw a metric (and train loss when present) against epochs into `path` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.bundle import ConfigParser
 
-from cardiolora.lora import inject_lora
+from cardiolora.lora import base_state_dict, inject_lora, lora_delta_state_dict, lora_modules, wrap_key
 from cardiolora.paths import bundle_dir
 from cardiolora.profiles import BASE_CONFIG, Profile, get_profile
 
@@ -192,8 +192,6 @@ def load_weights(network: torch.nn.Module, path_or_state: str | os.PathLike | Ma
         ValueError: if base keys are missing or unexpected or shapes differ (the keys are named,
             with the file when a path was given).
     """
-    from cardiolora.lora import lora_modules, wrap_key
-
     where = str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "state dict"
     state = read_state_dict(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else dict(path_or_state)
     names = set(lora_modules(network))
@@ -225,8 +223,6 @@ def plain_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     Returns:
         Detached CPU tensors keyed as in the plain MONAI ``UNet``.
     """
-    from cardiolora.lora import base_state_dict, lora_modules
-
     if lora_modules(network):
         return base_state_dict(network)
     return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -250,8 +246,6 @@ class ExportView:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Plain-keyed weights with adapters folded in."""
-        from cardiolora.lora import lora_delta_state_dict, lora_modules
-
         state = plain_state_dict(self.network)
         if lora_modules(self.network) and not any(m.merged for m in lora_modules(self.network).values()):
             for key, delta in lora_delta_state_dict(self.network).items():

@@ -26,14 +26,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cardiolora.atomic import write_json
 from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.dataset import DATALIST_NAME, write_datalist
 from cardiolora.data.mnms2 import write_mnms2
+from cardiolora.data.phantom import SCANNER_PROFILES, make_subject
 from cardiolora.data.splits import split_records
 from cardiolora.data.truth import write_truth
+from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
+from cardiolora.plotting import pyplot
 
 __all__ = ["SiteSpec", "DEFAULT_SITES", "subject_seed", "generate_sites", "montage", "site_datalist"]
 
@@ -80,8 +84,6 @@ def subject_seed(seed: int, site_index: int, subject_index: int) -> int:
 
 
 def _check_sites(sites: Sequence[SiteSpec]) -> None:
-    from cardiolora.data.phantom import SCANNER_PROFILES
-
     names = [s.name for s in sites]
     if not sites:
         raise ValueError("`sites` is empty.")
@@ -121,11 +123,6 @@ def generate_sites(
         ValueError: if the site list is invalid, or `out_dir` holds a generation made with other
             settings (the message names the manifest and the differing settings).
     """
-    from tqdm.auto import tqdm
-
-    from cardiolora.data.phantom import make_subject
-    from cardiolora.dicom.mr_writer import write_dicom_cine, write_dicom_localizers
-
     _check_sites(sites)
     out = Path(out_dir)
     settings = {
@@ -279,10 +276,7 @@ def montage(
     Raises:
         ValueError: if `studies` is empty or a site has no study.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not studies or any(len(v) == 0 for v in studies.values()):
         raise ValueError("`studies` must map every site to at least one study.")

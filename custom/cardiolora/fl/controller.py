@@ -1,54 +1,48 @@
 """The Rate-My-LoRA server workflow for NVIDIA FLARE 2.9 (He et al., arXiv 2501.03223, Alg. 1).
 
 :class:`RateMyLoRAController` is a ``ModelController`` with its own ``run()`` (in FLARE 2.9 the
-``aggregate()`` hook of ``FedAvg`` is never called, so the rating cannot live there). The
-mathematics is in :mod:`cardiolora.fl.rml`, the exchange with the sites (sending, dropped sites,
-checksums, adapter checks) in :class:`cardiolora.fl.exchange.SiteExchangeController`; this module
-sequences the tasks:
+``aggregate()`` hook of ``FedAvg`` is never called, so the rating cannot live there). This module
+only sequences the tasks; the rest lives apart: the mathematics in :mod:`cardiolora.fl.rml`; the
+exchange with the sites (sending, dropped sites, checksums and re-synchronisation, adapter and
+answer checks) in :class:`cardiolora.fl.exchange.SiteExchangeController`; the resumable state in
+:mod:`cardiolora.fl.state`; the per-site ledger (bytes, history, TensorBoard scalars,
+``rml_history.json`` / ``rml_curves.png``) in :mod:`cardiolora.fl.ledger`; the cross-site table
+in :mod:`cardiolora.fl.cross_eval`.
 
 0. ``init`` — send ``W`` (``W_0`` from the persistor, or the persisted ``W_t`` on resume) to every
    site; get ``|D_c|``, ``P_0^c`` and the checksum of the loaded ``W``. Ranks
    ``r_c = rank_for_dataset_size(|D_c|, max |D|)`` are fixed here (and kept on resume).
 1. per round ``t``: ``train`` (carries the merge of round ``t-1``: coefficients and scalings,
    no tensor) → each site's adapter, ``|D_c|``, train loss and the checksum of its ``W_{t-1}``.
-   A checksum that differs from the server's is logged as an error; the site's adapter is
-   rejected this round and the site is re-synchronised with a ``sync`` task (full ``W_{t-1}``);
-   if its checksum still differs, the job stops. Adapters are validated
-   (:func:`cardiolora.fl.rml.validate_adapter`); a bad one is rejected with the reason logged
-   and the round goes on without it. If every adapter is rejected, ``W`` stays as it is.
+   A site whose checksum differs is re-synchronised and its adapter is not used this round; a bad
+   adapter (:func:`cardiolora.fl.rml.validate_adapter`) is rejected with the reason logged and the
+   round goes on without it. If every adapter is rejected, ``W`` stays as it is.
 2. ``validate`` — all accepted adapters + equal-rating coefficients ``|D_c|/Σ|D|`` → ``P_t^c``.
 3. Eq. 1 (:func:`~cardiolora.fl.rml.rate_sites`) and Eq. 2 on the server's ``W``; the
    coefficients ``w_t(c)|D_c|/Σ|D|`` go to the sites with the next task, which apply the same
    merge to their own copy.
 4. ``λ ← 0.95 λ``; the state (round, λ, previous scores, ``W_t``, ranks, sizes, history) is saved
-   to ``<state_dir>/<state_name>/state.pt`` (:mod:`cardiolora.fl.state`) and the round's numbers
-   (:class:`cardiolora.fl.ledger.RunLedger`) to TensorBoard (FLARE's analytics events →
-   ``TBAnalyticsReceiver``), ``rml_history.json`` and ``rml_curves.png``.
+   to ``<state_dir>/<state_name>/state.pt`` and the round's numbers to TensorBoard (FLARE's
+   analytics events → ``TBAnalyticsReceiver``), ``rml_history.json`` and ``rml_curves.png``.
 
 After round ``T``: ``finalize`` (merge round ``T``; each site saves ``W_T`` and a personalised
 model after one more local epoch, and returns its personal adapter) and ``cross_eval`` (every
 site scores ``W_T`` and every personalised model — shipped as adapters relative to ``W_T`` — on its
-test split: Dice, VOE, HD, HD95, ASSD), saved as ``cross_site_eval.json`` in the run folder
-(:func:`cardiolora.fl.cross_eval.cross_site_table`).
+test split: Dice, VOE, HD, HD95, ASSD), saved as ``cross_site_eval.json`` in the run folder.
 
-Dropped sites (:mod:`cardiolora.fl.exchange`): a site that does not answer in time (or answers
-with an error) is dropped for the rest of the job; if fewer than ``min_clients`` sites remain, the
-job stops — the state of the last completed round is on disk, and submitting the job again
-resumes from it.
+A job that stops (too few sites left, a server crash) keeps the state of its last completed round
+on disk; submitting the job again resumes from it.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 
-from cardiolora.atomic import write_json
 from cardiolora.fl import rml, state
-from cardiolora.fl.cross_eval import CROSS_EVAL_FILE, cross_site_table
+from cardiolora.fl.cross_eval import write_cross_site_table
 from cardiolora.fl.exchange import SiteExchangeController
 from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, Meta, Task, to_numpy, to_torch
 from cardiolora.networks import rank_for_dataset_size
@@ -150,30 +144,22 @@ class RateMyLoRAController(SiteExchangeController):
         self.sizes: dict[str, int] = {}
         self.scores: dict[str, float] = {}
         self.pending_merge: dict | None = None
-        self._t0 = time.monotonic()
 
     @property
     def method(self) -> str:
         """``"rate_my_lora"`` or ``"fedpetuning"`` (λ_0 = 0)."""
         return "fedpetuning" if self.lambda0 == 0 else "rate_my_lora"
 
-    # ------------------------------------------------------------------ state
-    def _fingerprint(self) -> dict:
-        return {
-            "profile": self.profile,
-            "lambda0": self.lambda0,
-            "decay": self.decay,
-            "ranks": list(self.ranks),
-            "rank_threshold": self.rank_threshold,
-            "method": self.method,
-        }
+    def _config(self) -> dict:
+        """What a saved state must share with this job to be resumed (:func:`cardiolora.fl.state.run_config`)."""
+        return state.run_config(self.profile, self.lambda0, self.decay, self.ranks, self.rank_threshold, self.method)
 
-    def save_state(self, status: str) -> Path:
-        """Persist the server state atomically to ``<state_dir>/state.pt`` (:func:`cardiolora.fl.state.save_state`)."""
-        return state.save_state(
+    def save_state(self, status: str) -> None:
+        """Persist round, ``W_t``, sizes, ranks, scores and history (:func:`cardiolora.fl.state.save_state`)."""
+        state.save_state(
             self.state_dir(),
             status,
-            self._fingerprint(),
+            self._config(),
             self.round,
             self.weights,
             self.checksum,
@@ -183,17 +169,8 @@ class RateMyLoRAController(SiteExchangeController):
             self.ledger.rounds,
         )
 
-    def load_state(self) -> dict | None:
-        """The state to resume from, or None (:func:`cardiolora.fl.state.load_state`).
-
-        Raises:
-            RuntimeError: naming the file and the field if the state belongs to another configuration.
-        """
-        return state.load_state(self.state_dir(), self._fingerprint(), log=self.info)
-
-    # ------------------------------------------------------------------ outputs
     def _write_outputs(self, final: bool = False) -> None:
-        """``rml_history.json`` every time; ``rml_curves.png`` at the end and at most once a minute in between."""
+        """``rml_history.json`` and ``rml_curves.png`` (:meth:`cardiolora.fl.ledger.RunLedger.write`)."""
         header = {
             "method": self.method,
             "profile": self.profile,
@@ -202,8 +179,7 @@ class RateMyLoRAController(SiteExchangeController):
             "ranks": self.site_ranks,
             "sizes": self.sizes,
         }
-        title = f"{self.method} ({self.profile})"
-        self.ledger.write(self.output_dir(), header, title, final=final, warn=self.warning)
+        self.ledger.write(self.output_dir(), header, f"{self.method} ({self.profile})", final=final, warn=self.warning)
 
     # ------------------------------------------------------------------ the workflow
     def run(self) -> None:
@@ -218,9 +194,8 @@ class RateMyLoRAController(SiteExchangeController):
             raise
 
     def _run(self) -> None:
-        self._saved_round = 0
         self.info(f"{self.method}: {self.num_rounds} rounds, λ_0 = {self.lambda0}, profile {self.profile}")
-        saved = self.load_state()
+        saved = state.load_state(self.state_dir(), self._config(), log=self.info)
         if saved is None:
             model = self.load_model()
             if model is None or not model.params:
@@ -228,11 +203,8 @@ class RateMyLoRAController(SiteExchangeController):
             self.weights = to_torch(model.params)
             self.round = 0
         else:
-            self.weights = saved["weights"]
-            self.round = int(saved["round"])
-            self.sizes = dict(saved["sizes"])
-            self.site_ranks = dict(saved["ranks"])
-            self.scores = dict(saved["scores"])
+            self.weights, self.round = saved["weights"], int(saved["round"])
+            self.sizes, self.site_ranks, self.scores = dict(saved["sizes"]), dict(saved["ranks"]), dict(saved["scores"])
             self.ledger.rounds = list(saved["history"])
             self.info(
                 f"resuming after round {self.round} from {self.state_dir()} (W checksum {saved['checksum'][:12]})"
@@ -253,35 +225,18 @@ class RateMyLoRAController(SiteExchangeController):
         self.info(f"{self.method} finished; outputs in {self.output_dir()}")
 
     def _init(self, resumed: bool) -> None:
-        t0 = time.monotonic()
-        self.ledger.open(
-            {
-                "round": self.round,
-                "lambda": None,
-                "checksum": self.checksum,
-                "task": "init",
-                "resumed": resumed,
-                "sites": {},
-            }
-        )
+        """Send ``W``; fix the ranks from the dataset sizes; record ``P_0^c``."""
+        record = {"round": self.round, "lambda": None, "checksum": self.checksum, "task": "init", "resumed": resumed}
+        self.ledger.open({**record, "sites": {}})
         results = self._send(Task.INIT, self._model(to_numpy(self.weights)), list(self.active))
         mismatched = self._verify(results, Task.INIT)
         self._resync(mismatched)
-        sizes = {}
-        for site, r in results.items():
-            n = (r.meta or {}).get(Meta.N_CASES)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                self.warning(f"{site}: `init` gave |D_c| = {n!r}, expected a positive int; the site is dropped.")
-                self.active.remove(site)
-                continue
-            sizes[site] = n
-            score = None if site in mismatched else self._finite_metric(r, Meta.SCORE)
-            rec = self.ledger.site(site)
-            rec.update({"n_cases": n, "score": score})
+        sizes = self._dataset_sizes(results)
+        for site, n in sizes.items():
+            score = None if site in mismatched else self._finite_metric(results[site], Meta.SCORE)
+            self.ledger.site(site).update({"n_cases": n, "score": score})
             if score is not None and (not resumed or site not in self.scores):
                 self.scores[site] = score  # P_0^c (kept from the saved run when resuming)
-        if not sizes:
-            raise RuntimeError("no site answered `init` with its dataset size.")
         self.sizes.update(sizes)
         largest = max(self.sizes.values())
         for site, n in sizes.items():
@@ -289,20 +244,17 @@ class RateMyLoRAController(SiteExchangeController):
                 self.site_ranks[site] = rank_for_dataset_size(n, largest, tuple(self.ranks), self.rank_threshold)
             self.ledger.site(site)["rank"] = self.site_ranks[site]
         self.info(f"init: |D| {sizes}, ranks {self.site_ranks}, P {self.scores}")
-        self.ledger.current["seconds"] = round(time.monotonic() - t0, 3)
+        self.ledger.close()
         self._write_outputs()
         self._track_round()
 
     def _round(self, t: int) -> None:
+        """Train → validate the equal-rating candidate → Eq. 1 and Eq. 2 → save."""
         lam = rml.lambda_at_round(self.lambda0, t, self.decay)
-        self._t0 = time.monotonic()
         self.ledger.open({"round": t, "lambda": lam, "sites": {}})
         # 1. train (with the merge of round t-1)
-        model = self._model(
-            None,
-            **{Meta.RANKS: dict(self.site_ranks), Meta.LOCAL_EPOCHS: self.local_epochs, Meta.MERGE: self.pending_merge},
-        )
-        results = self._send(Task.TRAIN, model, list(self.active))
+        meta = {Meta.RANKS: dict(self.site_ranks), Meta.LOCAL_EPOCHS: self.local_epochs, Meta.MERGE: self.pending_merge}
+        results = self._send(Task.TRAIN, self._model(None, **meta), list(self.active))
         mismatched = self._verify(results, Task.TRAIN)
         for site in mismatched:
             results.pop(site)
@@ -310,10 +262,10 @@ class RateMyLoRAController(SiteExchangeController):
         self._resync(mismatched)
         self.pending_merge = None  # every active site now holds W_{t-1}
         for site, r in results.items():
-            rec = self.ledger.site(site)
-            rec["rank"] = self.site_ranks.get(site)
-            rec["n_cases"] = self.sizes.get(site)
-            rec["train_loss"] = self._finite_metric(r, Meta.TRAIN_LOSS)
+            loss = self._finite_metric(r, Meta.TRAIN_LOSS)
+            self.ledger.site(site).update(
+                {"rank": self.site_ranks.get(site), "n_cases": self.sizes.get(site), "train_loss": loss}
+            )
             n = (r.meta or {}).get(Meta.N_CASES)
             if n != self.sizes.get(site):
                 self.warning(
@@ -328,32 +280,16 @@ class RateMyLoRAController(SiteExchangeController):
         sizes = {s: self.sizes[s] for s in accepted}
         scalings = {s: self.reference.scaling(self.site_ranks[s]) for s in accepted}
         # 2. validate the equal-rating candidate at every site
-        cand = rml.candidate_coefficients(sizes)
-        val = self._send(
-            Task.VALIDATE,
-            self._model(self._adapters_down(accepted), **{Meta.COEFFICIENTS: cand, Meta.SCALINGS: scalings}),
-            list(self.active),
-        )
-        current: dict[str, float] = {}
-        for site, r in val.items():
-            score = self._finite_metric(r, Meta.SCORE)
-            if score is None:
-                self.warning(f"{site}: `validate` gave no finite score ({(r.metrics or {}).get(Meta.SCORE)!r}).")
-                continue
-            current[site] = score
+        cand = {Meta.COEFFICIENTS: rml.candidate_coefficients(sizes), Meta.SCALINGS: scalings}
+        val = self._send(Task.VALIDATE, self._model(self._adapters_down(accepted), **cand), list(self.active))
+        current = self._scores(val, Task.VALIDATE)
         # 3. Eq. 1 and Eq. 2
         ratings = rml.rate_sites(self.scores, current, lam, sites=list(accepted))
         coefficients = rml.merge_coefficients(sizes, ratings)
         degraded = rml.degraded_sites(self.scores, current)
         self.weights = rml.apply_coefficients(self.weights, accepted, scalings, coefficients)
         self.checksum = rml.state_checksum(self.weights)
-        for site in set(current) | set(accepted):
-            rec = self.ledger.site(site)
-            rec["previous_score"] = self.scores.get(site)
-            rec["score"] = current.get(site)
-            if site in accepted:
-                rec["rating"] = ratings[site]
-                rec["coefficient"] = coefficients[site]
+        self.ledger.record_ratings(self.scores, current, ratings, coefficients)
         self.scores.update(current)
         self.pending_merge = {Meta.ROUND: t, Meta.COEFFICIENTS: coefficients, Meta.SCALINGS: scalings}
         self.ledger.current.update({"checksum": self.checksum, "degraded": degraded})
@@ -361,7 +297,7 @@ class RateMyLoRAController(SiteExchangeController):
         self._end_round(t)
 
     def _end_round(self, t: int) -> None:
-        self.ledger.current["seconds"] = round(time.monotonic() - self._t0, 3)
+        self.ledger.close()
         self.save_state("running")
         self._saved_round = t
         if self.persistor is not None:
@@ -371,47 +307,28 @@ class RateMyLoRAController(SiteExchangeController):
 
     def _finalize(self) -> dict[str, dict[str, torch.Tensor]]:
         """Merge round T at the sites, personalise, collect the personal adapters."""
-        t0 = time.monotonic()
         self.ledger.open(
             {"round": self.round, "lambda": None, "task": "finalize", "checksum": self.checksum, "sites": {}}
         )
-        meta = {
-            Meta.RANKS: dict(self.site_ranks),
-            Meta.LOCAL_EPOCHS: self.personalise_epochs,
-            Meta.MERGE: self.pending_merge,
-        }
-        results = self._send(Task.FINALIZE, self._model(None, **meta), list(self.active))
-        mismatched = self._verify(results, Task.FINALIZE)
-        if mismatched:
-            self._resync(mismatched)
-            meta[Meta.MERGE] = None
-            results.update(self._send(Task.FINALIZE, self._model(None, **meta), mismatched))
-            still = self._verify({s: results[s] for s in mismatched if s in results}, Task.FINALIZE)
-            if still:
-                raise RuntimeError(f"{still}: W_T differs from the server's after re-synchronisation; stopping.")
+        meta = {Meta.RANKS: dict(self.site_ranks), Meta.LOCAL_EPOCHS: self.personalise_epochs}
+        model = self._model(None, **meta, **{Meta.MERGE: self.pending_merge})
+        retry = self._model(None, **meta, **{Meta.MERGE: None})  # to a site just sent W_T in full
+        results = self._send_in_sync(Task.FINALIZE, model, retry)
         self.pending_merge = None
         for site, r in results.items():
             self.ledger.site(site)["train_loss"] = self._finite_metric(r, Meta.TRAIN_LOSS)
         personal = self._validated_adapters(results, "finalize")
-        self.ledger.current["seconds"] = round(time.monotonic() - t0, 3)
+        self.ledger.close()
         self._write_outputs()
         return personal
 
     def _cross_eval(self, personal: dict[str, dict[str, torch.Tensor]]) -> None:
         """Every site scores ``W_T`` and every personalised model on its test split."""
         scalings = {s: self.reference.scaling(self.site_ranks[s]) for s in personal}
-        t0 = time.monotonic()
         self.ledger.open({"round": self.round, "lambda": None, "task": "cross_eval", "sites": {}})
-        results = self._send(
-            Task.CROSS_EVAL,
-            self._model(self._adapters_down(personal), **{Meta.SCALINGS: scalings}),
-            list(self.active),
-        )
+        model = self._model(self._adapters_down(personal), **{Meta.SCALINGS: scalings})
+        results = self._send(Task.CROSS_EVAL, model, list(self.active))
         models = {site: (r.metrics or {}).get("models") for site, r in results.items()}
-        for evaluator in sorted(models):
-            if not isinstance(models[evaluator], Mapping):
-                self.warning(f"{evaluator}: `cross_eval` gave no `models` table.")
-        table = cross_site_table(models)
-        self.ledger.current["seconds"] = round(time.monotonic() - t0, 3)
-        write_json(table, self.output_dir() / CROSS_EVAL_FILE)
-        self.info(f"cross-site evaluation written to {self.output_dir() / CROSS_EVAL_FILE}")
+        self.ledger.close()
+        path = write_cross_site_table(models, self.output_dir(), warn=self.warning)
+        self.info(f"cross-site evaluation written to {path}")

@@ -4,15 +4,20 @@ In ``cross_eval`` every site scores ``W_T`` (``"global"``) and every site's pers
 (named by its owner) on its own test split and answers ``{"models": {model: entry}}`` with
 ``entry = {"n_cases", "summary": {structure: {metric: {"mean", "std", "n"}}}}``
 (:func:`cardiolora.metrics.aggregate_scores`). :func:`cross_site_table` arranges the answers as
-FLARE's cross-site evaluation does: by model, then by evaluating site.
+FLARE's cross-site evaluation does: by model, then by evaluating site;
+:func:`write_cross_site_table` writes it into the server's run folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["CROSS_EVAL_FILE", "DESCRIPTION", "cross_site_table"]
+from cardiolora.atomic import write_json
+
+__all__ = ["CROSS_EVAL_FILE", "DESCRIPTION", "cross_site_table", "write_cross_site_table"]
 
 #: The table in the server's run folder.
 CROSS_EVAL_FILE = "cross_site_eval.json"
@@ -63,3 +68,22 @@ def cross_site_table(models: Mapping[str, Any]) -> dict[str, Any]:
     table["mean_over_structures"] = means  # {metric: {model: {evaluator site: mean over LV/MYO/RV}}}
     table["description"] = DESCRIPTION
     return table
+
+
+def write_cross_site_table(
+    models: Mapping[str, Any], folder: str | os.PathLike, warn: Callable[[str], None] | None = None
+) -> Path:
+    """Write :func:`cross_site_table` of `models` as ``<folder>/cross_site_eval.json`` (atomically).
+
+    Args:
+        models: ``{evaluator site: its "models" answer}`` (see :func:`cross_site_table`).
+        folder: the server's run folder.
+        warn: where to report an evaluator whose answer is not a ``models`` table (default: nowhere).
+
+    Returns:
+        The path of the table.
+    """
+    for evaluator in sorted(models):
+        if not isinstance(models[evaluator], Mapping) and warn is not None:
+            warn(f"{evaluator}: `cross_eval` gave no `models` table.")
+    return write_json(cross_site_table(models), Path(folder) / CROSS_EVAL_FILE)

@@ -217,6 +217,51 @@ class SiteExchangeController(ModelController):
             )
         self.info(f"re-synchronised {sorted(results)} with W (checksum {self.checksum[:12]}).")
 
+    def _send_in_sync(self, task: str, model: FLModel, retry: FLModel) -> dict[str, FLModel]:
+        """Send `task` to the active sites; a site whose ``W`` differs is re-synchronised and sent `retry`.
+
+        `retry` is the task without what assumed the site's old ``W`` (the merge). A site whose
+        checksum still differs after that stops the job (RuntimeError).
+        """
+        results = self._send(task, model, list(self.active))
+        mismatched = self._verify(results, task)
+        if mismatched:
+            self._resync(mismatched)
+            results.update(self._send(task, retry, mismatched))
+            still = self._verify({s: results[s] for s in mismatched if s in results}, task)
+            if still:
+                raise RuntimeError(f"{still}: W still differs from the server's after re-synchronisation; stopping.")
+        return results
+
+    def _dataset_sizes(self, results: Mapping[str, FLModel]) -> dict[str, int]:
+        """``{site: |D_c|}`` of the `init` answers; a site without a positive int is logged and dropped.
+
+        Raises:
+            RuntimeError: if no site gave its dataset size.
+        """
+        sizes = {}
+        for site, r in results.items():
+            n = (r.meta or {}).get(Meta.N_CASES)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                self.warning(f"{site}: `init` gave |D_c| = {n!r}, expected a positive int; the site is dropped.")
+                self.active.remove(site)
+                continue
+            sizes[site] = n
+        if not sizes:
+            raise RuntimeError("no site answered `init` with its dataset size.")
+        return sizes
+
+    def _scores(self, results: Mapping[str, FLModel], task: str) -> dict[str, float]:
+        """``{site: score}`` of the answers with a finite ``score`` metric; the others are logged."""
+        scores = {}
+        for site, r in results.items():
+            score = self._finite_metric(r, Meta.SCORE)
+            if score is None:
+                self.warning(f"{site}: `{task}` gave no finite score ({(r.metrics or {}).get(Meta.SCORE)!r}).")
+                continue
+            scores[site] = score
+        return scores
+
     @staticmethod
     def _finite_metric(r: FLModel, key: str) -> float | None:
         value = (r.metrics or {}).get(key)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cardiolora.atomic import atomic_path
+from cardiolora.plotting import pyplot
 
 __all__ = ["plot_history"]
 
@@ -33,10 +34,7 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,10 +67,8 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     ax_b.set(title="payload bytes per site", xlabel="round")
     if any(series(s, "bytes_up")[1] or series(s, "bytes_down")[1] for s in sites):
         ax_b.set_yscale("log")
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_p, ax_w, ax_l, ax_b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     for ax in (ax_p, ax_w, ax_b):
         if sites:
             ax.legend(fontsize=7)

@@ -49,11 +49,17 @@ class RunLedger:
         self.rounds: list[dict] = list(rounds or [])
         self.received_keys: dict[str, list[str]] = {}
         self._last_plot = time.monotonic()
+        self._opened = time.monotonic()
 
     def open(self, record: dict) -> dict:
-        """Start a new record (``{"round", "lambda", ..., "sites": {}}``); returns it."""
+        """Start a new record (``{"round", "lambda", ..., "sites": {}}``) and its clock; returns it."""
         self.rounds.append(record)
+        self._opened = time.monotonic()
         return record
+
+    def close(self) -> None:
+        """Write the seconds since :meth:`open` into the current record (``"seconds"``)."""
+        self.current["seconds"] = round(time.monotonic() - self._opened, 3)
 
     @property
     def current(self) -> dict:
@@ -81,6 +87,29 @@ class RunLedger:
         """Add `keys` to what `site` ever sent (``received_keys``)."""
         self.received_keys.setdefault(site, [])
         self.received_keys[site] = sorted(set(self.received_keys[site]) | set(map(str, keys)))
+
+    def record_ratings(
+        self,
+        previous: Mapping[str, float],
+        current: Mapping[str, float],
+        ratings: Mapping[str, float],
+        coefficients: Mapping[str, float],
+    ) -> None:
+        """Record a round's scores, and the ratings and Eq. 2 coefficients of the merged sites.
+
+        Args:
+            previous: ``{site: P_{t-1}^c}`` (before this round's scores replace them).
+            current: ``{site: P_t^c}``: the sites that scored the candidate this round.
+            ratings: ``{site: w_t(c)}`` of the sites whose adapters were merged.
+            coefficients: ``{site: w_t(c)|D_c|/Σ|D|}`` of the same sites.
+        """
+        for site in set(current) | set(ratings):
+            rec = self.site(site)
+            rec["previous_score"] = previous.get(site)
+            rec["score"] = current.get(site)
+            if site in ratings:
+                rec["rating"] = ratings[site]
+                rec["coefficient"] = coefficients[site]
 
     def scalars(self) -> list[tuple[str, float, int]]:
         """TensorBoard scalars ``(tag, value, step)`` of the current record (λ and :data:`TRACKED_KEYS`)."""

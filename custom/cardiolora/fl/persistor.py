@@ -21,6 +21,7 @@ from cardiolora.atomic import atomic_torch_save
 from cardiolora.fl.network import bundle_network
 from cardiolora.fl.protocol import to_numpy, to_torch
 from cardiolora.fl.site_config import load_site_config
+from cardiolora.networks import load_weights, plain_state_dict
 
 __all__ = ["BundleModelPersistor", "load_base_weights"]
 
@@ -39,8 +40,6 @@ def load_base_weights(profile: str, path: str | os.PathLike) -> dict[str, torch.
         ValueError: if the weights do not fit the profile's network (names the file).
         FileNotFoundError: if `path` does not exist.
     """
-    from cardiolora.networks import load_weights, plain_state_dict
-
     net = bundle_network(profile, 0)
     load_weights(net, path)
     return plain_state_dict(net)

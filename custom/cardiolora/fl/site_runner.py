@@ -25,12 +25,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from ignite.engine import Events
 
 from cardiolora.atomic import atomic_torch_save, jsonable, write_json
+from cardiolora.bundle import make_workflow
+from cardiolora.data.dataset import load_datalist
+from cardiolora.evaluation import evaluate_records, mean_case_dice
 from cardiolora.fl import rml
+from cardiolora.fl.network import bundle_network
 from cardiolora.fl.protocol import Meta, Task, from_transport, to_torch, to_transport, unpack_adapters
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 from cardiolora.fl.site_config import SiteConfig
+from cardiolora.lora import lora_scalings, lora_state_dict, reset_lora
+from cardiolora.metrics import aggregate_scores
+from cardiolora.networks import load_weights, plain_state_dict
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
 
@@ -114,17 +122,11 @@ class BundleBackend:
         self._losses: list[float] = []
 
     def n_cases(self) -> int:
-        from cardiolora.data.dataset import load_datalist
-
         return len(load_datalist(self.config.dataset_dir, "train"))
 
     def _workflow(self, kind: str, rank: int):
         key = (kind, rank)
         if key not in self._workflows:
-            from ignite.engine import Events
-
-            from cardiolora.bundle import make_workflow
-
             run_dir = self.output_dir / "bundle" / (f"lora_r{rank}" if kind == "lora" else "full")
             overrides = {
                 "dataset_dir": str(self.config.dataset_dir),
@@ -157,9 +159,6 @@ class BundleBackend:
             self._losses.append(float(out["loss"]))
 
     def _run(self, wf, weights: Mapping[str, torch.Tensor], epochs: int, seed: int, adapters: bool) -> float:
-        from cardiolora.lora import reset_lora
-        from cardiolora.networks import load_weights
-
         net = wf.parser.get_parsed_content("network")
         load_weights(net, weights)
         torch.manual_seed(seed)
@@ -175,28 +174,19 @@ class BundleBackend:
         return _mean_loss(self._losses)
 
     def train_adapter(self, weights, rank, epochs, seed):
-        from cardiolora.lora import lora_state_dict
-
         wf = self._workflow("lora", rank)
         loss = self._run(wf, weights, epochs, seed, adapters=True)
         return lora_state_dict(wf.parser.get_parsed_content("network")), loss
 
     def scalings(self, rank):
-        from cardiolora.lora import lora_scalings
-
         return lora_scalings(self._workflow("lora", rank).parser.get_parsed_content("network"))
 
     def train_full(self, weights, epochs, seed):
-        from cardiolora.networks import plain_state_dict
-
         wf = self._workflow("train", 0)
         loss = self._run(wf, weights, epochs, seed, adapters=False)
         return plain_state_dict(wf.parser.get_parsed_content("network")), loss
 
     def _plain_network(self, weights):
-        from cardiolora.fl.network import bundle_network
-        from cardiolora.networks import load_weights
-
         if self._plain is None:
             self._plain = bundle_network(self.profile, 0)
         load_weights(self._plain, weights)
@@ -204,16 +194,9 @@ class BundleBackend:
         return self._plain
 
     def score(self, weights, split):
-        from cardiolora.data.dataset import load_datalist
-        from cardiolora.evaluation import mean_case_dice
-
         return mean_case_dice(self._plain_network(weights), load_datalist(self.config.dataset_dir, split), self.profile)
 
     def evaluate(self, weights, split):
-        from cardiolora.data.dataset import load_datalist
-        from cardiolora.evaluation import evaluate_records
-        from cardiolora.metrics import aggregate_scores
-
         rows = evaluate_records(
             self._plain_network(weights), load_datalist(self.config.dataset_dir, split), self.profile, distances=True
         )

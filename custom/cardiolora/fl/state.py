@@ -24,7 +24,7 @@ from cardiolora.atomic import atomic_torch_save, write_json
 from cardiolora.fl import rml
 from cardiolora.fl.site_config import load_site_config
 
-__all__ = ["STATE_VERSION", "STATE_FILE", "state_dir", "save_state", "load_state"]
+__all__ = ["STATE_VERSION", "STATE_FILE", "state_dir", "run_config", "save_state", "load_state"]
 
 #: Version of the state file's layout; a state of another version is refused.
 STATE_VERSION = 1
@@ -54,6 +54,33 @@ def state_dir(server_root: str | os.PathLike, state_name: str) -> Path:
     if cfg is not None and cfg.state_dir is not None:
         base = cfg.state_dir
     return base / state_name
+
+
+def run_config(
+    profile: str, lambda0: float, decay: float, ranks: Sequence[int], rank_threshold: float, method: str
+) -> dict[str, Any]:
+    """The configuration a state belongs to: a saved run resumes only if every field is the same.
+
+    Args:
+        profile: run profile of the bundle network.
+        lambda0: ``λ_0``.
+        decay: the decay of ``λ`` per round.
+        ranks: ``(small-site rank, large-site rank)``.
+        rank_threshold: the dataset-size fraction below which a site gets the small rank.
+        method: ``"rate_my_lora"`` or ``"fedpetuning"``.
+
+    Returns:
+        ``{"profile", "lambda0", "decay", "ranks", "rank_threshold", "method"}`` (the ``config`` of
+        :func:`save_state`, compared by :func:`load_state`).
+    """
+    return {
+        "profile": profile,
+        "lambda0": lambda0,
+        "decay": decay,
+        "ranks": list(ranks),
+        "rank_threshold": rank_threshold,
+        "method": method,
+    }
 
 
 def save_state(

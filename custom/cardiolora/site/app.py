@@ -44,14 +44,14 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cardiolora.atomic import write_json
 from cardiolora.errors import InputError
 from cardiolora.site.outputs import report_row
+from cardiolora.site.report import now_iso, software_versions, write_csv
 from cardiolora.site.studies import StudyInput, find_studies
-
-if TYPE_CHECKING:
-    from cardiolora.site.workflow import StudyWorkflow
+from cardiolora.site.workflow import StudyWorkflow
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -242,8 +242,6 @@ def run_segment(path: str | os.PathLike, out: str | os.PathLike, workflow: Study
     Raises:
         InputError: if `path` does not exist.
     """
-    from cardiolora.site.report import now_iso, software_versions, write_csv, write_json
-
     studies, batch = find_studies(path)
     out_root = Path(out)
     outcomes = []
@@ -269,5 +267,7 @@ def run_segment(path: str | os.PathLike, out: str | os.PathLike, workflow: Study
                 "studies": [{"study": o.study.name, "status": o.status, "reason": o.reason} for o in outcomes],
             },
             out_root / "run.json",
+            indent=1,
+            trailing_newline=True,
         )
     return result

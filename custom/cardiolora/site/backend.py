@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from cardiolora.atomic import atomic_path
+from cardiolora.fl.rml import state_checksum
 
 __all__ = [
     "BACKENDS",
@@ -96,8 +97,6 @@ def state_sha256(network: torch.nn.Module) -> str:
     Returns:
         The hex digest; equal for equal weights whatever file they came from.
     """
-    from cardiolora.fl.rml import state_checksum
-
     return state_checksum(network.state_dict())
 
 

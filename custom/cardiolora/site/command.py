@@ -131,6 +131,7 @@ def segment_command(args: Any) -> int:
         ValueError: (exit code 2 in the CLI) for bad arguments, a bad config file, or a missing /
             incompatible model (:class:`~cardiolora.site.model.ModelError`).
     """
+    # here, not at the top: `cardiolora --help` imports this module and must not import torch (docstring)
     from cardiolora.site.app import run_segment
     from cardiolora.site.workflow import load_workflow
 

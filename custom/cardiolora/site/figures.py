@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cardiolora.labels import LV, MYO, RV
+from cardiolora.plotting import pyplot
 
 __all__ = ["LABEL_COLOURS", "overlay_montage", "volume_curve_figure"]
 
@@ -26,15 +27,6 @@ LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
     RV: (0.15, 0.45, 0.95),
 }
 _MAX_COLUMNS = 12
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _rgb_overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.35) -> np.ndarray:
@@ -86,7 +78,7 @@ def overlay_montage(
         raise ValueError(f"image {image_tzyx.shape} and labels {label_tzyx.shape} must be the same (T, Z, Y, X).")
     if not phases or any(not 0 <= p < image_tzyx.shape[0] for p in phases.values()):
         raise ValueError(f"`phases` must name phases in [0, {image_tzyx.shape[0]}), got {dict(phases)}.")
-    plt = _pyplot()
+    plt = pyplot()
     n_slices = image_tzyx.shape[1]
     slices = np.unique(np.linspace(0, n_slices - 1, min(n_slices, _MAX_COLUMNS)).round().astype(int))
     rows_sl, cols_sl = _crop_box(label_tzyx[list(phases.values())], image_tzyx.shape[2:])
@@ -157,7 +149,7 @@ def volume_curve_figure(
         raise ValueError(f"ED {ed} / ES {es} must be phases in [0, {lv.size}).")
     use_time = bool(np.all(np.isfinite(times)))
     x = times if use_time else np.arange(lv.size, dtype=float)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
     ax.plot(x, lv, "-o", color=LABEL_COLOURS[LV], ms=3.5, label="LV cavity")
     ax.plot(x, rv, "-o", color=LABEL_COLOURS[RV], ms=3.5, label="RV cavity")

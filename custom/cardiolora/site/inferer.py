@@ -7,14 +7,12 @@ inferer, the phases batched) with the site's model (:func:`~cardiolora.site.mode
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+from tqdm.auto import tqdm
 
 from cardiolora.data.cine import CineStudy, nifti_affine
-
-if TYPE_CHECKING:
-    from cardiolora.site.model import SiteModel
+from cardiolora.predict import predict_cine
+from cardiolora.site.model import SiteModel
 
 __all__ = ["CineInferer"]
 
@@ -43,10 +41,6 @@ class CineInferer:
 
     def __call__(self, cine: CineStudy, desc: str = "") -> np.ndarray:
         """uint8 labels ``(T, Z, Y, X)`` of `cine` (before the clean-up)."""
-        from tqdm.auto import tqdm
-
-        from cardiolora.predict import predict_cine
-
         model = self.model
         image_txyz = np.transpose(cine.image, (0, 3, 2, 1))
         bar = tqdm(total=cine.n_phases, desc=desc or cine.subject_id, unit="phase", disable=not self.progress)

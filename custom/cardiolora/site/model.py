@@ -44,7 +44,10 @@ from pathlib import Path
 import torch
 
 from cardiolora.errors import InputError
+from cardiolora.lora import base_state_dict, load_lora_state_dict, merge_lora
+from cardiolora.networks import load_weights, lora_unet, read_state_dict
 from cardiolora.profiles import Profile, get_profile
+from cardiolora.site.backend import BACKENDS, BackendUnavailable, OnnxNotInstalled, onnx_network
 from cardiolora.site.command import segment_options
 
 __all__ = [
@@ -227,8 +230,6 @@ def select_backend(
     Raises:
         ModelError: if `backend` is not one of :data:`cardiolora.site.backend.BACKENDS`.
     """
-    from cardiolora.site.backend import BACKENDS, BackendUnavailable, OnnxNotInstalled, onnx_network
-
     if backend not in BACKENDS:
         raise ModelError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
     info: dict[str, object] = {"requested": backend}
@@ -301,8 +302,6 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 def _read(path: str | os.PathLike, role: str) -> dict[str, torch.Tensor]:
     """A state dict from `path` with errors that say which file and role failed."""
-    from cardiolora.networks import read_state_dict
-
     try:
         return read_state_dict(path)
     except FileNotFoundError as err:
@@ -355,9 +354,6 @@ def _merged_plain_state(
     where: str,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Inject an adapter into the base network, merge it, return the plain weights and (rank, alpha)."""
-    from cardiolora.lora import base_state_dict, load_lora_state_dict, merge_lora
-    from cardiolora.networks import load_weights, lora_unet
-
     rank = adapter_rank(adapter, where)
     net = lora_unet(prof, lora_rank=rank, lora_alpha=alpha)
     load_weights(net, base)
@@ -413,9 +409,6 @@ def load_site_model(
             paper-profile file with ``profile="quick"``), the adapter does not fit, or the merge
             gives non-finite weights, or `backend` is unknown.
     """
-    from cardiolora.networks import load_weights, lora_unet
-    from cardiolora.site.backend import BACKENDS
-
     if backend not in BACKENDS:
         raise ModelError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from cardiolora.data.cine import LPS_TO_RAS, CineStudy, nifti_affine
 from cardiolora.errors import InputError
+from cardiolora.transforms import affine_with_spacing
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti", "nifti_study_name", "read_nifti_cine", "write_nifti_outputs"]
 
@@ -68,8 +69,6 @@ def read_nifti_cine(path: str | os.PathLike, max_bytes: int) -> CineStudy:
             as NIfTI, is not 3D / 4D, is larger than `max_bytes`, holds non-finite values or has
             a degenerate affine.
     """
-    from cardiolora.transforms import affine_with_spacing
-
     p = Path(path)
     try:
         img = nib.load(str(p))

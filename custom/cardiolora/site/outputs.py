@@ -12,21 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 import cardiolora
+from cardiolora.atomic import write_json
 from cardiolora.data.cine import CineStudy, nifti_affine
 from cardiolora.dicom.seg import write_study_seg
 from cardiolora.dicom.sr import write_measurement_sr
 from cardiolora.site.figures import overlay_montage, volume_curve_figure
+from cardiolora.site.model import SiteModel
 from cardiolora.site.nifti_io import write_nifti_outputs
-from cardiolora.site.report import FUNCTION_KEYS, now_iso, software_versions, write_csv, write_json
+from cardiolora.site.report import FUNCTION_KEYS, now_iso, software_versions, write_csv
 from cardiolora.site.studies import StudyInput
-
-if TYPE_CHECKING:
-    from cardiolora.site.model import SiteModel
 
 __all__ = ["TRIGGER_SPREAD_WARN_MS", "StudyWriter", "build_report", "report_row", "write_outputs"]
 
@@ -232,7 +231,7 @@ def write_outputs(
         report["reason"] = "; ".join(f"{k} not written: {v}" for k, v in missing.items())
     report["missing_outputs"] = missing
     report["outputs"] = outputs
-    write_json(report, tmp / "report.json")
+    write_json(report, tmp / "report.json", indent=1, trailing_newline=True)
     write_csv([report_row(report, None)], tmp / "report.csv")
     return report
 

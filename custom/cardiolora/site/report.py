@@ -21,13 +21,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import highdicom
+import monai
+import nibabel
 import numpy as np
+import pydicom
+import torch
 
-from cardiolora import atomic
+import cardiolora
 from cardiolora.atomic import atomic_write_text, jsonable
 from cardiolora.clinical import INDEXED_KEYS, MEASURE_KEYS
 
-__all__ = ["CSV_COLUMNS", "FUNCTION_KEYS", "csv_row", "software_versions", "write_csv", "write_json"]
+__all__ = ["CSV_COLUMNS", "FUNCTION_KEYS", "csv_row", "software_versions", "write_csv"]
 
 #: Clinical values copied from ``cardiac_function`` into the CSV (indexed ones when known).
 FUNCTION_KEYS: tuple[str, ...] = (*MEASURE_KEYS, "bsa_m2", *INDEXED_KEYS)
@@ -55,14 +60,6 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 def software_versions() -> dict[str, str]:
     """Versions of the software that made a report (cardiolora and what it runs on)."""
-    import highdicom
-    import monai
-    import nibabel
-    import pydicom
-    import torch
-
-    import cardiolora
-
     return {
         "cardiolora": cardiolora.__version__,
         "python": platform.python_version(),
@@ -73,22 +70,6 @@ def software_versions() -> dict[str, str]:
         "highdicom": highdicom.__version__,
         "nibabel": nibabel.__version__,
     }
-
-
-def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a report as JSON in the site layout (``indent=1``, final newline), atomically.
-
-    :func:`cardiolora.atomic.write_json` with the layout of the site's ``report.json`` and
-    ``run.json`` (NaN → null, numpy values as plain numbers).
-
-    Args:
-        data: the report.
-        path: the file.
-
-    Returns:
-        The path.
-    """
-    return atomic.write_json(data, path, indent=1, trailing_newline=True)
 
 
 def _cell(value: Any) -> str:

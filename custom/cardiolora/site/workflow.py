@@ -20,20 +20,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from monai.bundle import ConfigParser
 
 from cardiolora.data.cine import CineStudy
+from cardiolora.paths import inference_bundle_dir
 from cardiolora.site.cleanup import CineCleanup
 from cardiolora.site.inferer import CineInferer
 from cardiolora.site.measures import ClinicalMeasures
+from cardiolora.site.model import SiteModel
 from cardiolora.site.outputs import StudyWriter
 from cardiolora.site.reader import StudyReader
 from cardiolora.site.studies import StudyInput
-
-if TYPE_CHECKING:
-    from cardiolora.site.model import SiteModel
 
 __all__ = ["Segmented", "StudyWorkflow", "load_workflow"]
 
@@ -160,10 +160,6 @@ def load_workflow(
             the stage's own error, e.g. :class:`~cardiolora.site.model.ModelError`); or an
             override names no key of the config.
     """
-    from monai.bundle import ConfigParser
-
-    from cardiolora.paths import inference_bundle_dir
-
     path = Path(config_file) if config_file is not None else inference_bundle_dir() / "configs" / "inference.json"
     parser = ConfigParser()
     parser.read_config(str(path))
