@@ -247,7 +247,7 @@ def _checkout_state() -> str:
 
 @pytest.mark.slow
 def test_installed_runs_a_poc_job(installed, tiny_sites, tmp_path):
-    """Rate-My-LoRA in FLARE POC mode (server + 2 sites on loopback), every process on the installed wheel.
+    """Rate-My-LoRA in FLARE POC mode (server + 3 sites on loopback), every process on the installed wheel.
 
     The job is exported by the installed package's own ``cardiolora.jobs.rate_my_lora.job`` and
     submitted through the admin API; `nvflare poc start` runs from the temporary venv, so the
@@ -257,7 +257,7 @@ def test_installed_runs_a_poc_job(installed, tiny_sites, tmp_path):
     for port in (8002, 8003):
         if _port_taken(port):
             pytest.skip(f"port {port} is in use: the POC server cannot start here")
-    sites = ("site-1", "site-2")
+    sites = ("site-1", "site-2", "site-3")
     root, base = make_fl_sites(tiny_sites[0], tmp_path / "sites")
     poc, work = tmp_path / "poc", tmp_path / "work"
     work.mkdir()
@@ -291,7 +291,7 @@ def test_installed_runs_a_poc_job(installed, tiny_sites, tmp_path):
         cfg = {"dataset_dir": str(root / site), "output_dir": str(tmp_path / "out" / site), "num_threads": 1}
         (prod / site / "local" / "cardiolora_site.json").write_text(json.dumps(cfg))
 
-    start = time.monotonic()
+    start, admin = time.monotonic(), None
     try:
         started = nvflare("poc", "start")
         assert started.returncode == 0, started.stdout + started.stderr
@@ -315,14 +315,19 @@ def test_installed_runs_a_poc_job(installed, tiny_sites, tmp_path):
         outcome = json.loads(out.strip().splitlines()[-1])
         assert outcome["status"] == "FINISHED:COMPLETED", (outcome, (prod / "server" / "log.txt").read_text()[-3000:])
     finally:
+        if admin is not None and admin.poll() is None:
+            admin.kill()
+            admin.wait()
         try:
             nvflare("poc", "stop", timeout=90)
         finally:
             _kill_leftovers(str(poc))
     print(f"POC job from the installed wheel: {time.monotonic() - start:.0f} s (start -> stop)")
+    assert not _processes_naming(str(poc)), "POC processes left running"
 
     # server, sites and their job processes: the venv's interpreter, with no checkout on the path
-    assert any("worker_process" in cmd for _, _, cmd in seen.values()), sorted(seen.values())
+    kinds = ("server_train", "client_train", "runner_process", "worker_process")
+    assert all(any(k in cmd for _, _, cmd in seen.values()) for k in kinds), sorted(seen.values())
     for exe, pythonpath, cmd in seen.values():
         assert Path(exe).parent == installed / "bin", cmd
         assert str(REPO) not in pythonpath, cmd
@@ -331,7 +336,9 @@ def test_installed_runs_a_poc_job(installed, tiny_sites, tmp_path):
     final = [r for r in history["rounds"] if r["round"] == 1 and "task" not in r]
     assert final and set(final[0]["sites"]) == set(sites) and all(v["accepted"] for v in final[0]["sites"].values())
     assert set(json.loads((result / "cross_site_eval.json").read_text())["in_client"]) == set(sites)
-    assert (result / "global_model.pt").is_file()
+    for name in ("global_model.pt", "rml_curves.png"):
+        assert (result / name).is_file(), result / name
+    assert list((result / "tb_events").rglob("events.out.tfevents*"))
     for site in sites:
         out = tmp_path / "out" / site / "rate_my_lora"
         for name in ("global_model.pt", "personalised_model.pt", "site_summary.json"):
