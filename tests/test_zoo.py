@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from cardiolora.bundle import config_files, meta_files
 from cardiolora.paths import bundle_dir, inference_bundle_dir
 from cardiolora.profiles import PROFILES
 
+REPO = Path(__file__).resolve().parents[1]
 BUNDLE = bundle_dir()
 SITE_BUNDLE = inference_bundle_dir()
 SCHEMA = BUNDLE.parent / "schemas" / "meta_schema.json"
@@ -154,3 +156,45 @@ def test_ckpt_export_gives_torchscript_equal_to_the_eager_network(tmp_path):
     x = torch.rand(2, 1, *PROFILES["quick"].spatial_size)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), eager(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_bundle_version_is_the_package_version(bundle):
+    meta = json.loads((BUNDLES[bundle][0] / "configs" / "metadata.json").read_text())
+    assert meta["version"] == cardiolora.__version__ and meta["version"] in meta["changelog"]
+    assert meta["required_packages_version"]["cardiolora"] == cardiolora.__version__
+
+
+def test_the_code_license_is_apache_2_everywhere():
+    """pyproject's SPDX license, the root LICENSE and each bundle's LICENSE say the same (the zoo's license)."""
+    pyproject = (REPO / "pyproject.toml").read_text().splitlines()  # no tomllib on Python 3.10
+    assert 'license = "Apache-2.0"' in pyproject and 'license-files = ["LICENSE"]' in pyproject
+    text = (REPO / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
+    for root, _ in BUNDLES.values():
+        assert (root / "LICENSE").read_text() == text, root
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_data_license_names_the_terms_and_the_default_data(bundle):
+    text = " ".join((BUNDLES[bundle][0] / "docs" / "data_license.txt").read_text().split())
+    for needed in ("synthetic", "cardiolora phantoms", "ACDC", "CC BY-NC-SA 4.0", "Bernard", "M&Ms-2", "Martin-Isla"):
+        assert needed in text, needed
+    assert "non-commercial" in text.lower()
+
+
+def test_large_files_declare_the_weights_the_commands_make():
+    """large_files.yml in the zoo's format; the weights are not in git and the file says how to make them."""
+    path = BUNDLE / "large_files.yml"
+    entries = ConfigParser.load_config_file(str(path))["large_files"]
+    assert [e["path"] for e in entries] == ["models/model.pt", "models/model.ts"]
+    for e in entries:
+        assert set(e) == {"path", "url", "hash_val", "hash_type"}, e
+    model = entries[0]
+    assert model["hash_type"] == "sha256" and len(model["hash_val"]) == 64 and int(model["hash_val"], 16) >= 0
+    text = path.read_text()
+    assert "make clinical-pretrain" in text and "ckpt_export" in text
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", "bundles/*/models"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert all(t.endswith(".gitignore") for t in tracked), tracked
