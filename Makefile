@@ -38,11 +38,13 @@ acdc-pretrain: $(STAMP)
 # patients split 70/10/20 by patient, every ACDC group in proportion; 90 epochs, measured at
 # 42-57 s each on 2 CPU cores (idle to lightly shared: 65-86 min, benchmarks/clinical_pretrain.py
 # time); resumable (run it again to continue). Then the held-out test table, and EF / LV mass on
-# the test patients found in the official NIfTI layout (ACDC, real spacing).
+# the test patients found in the official NIfTI layout (ACDC, real spacing); the held-out Dice goes
+# into both bundles' metadata.json eval_metrics.
 ACDC ?= ../shared/data/acdc
 clinical-pretrain: $(STAMP)
 	$(VENV)/bin/cardiolora pretrain --data $(ACDC_H5) --profile clinical --stratify group --ratios 0.7 0.1 0.2 --out runs/clinical-pretrain
-	$(PY) benchmarks/clinical_pretrain.py report --run runs/clinical-pretrain $(if $(wildcard $(ACDC)),--acdc $(ACDC))
+	$(PY) benchmarks/clinical_pretrain.py report --run runs/clinical-pretrain $(if $(wildcard $(ACDC)),--acdc $(ACDC)) \
+		--metadata bundles/cardiac_lora_unet/configs/metadata.json inference/configs/metadata.json
 
 # Cross-vendor robustness of the clinical model (after clinical-pretrain): phantom vendors, the RVSC
 # real Siemens study's RV, and the shifted ACDC sites before/after the federation (compare-acdc-clinical).

@@ -19,6 +19,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 from monai.data import load_net_with_metadata
 
 import cardiolora
+import clinical_pretrain  # benchmarks/ (pytest's pythonpath): the command that measures eval_metrics
 from cardiolora.bundle import config_files, meta_files
 from cardiolora.paths import bundle_dir, inference_bundle_dir
 from cardiolora.profiles import PROFILES
@@ -198,3 +199,65 @@ def test_large_files_declare_the_weights_the_commands_make():
         ["git", "ls-files", "--", "bundles/*/models"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.split()
     assert all(t.endswith(".gitignore") for t in tracked), tracked
+
+
+def _report(split: str = "test", lv: float = 0.9195) -> dict:
+    """A held-out report as `clinical_pretrain.report` writes it (two tables with an "all" row and a group row)."""
+    row = {"subset": "all", "n": 32, "LV": lv, "MYO": 0.8596, "RV": 0.8381, "mean": 0.8724}
+    group = {"subset": "DCM", "n": 6, "LV": 0.5, "MYO": 0.5, "RV": 0.5, "mean": 0.5}
+    raw = {**row, "LV": 0.907, "mean": 0.8601}
+    return {"split": split, "profile": "clinical", "table": [row, group], "table_raw": [raw, group]}
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_the_bundle_eval_metrics_are_numbers(bundle):
+    metrics = json.loads((BUNDLES[bundle][0] / "configs" / "metadata.json").read_text())["eval_metrics"]
+    assert metrics and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+
+
+def test_eval_metrics_command_writes_the_held_out_numbers_into_a_metadata_copy(tmp_path):
+    """``clinical_pretrain.py eval-metrics``: only the eval_metrics block changes; the result still verifies."""
+    meta = tmp_path / "metadata.json"
+    original = (BUNDLE / "configs" / "metadata.json").read_text()
+    meta.write_text(original)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "test_report.json").write_text(json.dumps(_report()))
+    assert clinical_pretrain.main(["eval-metrics", "--run", str(run), "--metadata", str(meta)]) == 0
+    new = json.loads(meta.read_text())
+    assert new["eval_metrics"] == {
+        "case_dice": 0.8724,
+        "dice_lv": 0.9195,
+        "dice_myo": 0.8596,
+        "dice_rv": 0.8381,
+        "case_dice_raw": 0.8601,
+        "test_cases": 32,
+    }
+    old = json.loads(original)
+    assert {k: v for k, v in new.items() if k != "eval_metrics"} == {
+        k: v for k, v in old.items() if k != "eval_metrics"
+    }
+    assert '"spatial_shape": ["16*n", "16*n"]' in meta.read_text()  # the file's own layout is kept
+    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "report, match",
+    [
+        (_report(split="val"), "split` must be 'test'"),
+        (_report(lv=float("nan")), "column `LV` must be a finite number"),
+        ({"split": "test", "table": [], "table_raw": []}, "one row with subset 'all'"),
+    ],
+)
+def test_eval_metrics_refuse_a_report_that_is_not_held_out_numbers(report, match):
+    with pytest.raises(ValueError, match=match):
+        clinical_pretrain.eval_metrics(report)
+
+
+def test_write_eval_metrics_names_a_file_without_the_block(tmp_path):
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"version": "0"}))
+    with pytest.raises(ValueError, match="expected one flat `eval_metrics` object"):
+        clinical_pretrain.write_eval_metrics(meta, {"case_dice": 0.5})
+    with pytest.raises(FileNotFoundError, match="no such metadata file"):
+        clinical_pretrain.write_eval_metrics(tmp_path / "missing.json", {"case_dice": 0.5})
