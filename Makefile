@@ -4,6 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/demo
+# Where pip finds torch: PyTorch's CPU wheel index (on Linux PyPI serves a multi-GB CUDA build).
+# Empty (`make venv TORCH_INDEX_URL=`): pip's own configuration only (a mirror, a wheel folder set
+# as find-links, an offline machine). pip's configured find-links and extra indexes stay in use
+# either way, so a machine that cannot reach the index still installs the wheel it holds (pip
+# warns about the unreachable index and goes on).
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test lint bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
 
@@ -13,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch first: otherwise pip resolves a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test,onnx]'
 	touch $(STAMP)
 
