@@ -7,7 +7,7 @@ Logging: ``--log-level`` (default INFO) sets the level of the project's messages
 ignite's "Engine run ..." lines, NVIDIA FLARE, highdicom) repeat what the command reports, so their
 loggers are held at WARNING unless ``-v`` lets them log at the chosen level too
 (`configure_logging`). MONAI's per-epoch metric lines (``StatsHandler``) are the training's
-progress and follow ``--log-level``. Log lines go to stderr; results to stdout.
+progress and follow ``--log-level``; they go to stderr, with the project's log lines.
 """
 
 from __future__ import annotations
