@@ -4,6 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= runs/demo
+# Where pip finds torch: PyTorch's CPU wheel index (on Linux PyPI serves a multi-GB CUDA build).
+# Empty (`make venv TORCH_INDEX_URL=`): pip's own configuration only (a mirror, a wheel folder set
+# as find-links, an offline machine). pip's configured find-links and extra indexes stay in use
+# either way, so a machine that cannot reach the index still installs the wheel it holds (pip
+# warns about the unreachable index and goes on).
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test lint bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
 
@@ -13,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch first: otherwise pip resolves a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test,onnx]'
 	touch $(STAMP)
 
@@ -38,11 +44,13 @@ acdc-pretrain: $(STAMP)
 # patients split 70/10/20 by patient, every ACDC group in proportion; 90 epochs, measured at
 # 42-57 s each on 2 CPU cores (idle to lightly shared: 65-86 min, benchmarks/clinical_pretrain.py
 # time); resumable (run it again to continue). Then the held-out test table, and EF / LV mass on
-# the test patients found in the official NIfTI layout (ACDC, real spacing).
+# the test patients found in the official NIfTI layout (ACDC, real spacing); the held-out Dice goes
+# into both bundles' metadata.json eval_metrics.
 ACDC ?= ../shared/data/acdc
 clinical-pretrain: $(STAMP)
 	$(VENV)/bin/cardiolora pretrain --data $(ACDC_H5) --profile clinical --stratify group --ratios 0.7 0.1 0.2 --out runs/clinical-pretrain
-	$(PY) benchmarks/clinical_pretrain.py report --run runs/clinical-pretrain $(if $(wildcard $(ACDC)),--acdc $(ACDC))
+	$(PY) benchmarks/clinical_pretrain.py report --run runs/clinical-pretrain $(if $(wildcard $(ACDC)),--acdc $(ACDC)) \
+		--metadata bundles/cardiac_lora_unet/configs/metadata.json inference/configs/metadata.json
 
 # Cross-vendor robustness of the clinical model (after clinical-pretrain): phantom vendors, the RVSC
 # real Siemens study's RV, and the shifted ACDC sites before/after the federation (compare-acdc-clinical).

@@ -8,11 +8,19 @@
     # clinical measures (EDV, ESV, EF, LV mass) on the test patients present in the official
     # NIfTI layout (real voxel spacing)
     .venv/bin/python benchmarks/clinical_pretrain.py report --run runs/clinical-pretrain \
-        [--acdc ../shared/data/acdc]
+        [--acdc ../shared/data/acdc] [--metadata bundles/cardiac_lora_unet/configs/metadata.json \
+        inference/configs/metadata.json]
+
+    # the bundles' eval_metrics from a report already written (no network run)
+    .venv/bin/python benchmarks/clinical_pretrain.py eval-metrics --run runs/clinical-pretrain \
+        --metadata bundles/cardiac_lora_unet/configs/metadata.json inference/configs/metadata.json
 
 `make clinical-pretrain` trains (`cardiolora pretrain --profile clinical`, the same split as
 `time`) and then runs `report`. `time` writes benchmarks/results/clinical_pretrain_timing.json;
-`report` writes <run>/test_report.json and <run>/test_report.md.
+`report` writes <run>/test_report.json and <run>/test_report.md, and with ``--metadata`` the held-out
+numbers into the bundles' ``metadata.json`` ``eval_metrics`` (`write_eval_metrics`; the LoRA U-Net
+bundle and the site-inference bundle, which runs its network), so the model card's numbers come
+from this command.
 
 The ACDC HDF5 layout holds no voxel spacing (its slices are read at a nominal 1.5 mm, the
 profile's spacing), so volumes in mL, EF and LV mass are computed only on the official-layout
@@ -26,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cardiolora.atomic import atomic_write_text
 from cardiolora.bundle import make_workflow
 from cardiolora.clinical import MEASURE_KEYS, cardiac_function
 from cardiolora.data.acdc import index_acdc
@@ -298,6 +308,93 @@ def report(
     return result
 
 
+#: ``eval_metrics`` key ← (report table, row column) of the ``"all"`` row of the held-out split.
+EVAL_METRICS: dict[str, tuple[str, str]] = {
+    "case_dice": ("table", "mean"),
+    "dice_lv": ("table", "LV"),
+    "dice_myo": ("table", "MYO"),
+    "dice_rv": ("table", "RV"),
+    "case_dice_raw": ("table_raw", "mean"),
+}
+_EVAL_METRICS_BLOCK = re.compile(r'(?P<indent>[ \t]*)"eval_metrics":\s*\{[^{}]*\}')
+
+
+def eval_metrics(result: Mapping, digits: int = 4) -> dict[str, float]:
+    """The bundle's numeric ``eval_metrics`` from a held-out report (`report`, ``test_report.json``).
+
+    The ``"all"`` row of the tables: ``case_dice`` = mean over the test cases of
+    ``(Dice_LV + Dice_MYO + Dice_RV) / 3`` (3D Dice per case) after the site clean-up, what
+    ``cardiolora segment`` reports; ``dice_lv`` / ``dice_myo`` / ``dice_rv`` the per-structure means;
+    ``case_dice_raw`` the network output before the clean-up; ``test_cases`` the number of volumes.
+
+    Args:
+        result: the report dict (``table`` and ``table_raw`` lists with a row ``subset == "all"``).
+        digits: decimals kept.
+
+    Returns:
+        ``{name: number}``.
+
+    Raises:
+        ValueError: if the report is not of the ``test`` split, a table, its ``"all"`` row or a
+            column is missing, or a value is not finite.
+    """
+    if result.get("split") != "test":
+        raise ValueError(
+            f"eval_metrics are the held-out numbers: the report's `split` must be 'test', got {result.get('split')!r}."
+        )
+    out: dict[str, float] = {}
+    rows: dict[str, Mapping] = {}
+    for table in {t for t, _ in EVAL_METRICS.values()}:
+        found = [r for r in result.get(table) or [] if r.get("subset") == "all"]
+        if len(found) != 1:
+            raise ValueError(f"the report needs one row with subset 'all' in `{table}`, found {len(found)}.")
+        rows[table] = found[0]
+    for key, (table, column) in EVAL_METRICS.items():
+        value = rows[table].get(column)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"`{table}` row 'all' column `{column}` must be a finite number, got {value!r}.")
+        out[key] = round(float(value), digits)
+    out["test_cases"] = int(rows["table"]["n"])
+    return out
+
+
+def write_eval_metrics(meta_file: str | os.PathLike, metrics: Mapping[str, float]) -> dict:
+    """Replace ``eval_metrics`` in a bundle's ``metadata.json`` with `metrics`, leaving the rest of the text as it is.
+
+    Only the ``"eval_metrics": {...}`` block is rewritten (the file's own layout, e.g. one-line
+    arrays, stays), and the file is replaced atomically.
+
+    Args:
+        meta_file: the bundle's ``configs/metadata.json``.
+        metrics: ``{name: number}`` (`eval_metrics`).
+
+    Returns:
+        The new metadata dict.
+
+    Raises:
+        FileNotFoundError: if `meta_file` does not exist.
+        ValueError: if the file has no flat ``eval_metrics`` object, or a metric is not a finite number.
+    """
+    path = Path(meta_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such metadata file.")
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"eval_metrics `{key}` must be a finite number, got {value!r}.")
+    text = path.read_text()
+    found = list(_EVAL_METRICS_BLOCK.finditer(text))
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one flat `eval_metrics` object, found {len(found)}.")
+    indent = found[0].group("indent")
+    body = json.dumps(dict(metrics), indent=4).replace("\n", "\n" + indent)
+    new_text = text[: found[0].start()] + f'{indent}"eval_metrics": {body}' + text[found[0].end() :]
+    meta = json.loads(new_text)
+    if meta["eval_metrics"] != dict(metrics):
+        raise ValueError(f"{path}: `eval_metrics` is not a top-level object.")
+    atomic_write_text(new_text, path)
+    return meta
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -314,16 +411,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--split", default="test")
     q.add_argument("--profile", default="clinical")
     q.add_argument("--weights", help="default: <run>/model.pt (the best validation checkpoint)")
+    q.add_argument(
+        "--metadata",
+        nargs="+",
+        default=[],
+        help="also write the held-out numbers into these bundle metadata.json files",
+    )
+    q = sub.add_parser("eval-metrics", help="write <run>/test_report.json's numbers into a bundle's eval_metrics")
+    q.add_argument("--run", required=True, help="a run folder holding test_report.json (from `report`)")
+    q.add_argument("--metadata", nargs="+", required=True, help="the bundles' configs/metadata.json files")
     args = p.parse_args(argv)
-    if args.cmd == "report":
-        report(Path(args.run), args.acdc, args.split, args.profile, args.weights)
+    if args.cmd == "time":
+        extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+        timing = time_epochs(args.data, Path(args.out), args.epochs, args.profile, extra)
+        timing["plan"] = plan(timing, args.budget_min)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(timing, indent=1))
+        print(json.dumps(timing, indent=1))
         return 0
-    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    timing = time_epochs(args.data, Path(args.out), args.epochs, args.profile, extra)
-    timing["plan"] = plan(timing, args.budget_min)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(timing, indent=1))
-    print(json.dumps(timing, indent=1))
+    if args.cmd == "report":
+        if args.metadata and args.split != "test":
+            p.error(f"--metadata takes the held-out numbers: --split must be test, got {args.split!r}")
+        result = report(Path(args.run), args.acdc, args.split, args.profile, args.weights)
+    else:
+        path = Path(args.run) / "test_report.json"
+        if not path.is_file():
+            p.error(f"{path} does not exist: run `report` first")
+        result = json.loads(path.read_text())
+    if args.metadata:
+        metrics = eval_metrics(result)
+        for meta_file in args.metadata:
+            write_eval_metrics(meta_file, metrics)
+            print(f"{meta_file}: eval_metrics {json.dumps(metrics)}")
     return 0
 
 

@@ -7,7 +7,9 @@ application and the tests all import it by dotted path.
 
 from __future__ import annotations
 
-#: The package version, which is also the LoRA U-Net bundle's ``metadata.json`` version (one release).
-__version__ = "0.3.0"
+#: The package version, which is also the ``version`` of both bundles' ``metadata.json`` (the LoRA U-Net
+#: and the site inference) and their ``required_packages_version["cardiolora"]``: one release
+#: (tests/test_zoo.py).
+__version__ = "0.3.1"
 
 __all__ = ["__version__"]

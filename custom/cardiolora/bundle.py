@@ -3,6 +3,14 @@
 Everything goes through MONAI's ``ConfigWorkflow`` on the bundle's own configs, with the run's
 folders and flags given as overrides, so the command line, ``python -m monai.bundle run``, MONAI
 Label and the FLARE clients all run the same definitions.
+
+The metadata follows the profile too: ``configs/metadata.json`` describes the ``quick`` network
+(input a multiple of 16 pixels), and a profile whose network differs in what it accepts has a
+metadata override ``configs/metadata_<profile>.json`` holding only the changed ids (``paper``,
+``clinical``: multiples of 32), merged after it as MONAI merges a list of meta files
+(`meta_files`): ``python -m monai.bundle verify_net_in_out network_def --meta_file
+"['configs/metadata.json','configs/metadata_paper.json']" --config_file
+"['configs/train.json','configs/paper.json']"``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from monai.bundle import ConfigWorkflow
 from cardiolora.paths import bundle_dir
 from cardiolora.profiles import get_profile
 
-__all__ = ["config_files", "profile_configs", "make_workflow", "run_workflow"]
+__all__ = ["config_files", "profile_configs", "meta_files", "make_workflow", "run_workflow"]
 
 _CONFIGS = {
     "train": ("train.json",),
@@ -75,6 +83,35 @@ def profile_configs(kind: str, profile: Any, bundle: str | os.PathLike | None = 
     return [str(root / "configs" / prof.train_override)]
 
 
+def meta_files(profile: Any = None, bundle: str | os.PathLike | None = None) -> list[str]:
+    """The metadata files of a bundle for a run profile, in merge order.
+
+    The bundle's ``configs/metadata.json``, then the profile's metadata override
+    ``configs/metadata_<profile>.json`` when the profile has one: beside that metadata.json, or
+    else the LoRA U-Net bundle's (the site-inference bundle runs the LoRA bundle's network, so
+    the network's shapes are declared once, there).
+
+    Args:
+        profile: a profile name (anything else, e.g. ``None``: the base metadata alone).
+        bundle: bundle folder (default: the project's LoRA U-Net bundle).
+
+    Returns:
+        Absolute paths: ``[metadata.json]`` or ``[metadata.json, metadata_<profile>.json]``.
+
+    Raises:
+        ValueError: if `profile` is a string naming no known profile.
+    """
+    root = Path(bundle) if bundle is not None else bundle_dir()
+    files = [str(root / "configs" / "metadata.json")]
+    if not isinstance(profile, str):
+        return files
+    name = f"metadata_{get_profile(profile).name}.json"
+    for folder in (root / "configs", bundle_dir() / "configs"):
+        if (folder / name).is_file():
+            return [*files, str(folder / name)]
+    return files
+
+
 def make_workflow(
     kind: str,
     overrides: Mapping[str, Any] | None = None,
@@ -104,7 +141,7 @@ def make_workflow(
     ovr = {"bundle_root": str(root), **dict(overrides or {})}
     return ConfigWorkflow(
         config_file=files,
-        meta_file=str(root / "configs" / "metadata.json"),
+        meta_file=meta_files((overrides or {}).get("profile"), root),
         logging_file=False,
         workflow_type=wtype,
         **ovr,
