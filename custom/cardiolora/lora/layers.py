@@ -122,12 +122,13 @@ def check_rank_alpha_dropout(rank: int, alpha: float | None, dropout: float) -> 
     return float(alpha)
 
 
-def check_supported(module: nn.Module, name: str = "module") -> None:
-    """Check that :class:`LoRAConv` can wrap `module`, without touching it.
+def check_supported(module: nn.Module, name: str = "module", wrapper: str = "LoRAConv") -> None:
+    """Check that :class:`LoRAConv` (or another adapter wrapper) can wrap `module`, without touching it.
 
     Args:
         module: the candidate base module.
         name: what to call it in the error message (its dotted name in the model).
+        wrapper: the adapter class named in the message (``"LoRAConv"``, ``"TensorConv"``).
 
     Raises:
         ValueError: naming the module, if it is not one of :data:`SUPPORTED_CONV_TYPES`, has
@@ -141,13 +142,13 @@ def check_supported(module: nn.Module, name: str = "module") -> None:
     """
     if not isinstance(module, SUPPORTED_CONV_TYPES):
         supported = ", ".join(t.__name__ for t in SUPPORTED_CONV_TYPES)
-        raise ValueError(f"`{name}` is a {type(module).__name__}; LoRAConv supports only {supported}.")
+        raise ValueError(f"`{name}` is a {type(module).__name__}; {wrapper} supports only {supported}.")
     if isinstance(module.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"`{name}` has an uninitialised (lazy) weight; run a forward pass first.")
     if module.groups != 1:
-        raise ValueError(f"`{name}` has groups={module.groups}; LoRAConv supports only groups=1.")
+        raise ValueError(f"`{name}` has groups={module.groups}; {wrapper} supports only groups=1.")
     if module.padding_mode != "zeros":
-        raise ValueError(f"`{name}` has padding_mode={module.padding_mode!r}; LoRAConv supports only 'zeros'.")
+        raise ValueError(f"`{name}` has padding_mode={module.padding_mode!r}; {wrapper} supports only 'zeros'.")
 
 
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, transposed: bool) -> torch.Tensor:

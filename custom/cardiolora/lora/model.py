@@ -34,9 +34,12 @@ from cardiolora.lora.layers import (
     check_rank_alpha_dropout,
     check_supported,
 )
-from cardiolora.lora.state import preview_names, state_bytes
+from cardiolora.lora.state import preview_names, state_bytes, state_problems
+from cardiolora.lora.tensor import TensorConv
 
 __all__ = [
+    "adapter_modules",
+    "select_convs",
     "inject_lora",
     "lora_modules",
     "lora_scalings",
@@ -140,6 +143,86 @@ def mark_only_lora_trainable(model: nn.Module) -> None:
             p.requires_grad_(True)
 
 
+def adapter_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """All adapter wrappers of `model` (:class:`LoRAConv` and :class:`~cardiolora.lora.tensor.TensorConv`).
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``{name: wrapper}`` in module order; empty if the model has no adapters.
+    """
+    return {name: m for name, m in model.named_modules() if isinstance(m, (LoRAConv, TensorConv))}
+
+
+def select_convs(
+    model: nn.Module,
+    target_modules: Sequence[str] = ("*",),
+    exclude_modules: Sequence[str] = (),
+    wrapper: str = "LoRAConv",
+) -> dict[str, nn.Module]:
+    """The convolutions of `model` an adapter injection would wrap, all checked first.
+
+    A convolution (``nn.Conv*d`` / ``nn.ConvTranspose*d``) at dotted name ``n`` is selected when
+    ``fnmatch(n, p)`` holds for some pattern in `target_modules` and for none in `exclude_modules`.
+
+    Args:
+        model: the network; it must hold no adapter of any kind yet.
+        target_modules: fnmatch patterns on dotted module names (not a single str).
+        exclude_modules: fnmatch patterns of names to leave alone.
+        wrapper: the adapter class named in messages.
+
+    Returns:
+        ``{name: convolution}`` in module order.
+
+    Raises:
+        ValueError: bad patterns (naming the argument); `model` is a convolution itself or already
+            has adapters; no convolution matched (a few available names are listed); a matched
+            module is unsupported (named); a wildcard-free pattern names a module that is not a
+            convolution; a matched module is shared under several names.
+    """
+    targets = _patterns(target_modules, "target_modules")
+    excludes = _patterns(exclude_modules, "exclude_modules")
+    if not targets:
+        raise ValueError("`target_modules` is empty; give at least one pattern (default '*').")
+    if isinstance(model, _CONV_TYPES):
+        raise ValueError(
+            f"`model` is itself a {type(model).__name__}; wrap it in {wrapper} or a container (nn.Sequential)."
+        )
+    existing = adapter_modules(model)
+    if existing:
+        kind = "LoRA" if any(isinstance(m, LoRAConv) for m in existing.values()) else "tensor"
+        raise ValueError(f"`model` already has {kind} adapters ({preview_names(existing)}); inject only once.")
+
+    all_modules = dict(model.named_modules())
+    for pattern in targets:
+        if not any(c in pattern for c in _WILDCARDS) and pattern in all_modules:
+            if not isinstance(all_modules[pattern], _CONV_TYPES):
+                kind = type(all_modules[pattern]).__name__
+                raise ValueError(f"`target_modules` names `{pattern}`, a {kind}, which is not a convolution.")
+    convs = {n: m for n, m in all_modules.items() if n and isinstance(m, _CONV_TYPES)}
+    matched = [
+        n
+        for n in convs
+        if any(fnmatch.fnmatchcase(n, p) for p in targets) and not any(fnmatch.fnmatchcase(n, p) for p in excludes)
+    ]
+    if not matched:
+        raise ValueError(
+            f"No convolution matched `target_modules`={list(targets)} minus `exclude_modules`="
+            f"{list(excludes)}; available: {preview_names(convs) or 'none'}."
+        )
+    aliases: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(m), []).append(n)
+    for n in matched:
+        if len(aliases[id(convs[n])]) > 1:
+            raise ValueError(f"`{n}` is shared under several names ({preview_names(aliases[id(convs[n])])}).")
+
+    for n in matched:  # validate everything before the first wrapper freezes anything
+        check_supported(convs[n], n, wrapper=wrapper)
+    return {n: convs[n] for n in matched}
+
+
 def inject_lora(
     model: nn.Module,
     rank: int,
@@ -180,44 +263,8 @@ def inject_lora(
         ['0', '1']
     """
     check_rank_alpha_dropout(rank, alpha, dropout)
-    targets = _patterns(target_modules, "target_modules")
-    excludes = _patterns(exclude_modules, "exclude_modules")
-    if not targets:
-        raise ValueError("`target_modules` is empty; give at least one pattern (default '*').")
-    if isinstance(model, _CONV_TYPES):
-        raise ValueError(
-            f"`model` is itself a {type(model).__name__}; wrap it in LoRAConv or a container (nn.Sequential)."
-        )
-    existing = lora_modules(model)
-    if existing:
-        raise ValueError(f"`model` already has LoRA adapters ({preview_names(existing)}); inject only once.")
-
-    all_modules = dict(model.named_modules())
-    for pattern in targets:
-        if not any(c in pattern for c in _WILDCARDS) and pattern in all_modules:
-            if not isinstance(all_modules[pattern], _CONV_TYPES):
-                kind = type(all_modules[pattern]).__name__
-                raise ValueError(f"`target_modules` names `{pattern}`, a {kind}, which is not a convolution.")
-    convs = {n: m for n, m in all_modules.items() if n and isinstance(m, _CONV_TYPES)}
-    matched = [
-        n
-        for n in convs
-        if any(fnmatch.fnmatchcase(n, p) for p in targets) and not any(fnmatch.fnmatchcase(n, p) for p in excludes)
-    ]
-    if not matched:
-        raise ValueError(
-            f"No convolution matched `target_modules`={list(targets)} minus `exclude_modules`="
-            f"{list(excludes)}; available: {preview_names(convs) or 'none'}."
-        )
-    aliases: dict[int, list[str]] = {}
-    for n, m in model.named_modules(remove_duplicate=False):
-        aliases.setdefault(id(m), []).append(n)
-    for n in matched:
-        if len(aliases[id(convs[n])]) > 1:
-            raise ValueError(f"`{n}` is shared under several names ({preview_names(aliases[id(convs[n])])}).")
-
-    for n in matched:  # validate everything before the first wrapper freezes anything
-        check_supported(convs[n], n)
+    convs = select_convs(model, target_modules, exclude_modules, wrapper="LoRAConv")
+    matched = list(convs)
     wrappers = {n: LoRAConv(convs[n], rank=rank, alpha=alpha, dropout=dropout, name=n) for n in matched}
     for n, wrapper in wrappers.items():
         parent_name, _, child = n.rpartition(".")
@@ -280,28 +327,7 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
         expected[f"{name}.{LORA_A}.weight"] = m.lora_A.weight
         expected[f"{name}.{m.b_name}.weight"] = m.lora_b.weight
 
-    problems: list[str] = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        problems.append(f"missing keys: {preview_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {preview_names(unexpected)}")
-    present = [k for k in expected if k in state]
-    not_tensor = [k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
-    if not_tensor:
-        problems.append(f"not floating-point tensors: {preview_names(not_tensor)}")
-    tensors = [k for k in present if k not in not_tensor]
-    wrong_shape = [
-        f"{k} (expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)})"
-        for k in tensors
-        if state[k].shape != expected[k].shape
-    ]
-    if wrong_shape:
-        problems.append(f"wrong shapes: {preview_names(wrong_shape)}")
-    non_finite = [k for k in tensors if not torch.isfinite(state[k]).all()]
-    if non_finite:
-        problems.append(f"non-finite values: {preview_names(non_finite)}")
+    problems = state_problems(expected, state)
     if problems:
         raise ValueError("Cannot load the LoRA state dict; " + "; ".join(problems) + ". Nothing was loaded.")
     with torch.no_grad():
@@ -382,7 +408,7 @@ def unwrap_key(key: str, lora_names: Collection[str]) -> str | None:
 
 
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict of the network with the adapters stripped: keys as in the plain network.
+    """The state dict of the network with the adapters (LoRA or tensor) stripped: keys as in the plain network.
 
     It holds the current base weights: ``W0``, or ``W0 + ΔW`` if the adapters are merged (merge
     first to export the fine-tuned plain network). Loads into the un-injected network with
@@ -403,7 +429,9 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         >>> list(base_state_dict(net))
         ['0.weight', '0.bias']
     """
-    names = set(_require_lora(model))
+    names = set(adapter_modules(model))
+    if not names:
+        raise ValueError("`model` has no LoRAConv modules (nor TensorConv); call inject_lora or inject_tensor first.")
     out: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         plain = unwrap_key(key, names)
