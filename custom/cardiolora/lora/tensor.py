@@ -180,7 +180,7 @@ def _physical_sizes(in_channels: int, out_channels: int, kernel_size: Sequence[i
     i1, i2, i3 = balanced_factors(in_channels)
     o1, o2, o3 = balanced_factors(out_channels)
     sizes = {"I": i1 * i2, "J": i3, "P": o3, "Q": o1 * o2}
-    sizes.update(zip("XYZ", (int(k) for k in kernel_size)))
+    sizes.update(zip("XYZ"[: len(kernel_size)], (int(k) for k in kernel_size), strict=True))
     return sizes
 
 
@@ -207,7 +207,7 @@ def core_shapes(
 
     Example:
         >>> core_shapes(4, 8, (3, 3), 2)["in12"], core_shapes(4, 8, (3, 3), 2)["k0"]
-        ((2, 2, 2), (3, 2, 2, 2))
+        ((4, 2, 2), (3, 2, 2, 2))
     """
     labels, _ = network_labels(len(kernel_size))
     sizes = _physical_sizes(in_channels, out_channels, kernel_size)
@@ -414,7 +414,7 @@ class TensorConv(nn.Module):
         self.shapes = core_shapes(base.in_channels, base.out_channels, base.kernel_size, rank)
         self.fan_in = base.weight.shape[1] * math.prod(base.kernel_size)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        cores = nn.ParameterDict({c: nn.Parameter(torch.empty(s, **factory)) for c, s in self.shapes.items()})
+        cores = nn.ParameterDict([(c, nn.Parameter(torch.empty(s, **factory))) for c, s in self.shapes.items()])
         setattr(self, self.cores_name, cores)
         for c, s in self.shapes.items():
             self.register_buffer(f"theta0_{c}", torch.empty(s, **factory), persistent=False)
@@ -482,7 +482,9 @@ class TensorConv(nn.Module):
         with torch.no_grad():
             merged = self.merged_weight()
             if safe and not torch.isfinite(merged).all():
-                raise ValueError(f"`{self.name}`: merging the adapter gives non-finite weights; weights left unchanged.")
+                raise ValueError(
+                    f"`{self.name}`: merging the adapter gives non-finite weights; weights left unchanged."
+                )
             self.base.weight.copy_(merged)
         self.merged = True
 
@@ -521,4 +523,3 @@ class TensorConv(nn.Module):
             t0 = contract_network(self.frozen_cores(), self.spatial_dims)
             self.frozen_full.copy_(t0.transpose(0, 1) if self.transposed else t0)
         self.merged = False
-
