@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
 
+import cardiolora.lora.adapters as adapters_module
 import cardiolora.lora.tensor as tensor_module
 import cardiolora.lora.tensor_model as tensor_model_module
 from cardiolora.bundle import make_workflow
@@ -73,7 +74,7 @@ def _dense(base: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tens
 
 
 def test_doctests():
-    for module in (tensor_module, tensor_model_module):
+    for module in (tensor_module, tensor_model_module, adapters_module):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 

@@ -14,6 +14,7 @@ TenVOO-L (:mod:`cardiolora.lora.tensor`, :mod:`cardiolora.lora.tensor_model`):
 
 from __future__ import annotations
 
+from cardiolora.lora.adapters import adapter_modules, base_state_dict, unwrap_key, wrap_key
 from cardiolora.lora.layers import (
     BASE,
     LORA_A,
@@ -24,8 +25,6 @@ from cardiolora.lora.layers import (
     lora_delta,
 )
 from cardiolora.lora.model import (
-    adapter_modules,
-    base_state_dict,
     inject_lora,
     load_lora_state_dict,
     lora_delta_state_dict,
@@ -37,8 +36,6 @@ from cardiolora.lora.model import (
     merge_lora,
     reset_lora,
     unmerge_lora,
-    unwrap_key,
-    wrap_key,
 )
 from cardiolora.lora.state import adapter_delta_from_state, state_bytes
 from cardiolora.lora.tensor import (

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from cardiolora.lora.layers import check_supported
+from cardiolora.lora.layers import AdapterConv, check_supported
 
 __all__ = [
     "TENSOR_CORES",
@@ -371,7 +371,7 @@ def tensor_delta(
     return t - frozen
 
 
-class TensorConv(nn.Module):
+class TensorConv(AdapterConv):
     """A convolution or transposed convolution with a TenVOO-L adapter: ``W + T(θ) − T(θ0)``.
 
     The base module is kept as ``self.base`` (keys ``base.weight`` / ``base.bias``, frozen); the
@@ -462,43 +462,6 @@ class TensorConv(nn.Module):
             return self.base(*args)
         weight = self.base.weight + self.delta_weight()
         return functional_call(self.base, {"weight": weight}, args)
-
-    def merged_weight(self) -> torch.Tensor:
-        """``W + ΔW`` as a new detached tensor (nothing is modified)."""
-        with torch.no_grad():
-            return self.base.weight + self.delta_weight()
-
-    def merge(self, safe: bool = True) -> None:
-        """Fold the adapter into the base weight: ``W ← W + ΔW``.
-
-        Args:
-            safe: refuse (weights untouched) if ``W + ΔW`` is not finite.
-
-        Raises:
-            ValueError: if already merged or (`safe`) non-finite, naming the module.
-        """
-        if self.merged:
-            raise ValueError(f"`{self.name}` is already merged; unmerge it first.")
-        with torch.no_grad():
-            merged = self.merged_weight()
-            if safe and not torch.isfinite(merged).all():
-                raise ValueError(
-                    f"`{self.name}`: merging the adapter gives non-finite weights; weights left unchanged."
-                )
-            self.base.weight.copy_(merged)
-        self.merged = True
-
-    def unmerge(self) -> None:
-        """Take the adapter back out: ``W ← W − ΔW`` (exact up to one rounding of ``|W| + |ΔW|``).
-
-        Raises:
-            ValueError: if not merged (naming the module).
-        """
-        if not self.merged:
-            raise ValueError(f"`{self.name}` is not merged; nothing to unmerge.")
-        with torch.no_grad():
-            self.base.weight.sub_(self.delta_weight())
-        self.merged = False
 
     def reset_adapter(self, seed: int | None = None) -> None:
         """Redraw ``θ0`` from the seed (optionally a new one), set ``θ ← θ0``: ``ΔW = 0`` again.

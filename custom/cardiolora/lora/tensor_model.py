@@ -23,8 +23,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from cardiolora.lora.model import base_state_dict, select_convs
-from cardiolora.lora.state import preview_names, state_bytes, state_problems
+from cardiolora.lora.adapters import (
+    adapter_counts,
+    load_adapter_params,
+    merge_modules,
+    select_convs,
+    unmerge_modules,
+)
+from cardiolora.lora.state import preview_names
 from cardiolora.lora.tensor import (
     TENSOR_CORES,
     TENSOR_CORES_TRANSPOSED,
@@ -165,19 +171,7 @@ def load_tensor_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) 
         ValueError: merged adapters, or keys missing / unexpected / not floating / wrong shape /
             non-finite (named); nothing is loaded then.
     """
-    mods = _require_tensor(model)
-    merged = [n for n, m in mods.items() if m.merged]
-    if merged:
-        raise ValueError(f"Adapters {preview_names(merged)} are merged; unmerge before loading adapter weights.")
-    if not isinstance(state, Mapping):
-        raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
-    expected = _core_params(model)
-    problems = state_problems(expected, state)
-    if problems:
-        raise ValueError("Cannot load the tensor-adapter state dict; " + "; ".join(problems) + ". Nothing was loaded.")
-    with torch.no_grad():
-        for k, param in expected.items():
-            param.copy_(state[k])
+    load_adapter_params(_require_tensor(model), _core_params(model), state, "tensor-adapter")
 
 
 def tensor_delta_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -298,16 +292,7 @@ def merge_tensor(model: nn.Module, safe: bool = True) -> None:
     Raises:
         ValueError: already merged, or (`safe`) non-finite results (modules named); nothing changed.
     """
-    mods = _require_tensor(model)
-    merged = [n for n, m in mods.items() if m.merged]
-    if merged:
-        raise ValueError(f"Adapters {preview_names(merged)} are already merged.")
-    if safe:
-        bad = [n for n, m in mods.items() if not torch.isfinite(m.merged_weight()).all()]
-        if bad:
-            raise ValueError(f"Merging {preview_names(bad)} gives non-finite weights; no weight was changed.")
-    for m in mods.values():
-        m.merge(safe=False)
+    merge_modules(_require_tensor(model), safe)
 
 
 def unmerge_tensor(model: nn.Module) -> None:
@@ -319,12 +304,7 @@ def unmerge_tensor(model: nn.Module) -> None:
     Raises:
         ValueError: if some adapter is not merged (named); nothing changed.
     """
-    mods = _require_tensor(model)
-    not_merged = [n for n, m in mods.items() if not m.merged]
-    if not_merged:
-        raise ValueError(f"Adapters {preview_names(not_merged)} are not merged; nothing to unmerge.")
-    for m in mods.values():
-        m.unmerge()
+    unmerge_modules(_require_tensor(model))
 
 
 def reset_tensor(model: nn.Module, seed: int | None = None) -> None:
@@ -361,16 +341,4 @@ def tensor_param_count(model: nn.Module) -> dict[str, int | float]:
     Raises:
         ValueError: if `model` has none.
     """
-    cores = _core_params(model)
-    ids = {id(p) for p in cores.values()}
-    params = list(model.parameters())
-    adapter_bytes = state_bytes(tensor_state_dict(model), torch.float32)
-    model_bytes = state_bytes(base_state_dict(model), torch.float32)
-    return {
-        "adapter_params": sum(p.numel() for p in params if id(p) in ids),
-        "base_params": sum(p.numel() for p in params if id(p) not in ids),
-        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
-        "adapter_bytes": adapter_bytes,
-        "model_bytes": model_bytes,
-        "adapter_fraction": adapter_bytes / model_bytes if model_bytes else float("nan"),
-    }
+    return adapter_counts(model, list(_core_params(model).values()), tensor_state_dict(model))
