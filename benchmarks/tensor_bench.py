@@ -1,4 +1,4 @@
-"""Tensor-adapter benchmark: TenVOO-L upload bytes vs LoRA and the full model, and CPU step time.
+"""Tensor-adapter benchmark: TenVOO-L/-Q upload bytes vs LoRA and the full model, and CPU step time.
 
     .venv/bin/python benchmarks/tensor_bench.py [--no-docs]
 
@@ -28,13 +28,14 @@ COMMAND = ".venv/bin/python benchmarks/tensor_bench.py"
 FP16 = torch.float16
 
 
-def sizes(profile: str, lora_ranks: tuple[int, ...] = (16, 32), tensor_ranks: tuple[int, ...] = (1, 2, 3, 4)) -> dict:
+def sizes(profile: str, lora_ranks: tuple[int, ...] = (16, 32), tensor_ranks: tuple[int, ...] = (2, 3, 4)) -> dict:
     """fp16 bytes per round of each adapter, as a fraction of the full model and of LoRA rank 32."""
     full = state_bytes(plain_state_dict(lora_unet(profile)), FP16)
     rows = {f"LoRA r{r}": state_bytes(lora_state_dict(lora_unet(profile, lora_rank=r)), FP16) for r in lora_ranks}
-    for r in tensor_ranks:
-        net = lora_unet(profile, adapter="tensor", tensor_rank=r, tensor_seed=0)
-        rows[f"TenVOO-L r{r}"] = state_bytes(tensor_state_dict(net), FP16)
+    for variant in ("L", "Q"):
+        for r in tensor_ranks:
+            net = lora_unet(profile, adapter="tensor", tensor_rank=r, tensor_seed=0, tensor_variant=variant)
+            rows[f"TenVOO-{variant} r{r}"] = state_bytes(tensor_state_dict(net), FP16)
     ref = rows.get("LoRA r32")
     return {
         "profile": profile,
@@ -46,7 +47,7 @@ def sizes(profile: str, lora_ranks: tuple[int, ...] = (16, 32), tensor_ranks: tu
 
 
 def step_times(profile: str = "quick", batch: int = 8, repeats: int = 5) -> dict:
-    """Fastest CPU training step (forward + backward) of full training, LoRA r32 and TenVOO-L r2 / r4.
+    """Fastest CPU training step (forward + backward) of full training, LoRA r32, TenVOO-L r2 / r4, TenVOO-Q r2.
 
     Interleaved within each repeat, the minimum over repeats kept (load from other processes
     affects all alike).
@@ -56,8 +57,9 @@ def step_times(profile: str = "quick", batch: int = 8, repeats: int = 5) -> dict
     nets = {
         "full": lora_unet(profile),
         "LoRA r32": lora_unet(profile, lora_rank=32),
-        "TenVOO-L r2": lora_unet(profile, adapter="tensor", tensor_rank=2, tensor_seed=0),
-        "TenVOO-L r4": lora_unet(profile, adapter="tensor", tensor_rank=4, tensor_seed=0),
+        "TenVOO-L r2": lora_unet(profile, adapter="tensor", tensor_rank=2, tensor_seed=0, tensor_variant="L"),
+        "TenVOO-L r4": lora_unet(profile, adapter="tensor", tensor_rank=4, tensor_seed=0, tensor_variant="L"),
+        "TenVOO-Q r2": lora_unet(profile, adapter="tensor", tensor_rank=2, tensor_seed=0, tensor_variant="Q"),
     }
     times: dict[str, list[float]] = {k: [] for k in nets}
     for rep in range(repeats + 1):  # the first round warms up

@@ -1,4 +1,4 @@
-"""Tests of the TenVOO-L tensor adapters (cardiolora.lora.tensor, cardiolora.lora.tensor_model)."""
+"""Tests of the TenVOO tensor adapters, L and Q (cardiolora.lora.tensor, tensor_layer, tensor_model)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import nn
 
 import cardiolora.lora.adapters as adapters_module
 import cardiolora.lora.tensor as tensor_module
+import cardiolora.lora.tensor_layer as tensor_layer_module
 import cardiolora.lora.tensor_model as tensor_model_module
 from cardiolora.bundle import make_workflow
 from cardiolora.fl.rml import apply_delta, combine_deltas
@@ -34,9 +35,10 @@ from cardiolora.lora import (
     tensor_param_count,
     tensor_state_dict,
     tenvoo_l_param_count,
+    tenvoo_q_param_count,
     unmerge_tensor,
 )
-from cardiolora.lora.tensor import core_shapes, initial_cores, network_labels
+from cardiolora.lora.tensor import core_shapes, initial_cores, network_labels, network_of
 from cardiolora.networks import ExportView, bundle_network_def, load_weights, lora_unet, plain_state_dict, with_lora
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}  # fp32 house tolerance
@@ -51,6 +53,7 @@ LAYER_CASES = [
     ("convT3d", lambda: nn.ConvTranspose3d(8, 4, 2, stride=2), (1, 8, 3, 3, 3), 2),
 ]
 CASE_IDS = [c[0] for c in LAYER_CASES]
+VARIANTS = ["L", "Q"]
 
 
 def _perturb(model: nn.Module, scale: float = 0.05, seed: int = 1) -> None:
@@ -74,7 +77,7 @@ def _dense(base: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tens
 
 
 def test_doctests():
-    for module in (tensor_module, tensor_model_module, adapters_module):
+    for module in (tensor_module, tensor_layer_module, tensor_model_module, adapters_module):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -107,14 +110,21 @@ def test_balanced_factors_ill(bad):
         balanced_factors(bad)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_every_bond_joins_two_cores(spatial_dims):
-    labels, output = network_labels(spatial_dims)
+def test_every_bond_joins_two_cores(spatial_dims, variant):
+    labels, output = network_labels(spatial_dims, variant)
     text = "".join(labels.values())
     bonds = {c for c in text if c.islower()}
     assert all(text.count(b) == 2 for b in bonds)
     assert sorted(c for c in text if c.isupper()) == sorted(output)
-    assert len(labels) == (10 if spatial_dims == 3 else 8)
+    assert len(labels) == {("L", 2): 8, ("L", 3): 10, ("Q", 2): 9, ("Q", 3): 10}[variant, spatial_dims]
+    assert network_of(labels) == (variant, spatial_dims)
+
+
+def test_network_of_unknown_cores():
+    with pytest.raises(ValueError, match="form no TenVOO network"):
+        network_of(["in12", "k0"])
 
 
 @pytest.mark.parametrize(
@@ -130,13 +140,21 @@ def test_param_count_is_eq6_and_the_core_sizes(c_in, c_out, kernel, rank):
     shapes = core_shapes(c_in, c_out, kernel, rank)
     assert tenvoo_l_param_count(c_in, c_out, kernel, rank) == eq6
     assert sum(torch.Size(s).numel() for s in shapes.values()) == eq6
+    # TenVOO-Q, paper Eq. 6: the middle kernel size on an r² core in 3-D, three r⁴ gates
+    k = list(kernel)
+    middle = k.pop(1) if len(k) == 3 else 0
+    eq6_q = (i1 * i2 + o1 * o2 + middle) * r**2 + (i3 + o3 + sum(k)) * r**3 + 3 * r**4
+    shapes_q = core_shapes(c_in, c_out, kernel, rank, "Q")
+    assert tenvoo_q_param_count(c_in, c_out, kernel, rank) == eq6_q
+    assert sum(torch.Size(s).numel() for s in shapes_q.values()) == eq6_q
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name, make, shape, rank", LAYER_CASES, ids=CASE_IDS)
-def test_zero_start_with_non_zero_cores(name, make, shape, rank):
+def test_zero_start_with_non_zero_cores(name, make, shape, rank, variant):
     torch.manual_seed(0)
     base = make()
-    layer = TensorConv(base, rank=rank, seed=3, name=name)
+    layer = TensorConv(base, rank=rank, seed=3, name=name, variant=variant)
     x = torch.randn(shape)
     assert all(p.abs().sum() > 0 for p in layer.cores.values())
     assert layer.frozen_full.abs().sum() > 0
@@ -144,12 +162,13 @@ def test_zero_start_with_non_zero_cores(name, make, shape, rank):
     torch.testing.assert_close(layer(x), base(x), **TOL)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name, make, shape, rank", LAYER_CASES, ids=CASE_IDS)
-def test_forward_is_the_dense_conv_and_merge_unmerge_are_exact(name, make, shape, rank):
+def test_forward_is_the_dense_conv_and_merge_unmerge_are_exact(name, make, shape, rank, variant):
     torch.manual_seed(0)
     base = make()
     w0 = base.weight.detach().clone()
-    layer = TensorConv(base, rank=rank, seed=0, name=name)
+    layer = TensorConv(base, rank=rank, seed=0, name=name, variant=variant)
     _perturb(layer)
     x = torch.randn(shape)
     delta = layer.delta_weight().detach()
@@ -253,10 +272,11 @@ def test_quick_unet_upload_vs_lora_rank32():
     )
 
 
-def test_server_delta_from_cores_and_seed_only():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_server_delta_from_cores_and_seed_only(variant):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ConvTranspose2d(8, 4, 2, stride=2), nn.Conv2d(4, 1, 1))
-    inject_tensor(net, rank=2, seed=5)
+    inject_tensor(net, rank=2, seed=5, variant=variant)
     _perturb(net)
     site = tensor_delta_state_dict(net)
     server = tensor_delta_from_state({k: v.double() for k, v in tensor_state_dict(net).items()}, seed=5)
@@ -297,14 +317,15 @@ def test_mean_of_full_size_deltas_from_two_sites_is_the_dense_mean():
     torch.testing.assert_close(sites["site-a"](x), sites["site-b"](x), **TOL)
 
 
-def test_unet_3d_forward_backward():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unet_3d_forward_backward(variant):
     torch.manual_seed(0)
     net = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
     x = torch.randn(1, 1, 16, 16, 16)
     y0 = net(x).detach()
-    names = inject_tensor(net, rank=2, seed=0)
+    names = inject_tensor(net, rank=2, seed=0, variant=variant)
     assert any(isinstance(net.get_submodule(n).base, nn.ConvTranspose3d) for n in names)
-    assert all("hub_k" in net.get_submodule(n).cores for n in names)  # the 3-D network
+    assert all(network_of(net.get_submodule(n).cores) == (variant, 3) for n in names)  # the 3-D network
     y = net(x)
     torch.testing.assert_close(y, y0, **TOL)
     y.square().mean().backward()
@@ -375,8 +396,8 @@ def test_load_tensor_state_dict_round_trip_and_ill_cases():
     "edit, match",
     [
         (lambda s: s.update({"0.lora_A.weight": torch.zeros(1)}), "not tensor-adapter keys"),
-        (lambda s: s.pop("0.tenvoo.hub_out"), "has cores"),
-        (lambda s: s.update({"0.tenvoo.in3": torch.zeros(3, 2, 2, 2)}), "do not form a TenVOO-L network"),
+        (lambda s: s.pop("0.tenvoo.hub_out"), "form no TenVOO network"),
+        (lambda s: s.update({"0.tenvoo.in3": torch.zeros(3, 2, 2, 2)}), "do not form a TenVOO network"),
         (lambda s: s.update({"0.tenvoo.k0": torch.full((3, 2, 2, 2), float("nan"))}), "not finite"),
         (lambda s: s.clear(), "holds no tensor adapter"),
     ],
@@ -424,6 +445,10 @@ def test_with_lora_adapter_option():
         with_lora(bundle_network_def("quick"), 4, adapter="lokr")
     with pytest.raises(ValueError, match="`tensor_rank` must be an integer >= 0"):
         with_lora(bundle_network_def("quick"), 0, adapter="tensor", tensor_seed=0)
+    q = with_lora(bundle_network_def("quick"), 0, adapter="tensor", tensor_rank=2, tensor_seed=0, tensor_variant="Q")
+    assert all(m.variant == "Q" and "gate_k" in m.cores for m in tensor_modules(q).values())
+    with pytest.raises(ValueError, match="`tensor_variant` must be one of"):
+        with_lora(bundle_network_def("quick"), 0, adapter="tensor", tensor_rank=2, tensor_seed=0, tensor_variant="X")
 
 
 def test_bundle_workflow_builds_the_tensor_network(tmp_path):
@@ -435,3 +460,7 @@ def test_bundle_workflow_builds_the_tensor_network(tmp_path):
     assert tensor_modules(net) and list(tensor_state_dict(net)) == list(tensor_state_dict(ref))
     default = make_workflow("lora", {"dataset_dir": str(tmp_path), "device": "$torch.device('cpu')"})
     assert not tensor_modules(default.parser.get_parsed_content("network"))  # LoRA stays the default
+    q = make_workflow("lora", {**overrides, "tensor_variant": "Q"}).parser.get_parsed_content("network")
+    assert list(tensor_state_dict(q)) == list(
+        tensor_state_dict(lora_unet("quick", adapter="tensor", tensor_variant="Q"))
+    )

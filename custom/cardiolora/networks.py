@@ -70,6 +70,7 @@ def with_lora(
     adapter: str = "lora",
     tensor_rank: int | None = None,
     tensor_seed: int | None = None,
+    tensor_variant: str | None = None,
 ) -> torch.nn.Module:
     """The network with adapters injected (in place), of the type `adapter`; or unchanged.
 
@@ -77,13 +78,14 @@ def with_lora(
       matching `target_modules` gets ``W = W0 + (alpha / r) B A`` (A kaiming, B zero);
       ``rank == 0`` leaves the network as it is (full-weight training). `tensor_rank` and
       `tensor_seed` are not used.
-    * ``adapter="tensor"``: when ``tensor_rank > 0`` the same convolutions get TenVOO-L
-      ``W = W0 + T(θ) − T(θ0)`` (:mod:`cardiolora.lora.tensor`), ``θ0`` drawn from
-      `tensor_seed`; `rank`, `alpha` and `dropout` are LoRA's and not used.
+    * ``adapter="tensor"``: when ``tensor_rank > 0`` the same convolutions get TenVOO
+      ``W = W0 + T(θ) − T(θ0)`` (:mod:`cardiolora.lora.tensor`; network `tensor_variant`, "L" or
+      "Q"), ``θ0`` drawn from `tensor_seed`; `rank`, `alpha` and `dropout` are LoRA's and not used.
 
     Either way the network starts equal to the base, the base weights are frozen and only the
     adapters train. The bundle's ``network`` is ``with_lora(@network_def, @lora_rank, @lora_alpha,
-    adapter=@adapter_type, tensor_rank=@tensor_rank, tensor_seed=@tensor_seed)``.
+    adapter=@adapter_type, tensor_rank=@tensor_rank, tensor_seed=@tensor_seed,
+    tensor_variant=@tensor_variant)``.
 
     Args:
         network: the plain network.
@@ -94,13 +96,15 @@ def with_lora(
         adapter: ``"lora"`` or ``"tensor"`` (the bundle's ``adapter_type``).
         tensor_rank: tensor-network rank ≥ 0; required for ``adapter="tensor"``.
         tensor_seed: seed ≥ 0 of the frozen initial cores; required for ``adapter="tensor"``.
+        tensor_variant: ``"L"`` (TenVOO-L) or ``"Q"`` (TenVOO-Q); ``None`` means ``"L"``.
 
     Returns:
         `network` itself.
 
     Raises:
         ValueError: if `rank` is not an integer >= 0, `adapter` is unknown, or for
-            ``adapter="tensor"`` `tensor_rank` / `tensor_seed` are missing or not integers >= 0.
+            ``adapter="tensor"`` `tensor_rank` / `tensor_seed` are missing or not integers >= 0
+            or `tensor_variant` is unknown.
     """
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
         raise ValueError(f"`lora_rank` must be an integer >= 0, got {rank!r}.")
@@ -114,7 +118,8 @@ def with_lora(
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"`{arg}` must be an integer >= 0 for adapter_type 'tensor', got {value!r}.")
     if tensor_rank > 0:
-        inject_tensor(network, rank=tensor_rank, seed=tensor_seed, target_modules=target_modules)
+        variant = "L" if tensor_variant is None else tensor_variant
+        inject_tensor(network, rank=tensor_rank, seed=tensor_seed, target_modules=target_modules, variant=variant)
     return network
 
 
@@ -127,12 +132,13 @@ def lora_unet(
     adapter: str = "lora",
     tensor_rank: int | None = None,
     tensor_seed: int | None = None,
+    tensor_variant: str | None = None,
 ) -> torch.nn.Module:
     """The bundle's network of a run profile, with adapters of type `adapter` (LoRA by default).
 
     ``with_lora(bundle_network_def(profile), lora_rank, lora_alpha, …)``: the same network as the
-    bundle's ``network`` for that profile. For ``adapter="tensor"``, `tensor_rank` and
-    `tensor_seed` default to the bundle's ``tensor_rank`` / ``tensor_seed`` (written once there).
+    bundle's ``network`` for that profile. For ``adapter="tensor"``, `tensor_rank`, `tensor_seed`
+    and `tensor_variant` default to the bundle's values of those names (written once there).
 
     Args:
         profile: run profile name (``"quick"``, ``"paper"``, ``"clinical"``) or a `Profile`.
@@ -143,6 +149,7 @@ def lora_unet(
         adapter: ``"lora"`` or ``"tensor"``.
         tensor_rank: tensor-network rank (0: plain network); ``None``: the bundle's.
         tensor_seed: seed of the frozen initial cores; ``None``: the bundle's.
+        tensor_variant: ``"L"`` or ``"Q"``; ``None``: the bundle's.
 
     Returns:
         The network (``torch.nn.Module``) on the CPU.
@@ -157,10 +164,11 @@ def lora_unet(
     """
     if not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 0:
         raise ValueError(f"`lora_rank` must be an integer >= 0, got {lora_rank!r}.")
-    if adapter == "tensor" and (tensor_rank is None or tensor_seed is None):
+    if adapter == "tensor" and None in (tensor_rank, tensor_seed, tensor_variant):
         parser = _bundle_parser(profile)
         tensor_rank = parser.get_parsed_content("tensor_rank") if tensor_rank is None else tensor_rank
         tensor_seed = parser.get_parsed_content("tensor_seed") if tensor_seed is None else tensor_seed
+        tensor_variant = parser.get_parsed_content("tensor_variant") if tensor_variant is None else tensor_variant
     return with_lora(
         bundle_network_def(profile),
         lora_rank,
@@ -170,6 +178,7 @@ def lora_unet(
         adapter=adapter,
         tensor_rank=tensor_rank,
         tensor_seed=tensor_seed,
+        tensor_variant=tensor_variant,
     )
 
 

@@ -1,4 +1,4 @@
-"""Adapters for (transposed) convolutions, LoRA and TenVOO-L, and the model-level helpers of Rate-My-LoRA.
+"""Adapters for (transposed) convolutions, LoRA and TenVOO (L and Q), and the model-level helpers of Rate-My-LoRA.
 
 LoRA: ``W = W0 + (alpha / r)·B·A`` for every adapted convolution; sites send the adapter-only
 state dict (:func:`lora_state_dict`), the server turns it into full-size deltas with
@@ -6,7 +6,8 @@ state dict (:func:`lora_state_dict`), the server turns it into full-size deltas 
 transposed convolutions, :mod:`cardiolora.lora.model` for the key naming scheme and
 :mod:`cardiolora.lora.state` for adapter state dicts without a model.
 
-TenVOO-L (:mod:`cardiolora.lora.tensor`, :mod:`cardiolora.lora.tensor_model`):
+TenVOO-L / TenVOO-Q (:mod:`cardiolora.lora.tensor`, :mod:`cardiolora.lora.tensor_layer`,
+:mod:`cardiolora.lora.tensor_model`):
 ``W = W0 + T(θ) − T(θ0)`` with a tensor network ``T`` of small cores; sites send the cores
 (:func:`tensor_state_dict`), the server turns them into the same kind of full-size deltas with
 :func:`tensor_delta_from_state`, redrawing the frozen ``θ0`` from the shared seed.
@@ -41,10 +42,12 @@ from cardiolora.lora.state import adapter_delta_from_state, state_bytes
 from cardiolora.lora.tensor import (
     TENSOR_CORES,
     TENSOR_CORES_TRANSPOSED,
-    TensorConv,
+    TENSOR_VARIANTS,
     balanced_factors,
     tenvoo_l_param_count,
+    tenvoo_q_param_count,
 )
+from cardiolora.lora.tensor_layer import TensorConv
 from cardiolora.lora.tensor_model import (
     inject_tensor,
     load_tensor_state_dict,
@@ -89,6 +92,8 @@ __all__ = [
     "TensorConv",
     "balanced_factors",
     "tenvoo_l_param_count",
+    "tenvoo_q_param_count",
+    "TENSOR_VARIANTS",
     "inject_tensor",
     "load_tensor_state_dict",
     "mark_only_tensor_trainable",

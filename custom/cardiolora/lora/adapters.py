@@ -1,7 +1,7 @@
 """What every adapter kind shares: choosing the convolutions, key mapping, merging, counting.
 
 Both adapter kinds (:class:`~cardiolora.lora.layers.LoRAConv` and
-:class:`~cardiolora.lora.tensor.TensorConv`, subclasses of
+:class:`~cardiolora.lora.tensor_layer.TensorConv`, subclasses of
 :class:`~cardiolora.lora.layers.AdapterConv`) replace the convolution at dotted name ``<name>`` by
 a wrapper that keeps it as ``<name>.base``; so the plain network's ``<name>.weight`` is
 ``<name>.base.weight`` in the injected one (:func:`wrap_key`, :func:`unwrap_key`), and the

@@ -1,4 +1,4 @@
-"""TenVOO-L tensor-network adapters for (transposed) convolutions (Li et al., MICCAI 2025).
+"""TenVOO tensor-network adapters (L and Q) for (transposed) convolutions (Li et al., MICCAI 2025).
 
 TenVOO writes the update of a convolution weight as a contracted tensor network (paper Eq. 5)::
 
@@ -32,6 +32,20 @@ convolution" when one kernel dimension is removed); ``hub_k`` then only joins ``
         · k0[x; g,h,i] · k1[y; i,l,m] · hub_out[l,q,p,n] · out3[o3; m,n,o] · out12[o12; o,p]
     #P_L(2-D) = (i1·i2 + o1·o2)·r² + (i3 + o3 + k_x + k_y)·r³ + 2·r⁴
 
+TenVOO-Q (paper Fig. 2(d), after QuanTA): the same chain of channel and kernel cores, but the
+three hubs are replaced by three ``r⁴`` "gates" joined in a triangle, each gate on one side
+(input channels, kernel, output channels), and in 3-D the middle kernel core is a matrix-product
+core ``[k_y; r, r]`` between the other two::
+
+    T = Σ  in12[i12; d,e] · in3[i3; e,f,g] · gate_in[d,f,t,r] · k0[x; g,h,i] · k1[y; i,j]
+        · gate_k[h,l,s,t] · k2[z; j,l,m] · gate_out[o,q,r,s] · out3[o3; m,o,p] · out12[o12; p,q]
+    #P_Q(3-D) = (i1·i2 + o1·o2 + k_y)·r² + (i3 + o3 + k_x + k_z)·r³ + 3·r⁴     (paper Eq. 6)
+
+In 2-D the ``r²`` middle kernel core goes and ``k0[x; g,h,j]`` meets ``k1[y; j,l,m]`` directly:
+``#P_Q(2-D) = (i1·i2 + o1·o2)·r² + (i3 + o3 + k_x + k_y)·r³ + 3·r⁴``. (The published code stores
+that middle core with a size-1 bond to ``k0`` and one bond summed inside itself; here it is the
+plain ``[k_y; r, r]`` link the parameter count of Eq. 6 describes.)
+
 ``T`` is built in the regular-convolution layout ``[C_out, C_in, *K]``; for a transposed
 convolution (weight ``[C_in, C_out, *K]``) the same network is transposed into that layout, so
 ``ΔW`` always has the base weight's layout and merges as ``W ← W + ΔW``.
@@ -41,22 +55,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
-from torch import nn
-from torch.func import functional_call
-
-from cardiolora.lora.layers import AdapterConv, check_supported
 
 __all__ = [
     "TENSOR_CORES",
     "TENSOR_CORES_TRANSPOSED",
-    "TensorConv",
     "balanced_factors",
+    "TENSOR_VARIANTS",
+    "check_tensor_variant",
     "network_labels",
+    "network_of",
     "core_shapes",
     "tenvoo_l_param_count",
+    "tenvoo_q_param_count",
     "initial_std",
     "layer_seed",
     "initial_cores",
@@ -72,10 +85,14 @@ TENSOR_CORES = "tenvoo"
 #: (``[C_in, C_out, *K]``), and a server holding only the cores reads the kind from the key.
 TENSOR_CORES_TRANSPOSED = "tenvoo_T"
 
-# Core name -> index labels, in contraction order. Upper case: physical indices (I = i1·i2,
-# J = i3, X/Y/Z = kernel, P = o3, Q = o1·o2); lower case: bonds of size r, each in exactly two cores.
-_LABELS: dict[int, dict[str, str]] = {
-    2: {
+#: The tensor networks: TenVOO-L (paper Fig. 2(c)) and TenVOO-Q (Fig. 2(d)).
+TENSOR_VARIANTS = ("L", "Q")
+
+# (variant, spatial dims) -> {core: index labels}, in contraction order. Upper case: physical
+# indices (I = i1·i2, J = i3, X/Y/Z = kernel, P = o3, Q = o1·o2); lower case: bonds of size r,
+# each in exactly two cores. The order keeps every intermediate at most C_in·ΠK·r⁴ numbers.
+_LABELS: dict[tuple[str, int], dict[str, str]] = {
+    ("L", 2): {
         "in12": "Ide",
         "in3": "Jefg",
         "hub_in": "fdqh",
@@ -85,7 +102,7 @@ _LABELS: dict[int, dict[str, str]] = {
         "out3": "Pmno",
         "out12": "Qop",
     },
-    3: {
+    ("L", 3): {
         "in12": "Ide",
         "in3": "Jefg",
         "hub_in": "fdqh",
@@ -96,6 +113,29 @@ _LABELS: dict[int, dict[str, str]] = {
         "hub_out": "lrpn",
         "out3": "Pmno",
         "out12": "Qop",
+    },
+    ("Q", 2): {
+        "in12": "Ide",
+        "in3": "Jefg",
+        "gate_in": "dftr",
+        "k0": "Xghj",
+        "gate_k": "hlst",
+        "k1": "Yjlm",
+        "gate_out": "oqrs",
+        "out3": "Pmop",
+        "out12": "Qpq",
+    },
+    ("Q", 3): {
+        "in12": "Ide",
+        "in3": "Jefg",
+        "gate_in": "dftr",
+        "k0": "Xghi",
+        "k1": "Yij",
+        "gate_k": "hlst",
+        "k2": "Zjlm",
+        "gate_out": "oqrs",
+        "out3": "Pmop",
+        "out12": "Qpq",
     },
 }
 _OUTPUT: dict[int, str] = {2: "QPIJXY", 3: "QPIJXYZ"}
@@ -115,6 +155,19 @@ def check_tensor_rank_seed(rank: int, seed: int) -> None:
         raise ValueError(f"`tensor_rank` must be an int >= 1, got {rank!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`tensor_seed` must be an int >= 0, got {seed!r}.")
+
+
+def check_tensor_variant(variant: str) -> None:
+    """Validate the tensor network's name.
+
+    Args:
+        variant: ``"L"`` (TenVOO-L) or ``"Q"`` (TenVOO-Q).
+
+    Raises:
+        ValueError: naming `tensor_variant` otherwise.
+    """
+    if variant not in TENSOR_VARIANTS:
+        raise ValueError(f"`tensor_variant` must be one of {list(TENSOR_VARIANTS)}, got {variant!r}.")
 
 
 def balanced_factors(n: int) -> tuple[int, int, int]:
@@ -159,21 +212,47 @@ def balanced_factors(n: int) -> tuple[int, int, int]:
     return best
 
 
-def network_labels(spatial_dims: int) -> tuple[dict[str, str], str]:
-    """The TenVOO-L network of a ``spatial_dims``-D convolution as einsum labels.
+def network_labels(spatial_dims: int, variant: str = "L") -> tuple[dict[str, str], str]:
+    """The TenVOO network of a ``spatial_dims``-D convolution as einsum labels.
 
     Args:
         spatial_dims: 2 or 3.
+        variant: ``"L"`` or ``"Q"``.
 
     Returns:
         ``({core: labels}, output labels)``; cores in contraction order, see the module docstring.
 
     Raises:
-        ValueError: if `spatial_dims` is not 2 or 3.
+        ValueError: if `spatial_dims` is not 2 or 3 or `variant` is unknown.
     """
-    if spatial_dims not in _LABELS:
-        raise ValueError(f"`spatial_dims` must be 2 or 3 for TenVOO-L, got {spatial_dims!r}.")
-    return dict(_LABELS[spatial_dims]), _OUTPUT[spatial_dims]
+    check_tensor_variant(variant)
+    if spatial_dims not in _OUTPUT:
+        raise ValueError(f"`spatial_dims` must be 2 or 3 for TenVOO, got {spatial_dims!r}.")
+    return dict(_LABELS[variant, spatial_dims]), _OUTPUT[spatial_dims]
+
+
+def network_of(core_names: Iterable[str]) -> tuple[str, int]:
+    """Which network a set of core names belongs to (the names tell it apart: ``hub_*`` vs ``gate_*``).
+
+    Args:
+        core_names: the cores of one module.
+
+    Returns:
+        ``(variant, spatial_dims)``.
+
+    Raises:
+        ValueError: if the names are those of no network (the message lists the networks' cores).
+
+    Example:
+        >>> network_of(core_shapes(4, 4, (3, 3, 3), 1, "Q"))
+        ('Q', 3)
+    """
+    names = set(core_names)
+    for key, labels in _LABELS.items():
+        if names == set(labels):
+            return key
+    known = "; ".join(f"{v}/{d}-D: {list(lab)}" for (v, d), lab in _LABELS.items())
+    raise ValueError(f"cores {sorted(names)} form no TenVOO network (expected one of {known}).")
 
 
 def _physical_sizes(in_channels: int, out_channels: int, kernel_size: Sequence[int]) -> dict[str, int]:
@@ -185,31 +264,33 @@ def _physical_sizes(in_channels: int, out_channels: int, kernel_size: Sequence[i
 
 
 def core_shapes(
-    in_channels: int, out_channels: int, kernel_size: Sequence[int], rank: int
+    in_channels: int, out_channels: int, kernel_size: Sequence[int], rank: int, variant: str = "L"
 ) -> dict[str, tuple[int, ...]]:
-    """Shapes of the TenVOO-L cores of a convolution ``C_in → C_out`` with kernel ``K``.
+    """Shapes of the TenVOO cores of a convolution ``C_in → C_out`` with kernel ``K``.
 
     A core's shape follows its labels (:func:`network_labels`): the physical index first
     (``i1·i2``, ``i3``, ``k``, ``o3`` or ``o1·o2`` from :func:`balanced_factors`), then one ``r``
-    per bond; hubs are ``r×r×r×r`` (``r×r×r`` for ``hub_k``).
+    per bond; hubs and gates are ``r×r×r×r`` (``r×r×r`` for ``hub_k``).
 
     Args:
         in_channels: ``C_in`` ≥ 1 (of the convolution, also for a transposed one).
         out_channels: ``C_out`` ≥ 1.
         kernel_size: the 2 or 3 kernel sizes.
         rank: ``r`` ≥ 1.
+        variant: ``"L"`` or ``"Q"``.
 
     Returns:
         ``{core: shape}`` in contraction order.
 
     Raises:
-        ValueError: for a bad channel count or `kernel_size` of a length other than 2 or 3.
+        ValueError: for a bad channel count, `kernel_size` of a length other than 2 or 3 or an
+            unknown `variant`.
 
     Example:
         >>> core_shapes(4, 8, (3, 3), 2)["in12"], core_shapes(4, 8, (3, 3), 2)["k0"]
         ((4, 2, 2), (3, 2, 2, 2))
     """
-    labels, _ = network_labels(len(kernel_size))
+    labels, _ = network_labels(len(kernel_size), variant)
     sizes = _physical_sizes(in_channels, out_channels, kernel_size)
     return {core: tuple(sizes.get(c, rank) for c in lab) for core, lab in labels.items()}
 
@@ -238,6 +319,33 @@ def tenvoo_l_param_count(in_channels: int, out_channels: int, kernel_size: Seque
     hub_k = 1 if len(kernel_size) == 3 else 0
     r = rank
     return (i1 * i2 + o1 * o2) * r**2 + (i3 + o3 + sum(kernel_size) + hub_k) * r**3 + 2 * r**4
+
+
+def tenvoo_q_param_count(in_channels: int, out_channels: int, kernel_size: Sequence[int], rank: int) -> int:
+    """Trainable numbers of one TenVOO-Q adapter (paper Eq. 6 and its 2-D form).
+
+    3-D: ``#P_Q = (i1·i2 + o1·o2 + k_y)·r² + (i3 + o3 + k_x + k_z)·r³ + 3·r⁴`` (the middle kernel
+    core is a matrix-product core ``[k_y; r, r]``); 2-D, without it:
+    ``(i1·i2 + o1·o2)·r² + (i3 + o3 + k_x + k_y)·r³ + 3·r⁴``.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        kernel_size: the 2 or 3 kernel sizes.
+        rank: ``r``.
+
+    Returns:
+        The number of elements of the trainable cores.
+
+    Example:
+        >>> tenvoo_q_param_count(64, 64, (3, 3, 3), 4)  # (16 + 16 + 3)·16 + (4 + 4 + 3 + 3)·64 + 3·256
+        2224
+    """
+    i1, i2, i3 = balanced_factors(in_channels)
+    o1, o2, o3 = balanced_factors(out_channels)
+    r, k = rank, list(kernel_size)
+    middle = [k.pop(1)] if len(k) == 3 else []
+    return (i1 * i2 + o1 * o2 + sum(middle)) * r**2 + (i3 + o3 + sum(k)) * r**3 + 3 * r**4
 
 
 def initial_std(fan_in: int, rank: int, n_cores: int, n_bonds: int) -> float:
@@ -308,34 +416,31 @@ def initial_cores(
     Returns:
         ``{core: tensor}`` in fp32, bit-identical wherever it is called.
     """
-    labels, _ = network_labels(3 if "hub_k" in shapes else 2)
+    labels, _ = network_labels(*reversed(network_of(shapes)))
     n_bonds = len({c for lab in labels.values() for c in lab if c.islower()})
     std = initial_std(fan_in, rank, len(labels), n_bonds)
     gen = torch.Generator().manual_seed(layer_seed(seed, name))
     return {core: torch.randn(shape, generator=gen, dtype=torch.float32) * std for core, shape in shapes.items()}
 
 
-def contract_network(cores: Mapping[str, torch.Tensor], spatial_dims: int) -> torch.Tensor:
+def contract_network(cores: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``T(θ)`` in the regular-convolution layout ``[C_out, C_in, *K]``.
 
-    The cores are contracted one after another in the order of :func:`network_labels`, each step an
-    einsum that keeps only the indices still needed; the largest intermediate holds
-    ``C_in·ΠK·r³`` (or ``C_in·ΠK·o3·r²``) numbers. The result is reshaped from
+    The network is told by the core names (:func:`network_of`). The cores are contracted one
+    after another in the order of :func:`network_labels`, each step an einsum that keeps only the
+    indices still needed (at most ``C_in·ΠK·r⁴`` numbers at a time). The result is reshaped from
     ``[o12, o3, i12, i3, *K]`` to ``[C_out, C_in, *K]``.
 
     Args:
         cores: ``{core: tensor}`` with the shapes of :func:`core_shapes`.
-        spatial_dims: 2 or 3.
 
     Returns:
         ``T``, keeping the autograd graph.
 
     Raises:
-        ValueError: if the core names are not those of the network.
+        ValueError: if the core names are those of no network.
     """
-    labels, output = network_labels(spatial_dims)
-    if set(cores) != set(labels):
-        raise ValueError(f"`cores` must be {list(labels)}, got {sorted(cores)}.")
+    labels, output = network_labels(*reversed(network_of(cores)))
     order = list(labels)
     acc, acc_labels = cores[order[0]], labels[order[0]]
     for step, core in enumerate(order[1:], start=1):
@@ -361,128 +466,10 @@ def tensor_delta(
     Returns:
         ``ΔW``, keeping the autograd graph of `cores`.
     """
-    spatial_dims = 3 if "hub_k" in cores else 2
-    t = contract_network(cores, spatial_dims)
+    t = contract_network(cores)
     if transposed:
         t = t.transpose(0, 1)
     if isinstance(frozen, Mapping):
-        t0 = contract_network({k: v.to(t.dtype) for k, v in frozen.items()}, spatial_dims)
+        t0 = contract_network({k: v.to(t.dtype) for k, v in frozen.items()})
         frozen = t0.transpose(0, 1) if transposed else t0
     return t - frozen
-
-
-class TensorConv(AdapterConv):
-    """A convolution or transposed convolution with a TenVOO-L adapter: ``W + T(θ) − T(θ0)``.
-
-    The base module is kept as ``self.base`` (keys ``base.weight`` / ``base.bias``, frozen); the
-    trainable cores as ``self.tenvoo`` (``self.tenvoo_T`` for a transposed base), an
-    ``nn.ParameterDict``; ``θ0`` as non-persistent buffers (not in any state dict: they are rebuilt
-    from `seed` and `name`), and ``T(θ0)`` cached as one more non-persistent buffer. At
-    construction ``θ = θ0``, so the module computes what the base computes. The forward runs the
-    base once with the weight ``W + ΔW`` (the paper's dense form; no dropout).
-
-    Args:
-        base: ``nn.Conv2d``, ``nn.Conv3d``, ``nn.ConvTranspose2d`` or ``nn.ConvTranspose3d``;
-            ``groups == 1``, ``padding_mode == "zeros"``.
-        rank: tensor rank ``r`` ≥ 1.
-        seed: the seed of ``θ0`` (the bundle's ``tensor_seed``).
-        name: the module's dotted name: part of ``θ0``'s seed and of error messages.
-
-    Raises:
-        ValueError: unsupported base (named) or bad `rank` / `seed`.
-
-    Example:
-        >>> layer = TensorConv(nn.Conv2d(4, 8, 3, padding=1), rank=2)
-        >>> x = torch.randn(1, 4, 6, 6)
-        >>> torch.allclose(layer(x), layer.base(x))
-        True
-    """
-
-    def __init__(self, base: nn.Module, rank: int, seed: int = 0, name: str = "module") -> None:
-        super().__init__()
-        check_tensor_rank_seed(rank, seed)
-        check_supported(base, name, wrapper="TensorConv")
-        self.name = name
-        self.rank = rank
-        self.seed = seed
-        self.transposed = isinstance(base, (nn.ConvTranspose2d, nn.ConvTranspose3d))
-        self.spatial_dims = base.weight.dim() - 2
-        self.merged = False
-        self.base = base
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-        self.shapes = core_shapes(base.in_channels, base.out_channels, base.kernel_size, rank)
-        self.fan_in = base.weight.shape[1] * math.prod(base.kernel_size)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        cores = nn.ParameterDict([(c, nn.Parameter(torch.empty(s, **factory))) for c, s in self.shapes.items()])
-        setattr(self, self.cores_name, cores)
-        for c, s in self.shapes.items():
-            self.register_buffer(f"theta0_{c}", torch.empty(s, **factory), persistent=False)
-        self.register_buffer("frozen_full", torch.empty_like(base.weight), persistent=False)
-        self.reset_adapter()
-
-    @property
-    def cores_name(self) -> str:
-        """Attribute name of the cores: ``"tenvoo_T"`` for a transposed base, else ``"tenvoo"``."""
-        return TENSOR_CORES_TRANSPOSED if self.transposed else TENSOR_CORES
-
-    @property
-    def cores(self) -> nn.ParameterDict:
-        """The trainable cores ``θ``."""
-        return getattr(self, self.cores_name)
-
-    def frozen_cores(self) -> dict[str, torch.Tensor]:
-        """The initial cores ``θ0`` (buffers)."""
-        return {c: getattr(self, f"theta0_{c}") for c in self.shapes}
-
-    def extra_repr(self) -> str:
-        return f"rank={self.rank}, seed={self.seed}, merged={self.merged}"
-
-    def delta_weight(self) -> torch.Tensor:
-        """``ΔW = T(θ) − T(θ0)`` shaped like ``self.base.weight``, keeping the autograd graph."""
-        return tensor_delta(dict(self.cores), self.frozen_full, self.transposed)
-
-    def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
-        """The base with weight ``W + ΔW`` (``W`` alone when merged).
-
-        Args:
-            x: input ``[N, C_in, *spatial]``.
-            output_size: transposed convolutions only, as in ``nn.ConvTranspose2d.forward``.
-
-        Returns:
-            The output of the adapted convolution.
-
-        Raises:
-            ValueError: if `output_size` is given for a regular convolution.
-        """
-        if output_size is not None and not self.transposed:
-            raise ValueError(f"`output_size` is only valid for transposed convolutions (`{self.name}`).")
-        args = (x, output_size) if self.transposed else (x,)
-        if self.merged:
-            return self.base(*args)
-        weight = self.base.weight + self.delta_weight()
-        return functional_call(self.base, {"weight": weight}, args)
-
-    def reset_adapter(self, seed: int | None = None) -> None:
-        """Redraw ``θ0`` from the seed (optionally a new one), set ``θ ← θ0``: ``ΔW = 0`` again.
-
-        A merged module's update stays folded into ``W`` and the module is unmerged, as
-        :meth:`cardiolora.lora.LoRAConv.reset_adapter` does.
-
-        Args:
-            seed: a new ``tensor_seed``; ``None`` keeps the current one.
-
-        Raises:
-            ValueError: for a bad `seed`.
-        """
-        if seed is not None:
-            check_tensor_rank_seed(self.rank, seed)
-            self.seed = seed
-        theta0 = initial_cores(self.shapes, self.seed, self.name, self.fan_in, self.rank)
-        with torch.no_grad():
-            for c, t in theta0.items():
-                getattr(self, f"theta0_{c}").copy_(t)
-                self.cores[c].copy_(t)
-            t0 = contract_network(self.frozen_cores(), self.spatial_dims)
-            self.frozen_full.copy_(t0.transpose(0, 1) if self.transposed else t0)
-        self.merged = False

@@ -1,11 +1,14 @@
-"""Model-level TenVOO-L adapters: injection, adapter-only state dicts, full-size deltas, counts.
+"""Model-level TenVOO adapters (L and Q): injection, adapter-only state dicts, full-size deltas, counts.
 
-The counterpart of :mod:`cardiolora.lora.model` for :class:`~cardiolora.lora.tensor.TensorConv`.
+The counterpart of :mod:`cardiolora.lora.model` for :class:`~cardiolora.lora.tensor_layer.TensorConv`.
 Key naming: the convolution at dotted name ``<name>`` becomes a ``TensorConv`` that keeps it as
 ``<name>.base`` (so :func:`cardiolora.lora.wrap_key` / :func:`~cardiolora.lora.unwrap_key` and
 :func:`~cardiolora.lora.base_state_dict` apply unchanged) and adds the trainable cores
 ``<name>.tenvoo.<core>`` (``<name>.tenvoo_T.<core>`` for a transposed convolution), the cores in
-contraction order (``in12, in3, hub_in, k0, k1[, hub_k, k2], hub_out, out3, out12``).
+contraction order (TenVOO-L: ``in12, in3, hub_in, k0, k1[, hub_k, k2], hub_out, out3, out12``;
+TenVOO-Q: ``in12, in3, gate_in, k0, k1, gate_k, k2, gate_out, out3, out12`` in 3-D and
+``in12, in3, gate_in, k0, gate_k, k1, gate_out, out3, out12`` in 2-D). The core names tell the
+network apart, so a server needs no flag for the variant.
 
 Only the trainable cores ``θ`` travel (:func:`tensor_state_dict`). The frozen copy ``θ0`` is not in
 any state dict: whoever needs ``ΔW = T(θ) − T(θ0)`` redraws ``θ0`` from the bundle's
@@ -34,13 +37,15 @@ from cardiolora.lora.state import preview_names
 from cardiolora.lora.tensor import (
     TENSOR_CORES,
     TENSOR_CORES_TRANSPOSED,
-    TensorConv,
     check_tensor_rank_seed,
+    check_tensor_variant,
     core_shapes,
     initial_cores,
     network_labels,
+    network_of,
     tensor_delta,
 )
+from cardiolora.lora.tensor_layer import TensorConv
 
 __all__ = [
     "tensor_modules",
@@ -99,8 +104,9 @@ def inject_tensor(
     seed: int = 0,
     target_modules: Sequence[str] = ("*",),
     exclude_modules: Sequence[str] = (),
+    variant: str = "L",
 ) -> list[str]:
-    """Replace matching convolutions in place by :class:`TensorConv` (TenVOO-L) and freeze the rest.
+    """Replace matching convolutions in place by :class:`TensorConv` (TenVOO-L or -Q) and freeze the rest.
 
     Selection and checks as :func:`cardiolora.lora.inject_lora` (all checked before anything is
     replaced); module ``<name>`` draws its ``θ0`` from ``(seed, <name>)``.
@@ -111,12 +117,13 @@ def inject_tensor(
         seed: ``tensor_seed`` ≥ 0 of the frozen initial cores.
         target_modules: fnmatch patterns on dotted module names.
         exclude_modules: fnmatch patterns of names to leave alone.
+        variant: ``"L"`` (TenVOO-L, default) or ``"Q"`` (TenVOO-Q).
 
     Returns:
         The dotted names of the replaced modules, in module order.
 
     Raises:
-        ValueError: bad `rank` / `seed` / patterns, adapters already present, nothing matched, or
+        ValueError: bad `rank` / `seed` / `variant` / patterns, adapters already present, nothing matched, or
             an unsupported module (named).
 
     Example:
@@ -125,10 +132,12 @@ def inject_tensor(
         ['0', '1']
     """
     check_tensor_rank_seed(rank, seed)
+    check_tensor_variant(variant)
     convs = select_convs(model, target_modules, exclude_modules, wrapper="TensorConv")
     for n, conv in convs.items():
         parent_name, _, child = n.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, TensorConv(conv, rank=rank, seed=seed, name=n))
+        wrapper = TensorConv(conv, rank=rank, seed=seed, name=n, variant=variant)
+        setattr(model.get_submodule(parent_name), child, wrapper)
     mark_only_tensor_trainable(model)
     return list(convs)
 
@@ -215,16 +224,17 @@ def _group_cores(state: Mapping[str, torch.Tensor]) -> dict[tuple[str, str], dic
 
 def _expected_shapes(name: str, cores: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Core shapes implied by the channel, kernel and rank sizes the cores carry; checks the core set."""
-    spatial_dims = 3 if "hub_k" in cores else 2
-    labels, _ = network_labels(spatial_dims)
-    if set(cores) != set(labels):
-        raise ValueError(f"`state`: module `{name}` has cores {sorted(cores)}; expected {list(labels)}.")
+    try:
+        variant, spatial_dims = network_of(cores)
+    except ValueError as err:
+        raise ValueError(f"`state`: module `{name}`: {err}") from err
+    labels, _ = network_labels(spatial_dims, variant)
     if any(cores[c].dim() != len(labels[c]) for c in labels):
         raise ValueError(f"`state`: module `{name}` has cores of the wrong number of dimensions.")
     in_ch = cores["in12"].shape[0] * cores["in3"].shape[0]
     out_ch = cores["out12"].shape[0] * cores["out3"].shape[0]
     kernel = [cores[f"k{d}"].shape[0] for d in range(spatial_dims)]
-    return core_shapes(in_ch, out_ch, kernel, int(cores["in12"].shape[1]))
+    return core_shapes(in_ch, out_ch, kernel, int(cores["in12"].shape[1]), variant)
 
 
 def tensor_delta_from_state(state: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -267,11 +277,11 @@ def tensor_delta_from_state(state: Mapping[str, torch.Tensor], seed: int) -> dic
             if tuple(cores[c].shape) != shapes[c]
         ]
         if wrong:
-            raise ValueError(f"`state`: module `{name}`: cores do not form a TenVOO-L network: {preview_names(wrong)}.")
+            raise ValueError(f"`state`: module `{name}`: cores do not form a TenVOO network: {preview_names(wrong)}.")
         transposed = kind == TENSOR_CORES_TRANSPOSED
         in_ch = shapes["in12"][0] * shapes["in3"][0]
         out_ch = shapes["out12"][0] * shapes["out3"][0]
-        kernel = [shapes[c][0] for c in shapes if c.startswith("k")]
+        kernel = [shapes[c][0] for c in ("k0", "k1", "k2") if c in shapes]
         fan_in = (out_ch if transposed else in_ch) * math.prod(kernel)
         ref = cores["in12"]
         frozen = {
