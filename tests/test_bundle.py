@@ -187,6 +187,34 @@ def test_lora_override_trains_only_adapters_and_saves_a_plain_model(pretrained, 
     assert set(plain) == set(torch.load(out / "model.pt", weights_only=True))
 
 
+def test_tensor_adapter_override_trains_only_cores_and_saves_a_plain_model(pretrained, tmp_path):
+    """`adapter_type: tensor` on the LoRA override: TenVOO-L cores train, the base stays, model.pt is plain."""
+    root, out = pretrained
+    wf = make_workflow(
+        "lora",
+        {
+            "dataset_dir": str(root / "sites" / "site-1"),
+            "output_dir": str(tmp_path),
+            "model_dir": str(tmp_path),
+            "pretrained_path": str(out / "model.pt"),
+            "adapter_type": "tensor",
+            "max_epochs": 1,
+            "progress": False,
+        },
+    )
+    wf.initialize()
+    net = wf.parser.get_parsed_content("network")
+    cores_before = {k: v.clone() for k, v in net.state_dict().items() if ".tenvoo." in k or ".tenvoo_T." in k}
+    base_before = {k: v.clone() for k, v in net.state_dict().items() if k not in cores_before}
+    assert cores_before and not any(".lora_" in k for k in net.state_dict())
+    wf.run()
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in base_before.items()), "base weights changed"
+    assert any(not torch.equal(v, after[k]) for k, v in cores_before.items()), "cores did not train"
+    plain = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(plain) == set(torch.load(out / "model.pt", weights_only=True))
+
+
 def test_monai_algo_drives_a_round(pretrained, tmp_path):
     """MONAI's federated client (monai.fl.client.MonaiAlgo) can train and evaluate with the bundle."""
     from monai.fl.client import MonaiAlgo

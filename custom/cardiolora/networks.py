@@ -1,10 +1,11 @@
-"""The segmentation network: the bundle's 2D ``UNet`` with optional LoRA adapters in every convolution.
+"""The segmentation network: the bundle's 2D ``UNet`` with optional adapters in every convolution.
 
 The network is written in the MONAI bundle (``configs/train.json`` ``network_def``: MONAI ``UNet``
 with its channels, strides and residual units inline; a profile's override file changes them);
-the bundle's ``network`` wraps it with adapters in one line (:func:`with_lora`). Python builds the
-same definition by parsing the bundle (:func:`lora_unet`), so pretraining, every FLARE job and the
-site application use one network written once.
+the bundle's ``network`` wraps it with adapters in one line (:func:`with_lora`): LoRA (default,
+``adapter_type: "lora"``) or TenVOO-L tensor-network adapters (``adapter_type: "tensor"``). Python
+builds the same definition by parsing the bundle (:func:`lora_unet`), so pretraining, every FLARE
+job and the site application use one network written once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.bundle import ConfigParser
 
-from cardiolora.lora import base_state_dict, inject_lora, lora_delta_state_dict, lora_modules, wrap_key
+from cardiolora.lora import (
+    adapter_modules,
+    base_state_dict,
+    inject_lora,
+    inject_tensor,
+    unwrap_key,
+    wrap_key,
+)
 from cardiolora.paths import bundle_dir
 from cardiolora.profiles import BASE_CONFIG, Profile, get_profile
 
 __all__ = [
+    "ADAPTER_TYPES",
     "lora_unet",
     "with_lora",
     "bundle_network_def",
@@ -29,6 +38,19 @@ __all__ = [
     "read_state_dict",
     "ExportView",
 ]
+
+
+#: Values of the bundle's ``adapter_type``: LoRA (Rate-My-LoRA) or TenVOO-L tensor networks.
+ADAPTER_TYPES = ("lora", "tensor")
+
+
+def _bundle_parser(profile: str | Profile) -> ConfigParser:
+    prof = get_profile(profile)
+    configs = bundle_dir() / "configs"
+    files = [configs / BASE_CONFIG] + ([configs / prof.train_override] if prof.train_override else [])
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    return parser
 
 
 def bundle_network_def(profile: str | Profile = "quick") -> torch.nn.Module:
@@ -43,12 +65,7 @@ def bundle_network_def(profile: str | Profile = "quick") -> torch.nn.Module:
     Raises:
         ValueError: if the profile is unknown.
     """
-    prof = get_profile(profile)
-    configs = bundle_dir() / "configs"
-    files = [configs / BASE_CONFIG] + ([configs / prof.train_override] if prof.train_override else [])
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    return parser.get_parsed_content("network_def", instantiate=True, lazy=False)
+    return _bundle_parser(profile).get_parsed_content("network_def", instantiate=True, lazy=False)
 
 
 def with_lora(
@@ -57,31 +74,59 @@ def with_lora(
     alpha: float | None = None,
     dropout: float = 0.0,
     target_modules: Sequence[str] = ("*",),
+    adapter: str = "lora",
+    tensor_rank: int | None = None,
+    tensor_seed: int | None = None,
+    tensor_variant: str | None = None,
 ) -> torch.nn.Module:
-    """The network with LoRA adapters injected (in place) when ``rank > 0``; unchanged for 0.
+    """The network with adapters injected (in place), of the type `adapter`; or unchanged.
 
-    Every convolution and transposed convolution matching `target_modules` gets an adapter
-    ``W = W0 + (alpha / r) B A`` (A kaiming, B zero, so the network starts equal to the base);
-    the base weights are frozen and only adapters train. The bundle's ``network`` is
-    ``with_lora(@network_def, @lora_rank, @lora_alpha)``.
+    * ``adapter="lora"`` (default): when ``rank > 0`` every convolution and transposed convolution
+      matching `target_modules` gets ``W = W0 + (alpha / r) B A`` (A kaiming, B zero);
+      ``rank == 0`` leaves the network as it is (full-weight training). `tensor_rank` and
+      `tensor_seed` are not used.
+    * ``adapter="tensor"``: when ``tensor_rank > 0`` the same convolutions get TenVOO
+      ``W = W0 + T(θ) − T(θ0)`` (:mod:`cardiolora.lora.tensor`; network `tensor_variant`, "L" or
+      "Q"), ``θ0`` drawn from `tensor_seed`; `rank`, `alpha` and `dropout` are LoRA's and not used.
+
+    Either way the network starts equal to the base, the base weights are frozen and only the
+    adapters train. The bundle's ``network`` is ``with_lora(@network_def, @lora_rank, @lora_alpha,
+    adapter=@adapter_type, tensor_rank=@tensor_rank, tensor_seed=@tensor_seed,
+    tensor_variant=@tensor_variant)``.
 
     Args:
         network: the plain network.
-        rank: adapter rank r; 0 leaves the network as it is (full-weight training).
+        rank: LoRA rank r ≥ 0.
         alpha: LoRA alpha (scaling alpha / r); ``None`` means alpha = r.
-        dropout: dropout on the adapter input, in [0, 1).
+        dropout: dropout on the LoRA adapter input, in [0, 1).
         target_modules: fnmatch patterns of module names to adapt (default: every convolution).
+        adapter: ``"lora"`` or ``"tensor"`` (the bundle's ``adapter_type``).
+        tensor_rank: tensor-network rank ≥ 0; required for ``adapter="tensor"``.
+        tensor_seed: seed ≥ 0 of the frozen initial cores; required for ``adapter="tensor"``.
+        tensor_variant: ``"L"`` (TenVOO-L) or ``"Q"`` (TenVOO-Q); ``None`` means ``"L"``.
 
     Returns:
         `network` itself.
 
     Raises:
-        ValueError: if `rank` is not an integer >= 0.
+        ValueError: if `rank` is not an integer >= 0, `adapter` is unknown, or for
+            ``adapter="tensor"`` `tensor_rank` / `tensor_seed` are missing or not integers >= 0
+            or `tensor_variant` is unknown.
     """
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
         raise ValueError(f"`lora_rank` must be an integer >= 0, got {rank!r}.")
-    if rank > 0:
-        inject_lora(network, rank=rank, alpha=alpha, target_modules=target_modules, dropout=dropout)
+    if adapter not in ADAPTER_TYPES:
+        raise ValueError(f"`adapter_type` must be one of {list(ADAPTER_TYPES)}, got {adapter!r}.")
+    if adapter == "lora":
+        if rank > 0:
+            inject_lora(network, rank=rank, alpha=alpha, target_modules=target_modules, dropout=dropout)
+        return network
+    for arg, value in (("tensor_rank", tensor_rank), ("tensor_seed", tensor_seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"`{arg}` must be an integer >= 0 for adapter_type 'tensor', got {value!r}.")
+    if tensor_rank > 0:
+        variant = "L" if tensor_variant is None else tensor_variant
+        inject_tensor(network, rank=tensor_rank, seed=tensor_seed, target_modules=target_modules, variant=variant)
     return network
 
 
@@ -91,24 +136,33 @@ def lora_unet(
     lora_alpha: float | None = None,
     lora_dropout: float = 0.0,
     target_modules: Sequence[str] = ("*",),
+    adapter: str = "lora",
+    tensor_rank: int | None = None,
+    tensor_seed: int | None = None,
+    tensor_variant: str | None = None,
 ) -> torch.nn.Module:
-    """The bundle's network of a run profile, with LoRA adapters when ``lora_rank > 0``.
+    """The bundle's network of a run profile, with adapters of type `adapter` (LoRA by default).
 
-    ``with_lora(bundle_network_def(profile), lora_rank, lora_alpha)``: the same network as the
-    bundle's ``network`` for that profile.
+    ``with_lora(bundle_network_def(profile), lora_rank, lora_alpha, …)``: the same network as the
+    bundle's ``network`` for that profile. For ``adapter="tensor"``, `tensor_rank`, `tensor_seed`
+    and `tensor_variant` default to the bundle's values of those names (written once there).
 
     Args:
         profile: run profile name (``"quick"``, ``"paper"``, ``"clinical"``) or a `Profile`.
-        lora_rank: adapter rank r; 0 builds the plain network (full-weight training).
+        lora_rank: LoRA rank r; 0 builds the plain network (full-weight training).
         lora_alpha: LoRA alpha (scaling alpha / r); ``None`` means alpha = r.
         lora_dropout: dropout on the adapter input, in [0, 1).
         target_modules: fnmatch patterns of module names to adapt (default: every convolution).
+        adapter: ``"lora"`` or ``"tensor"``.
+        tensor_rank: tensor-network rank (0: plain network); ``None``: the bundle's.
+        tensor_seed: seed of the frozen initial cores; ``None``: the bundle's.
+        tensor_variant: ``"L"`` or ``"Q"``; ``None``: the bundle's.
 
     Returns:
         The network (``torch.nn.Module``) on the CPU.
 
     Raises:
-        ValueError: if `lora_rank` is negative or the profile is unknown.
+        ValueError: if `lora_rank` is negative, `adapter` unknown or the profile is unknown.
 
     Example:
         >>> net = lora_unet("quick", lora_rank=4)
@@ -117,7 +171,22 @@ def lora_unet(
     """
     if not isinstance(lora_rank, int) or isinstance(lora_rank, bool) or lora_rank < 0:
         raise ValueError(f"`lora_rank` must be an integer >= 0, got {lora_rank!r}.")
-    return with_lora(bundle_network_def(profile), lora_rank, lora_alpha, lora_dropout, target_modules)
+    if adapter == "tensor" and None in (tensor_rank, tensor_seed, tensor_variant):
+        parser = _bundle_parser(profile)
+        tensor_rank = parser.get_parsed_content("tensor_rank") if tensor_rank is None else tensor_rank
+        tensor_seed = parser.get_parsed_content("tensor_seed") if tensor_seed is None else tensor_seed
+        tensor_variant = parser.get_parsed_content("tensor_variant") if tensor_variant is None else tensor_variant
+    return with_lora(
+        bundle_network_def(profile),
+        lora_rank,
+        lora_alpha,
+        lora_dropout,
+        target_modules,
+        adapter=adapter,
+        tensor_rank=tensor_rank,
+        tensor_seed=tensor_seed,
+        tensor_variant=tensor_variant,
+    )
 
 
 def rank_for_dataset_size(
@@ -178,11 +247,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_weights(network: torch.nn.Module, path_or_state: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
-    """Load plain U-Net weights into `network`, with or without LoRA adapters injected.
+    """Load plain U-Net weights into `network`, with or without adapters (LoRA or tensor) injected.
 
     Plain keys (``<name>.weight``) are mapped to the wrapped base keys (``<name>.base.weight``)
     of adapted modules; adapters keep their state (identity right after injection). A state
-    dict that holds adapter keys as well (a LoRA training checkpoint) is loaded as it is.
+    dict that holds adapter keys as well (an adapter training checkpoint) is loaded as it is.
 
     Args:
         network: the network built by `lora_unet`.
@@ -194,11 +263,11 @@ def load_weights(network: torch.nn.Module, path_or_state: str | os.PathLike | Ma
     """
     where = str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "state dict"
     state = read_state_dict(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else dict(path_or_state)
-    names = set(lora_modules(network))
+    names = set(adapter_modules(network))
     own = network.state_dict()
     mapped = {k if k in own else wrap_key(k, names): v for k, v in state.items()}
     unexpected = sorted(k for k in mapped if k not in own)
-    required = [k for k in own if ".lora_" not in k]
+    required = [k for k in own if unwrap_key(k, names) is not None]  # adapter keys unwrap to None
     missing = sorted(k for k in required if k not in mapped)
     wrong = sorted(
         f"{k} (expected {tuple(own[k].shape)}, got {tuple(v.shape)})"
@@ -223,7 +292,7 @@ def plain_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     Returns:
         Detached CPU tensors keyed as in the plain MONAI ``UNet``.
     """
-    if lora_modules(network):
+    if adapter_modules(network):
         return base_state_dict(network)
     return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
 
@@ -231,7 +300,7 @@ def plain_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 class ExportView:
     """A view of a network whose ``state_dict()`` is the deployable plain U-Net.
 
-    For a network with LoRA adapters it returns ``W0 + ΔW`` under the plain keys (computed on the
+    For a network with adapters (LoRA or tensor) it returns ``W0 + ΔW`` under the plain keys (computed on the
     fly; the network itself is not merged), so a checkpoint saved through the view loads into the
     plain network and costs at inference exactly what the base costs. For a plain network it is
     the network's own state dict. The bundle's ``CheckpointSaver`` saves through it, so full-weight
@@ -247,9 +316,12 @@ class ExportView:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Plain-keyed weights with adapters folded in."""
         state = plain_state_dict(self.network)
-        if lora_modules(self.network) and not any(m.merged for m in lora_modules(self.network).values()):
-            for key, delta in lora_delta_state_dict(self.network).items():
-                state[key] = state[key] + delta.to(state[key].dtype)
+        mods = adapter_modules(self.network)
+        if mods and not any(m.merged for m in mods.values()):
+            with torch.no_grad():
+                for name, m in mods.items():
+                    key = f"{name}.weight"
+                    state[key] = state[key] + m.delta_weight().detach().cpu().to(state[key].dtype)
         return state
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:

@@ -1,14 +1,21 @@
-"""LoRA adapters for (transposed) convolutions and the model-level helpers of Rate-My-LoRA.
+"""Adapters for (transposed) convolutions, LoRA and TenVOO (L and Q), and the model-level helpers of Rate-My-LoRA.
 
-``W = W0 + (alpha / r)·B·A`` for every adapted convolution; sites send the adapter-only state dict
-(:func:`lora_state_dict`), the server turns it into full-size deltas with
+LoRA: ``W = W0 + (alpha / r)·B·A`` for every adapted convolution; sites send the adapter-only
+state dict (:func:`lora_state_dict`), the server turns it into full-size deltas with
 :func:`adapter_delta_from_state`. See :mod:`cardiolora.lora.layers` for the factorisation of
 transposed convolutions, :mod:`cardiolora.lora.model` for the key naming scheme and
 :mod:`cardiolora.lora.state` for adapter state dicts without a model.
+
+TenVOO-L / TenVOO-Q (:mod:`cardiolora.lora.tensor`, :mod:`cardiolora.lora.tensor_layer`,
+:mod:`cardiolora.lora.tensor_model`):
+``W = W0 + T(θ) − T(θ0)`` with a tensor network ``T`` of small cores; sites send the cores
+(:func:`tensor_state_dict`), the server turns them into the same kind of full-size deltas with
+:func:`tensor_delta_from_state`, redrawing the frozen ``θ0`` from the shared seed.
 """
 
 from __future__ import annotations
 
+from cardiolora.lora.adapters import adapter_modules, base_state_dict, unwrap_key, wrap_key
 from cardiolora.lora.layers import (
     BASE,
     LORA_A,
@@ -19,7 +26,6 @@ from cardiolora.lora.layers import (
     lora_delta,
 )
 from cardiolora.lora.model import (
-    base_state_dict,
     inject_lora,
     load_lora_state_dict,
     lora_delta_state_dict,
@@ -31,10 +37,30 @@ from cardiolora.lora.model import (
     merge_lora,
     reset_lora,
     unmerge_lora,
-    unwrap_key,
-    wrap_key,
 )
 from cardiolora.lora.state import adapter_delta_from_state, state_bytes
+from cardiolora.lora.tensor import (
+    TENSOR_CORES,
+    TENSOR_CORES_TRANSPOSED,
+    TENSOR_VARIANTS,
+    balanced_factors,
+    tenvoo_l_param_count,
+    tenvoo_q_param_count,
+)
+from cardiolora.lora.tensor_layer import TensorConv
+from cardiolora.lora.tensor_model import (
+    inject_tensor,
+    load_tensor_state_dict,
+    mark_only_tensor_trainable,
+    merge_tensor,
+    reset_tensor,
+    tensor_delta_from_state,
+    tensor_delta_state_dict,
+    tensor_modules,
+    tensor_param_count,
+    tensor_state_dict,
+    unmerge_tensor,
+)
 
 __all__ = [
     "BASE",
@@ -60,4 +86,23 @@ __all__ = [
     "unmerge_lora",
     "unwrap_key",
     "wrap_key",
+    "adapter_modules",
+    "TENSOR_CORES",
+    "TENSOR_CORES_TRANSPOSED",
+    "TensorConv",
+    "balanced_factors",
+    "tenvoo_l_param_count",
+    "tenvoo_q_param_count",
+    "TENSOR_VARIANTS",
+    "inject_tensor",
+    "load_tensor_state_dict",
+    "mark_only_tensor_trainable",
+    "merge_tensor",
+    "reset_tensor",
+    "tensor_delta_from_state",
+    "tensor_delta_state_dict",
+    "tensor_modules",
+    "tensor_param_count",
+    "tensor_state_dict",
+    "unmerge_tensor",
 ]

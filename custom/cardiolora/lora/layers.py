@@ -54,6 +54,7 @@ from torch import nn
 
 __all__ = [
     "SUPPORTED_CONV_TYPES",
+    "AdapterConv",
     "LORA_A",
     "LORA_B",
     "LORA_B_TRANSPOSED",
@@ -122,12 +123,13 @@ def check_rank_alpha_dropout(rank: int, alpha: float | None, dropout: float) -> 
     return float(alpha)
 
 
-def check_supported(module: nn.Module, name: str = "module") -> None:
-    """Check that :class:`LoRAConv` can wrap `module`, without touching it.
+def check_supported(module: nn.Module, name: str = "module", wrapper: str = "LoRAConv") -> None:
+    """Check that :class:`LoRAConv` (or another adapter wrapper) can wrap `module`, without touching it.
 
     Args:
         module: the candidate base module.
         name: what to call it in the error message (its dotted name in the model).
+        wrapper: the adapter class named in the message (``"LoRAConv"``, ``"TensorConv"``).
 
     Raises:
         ValueError: naming the module, if it is not one of :data:`SUPPORTED_CONV_TYPES`, has
@@ -141,13 +143,13 @@ def check_supported(module: nn.Module, name: str = "module") -> None:
     """
     if not isinstance(module, SUPPORTED_CONV_TYPES):
         supported = ", ".join(t.__name__ for t in SUPPORTED_CONV_TYPES)
-        raise ValueError(f"`{name}` is a {type(module).__name__}; LoRAConv supports only {supported}.")
+        raise ValueError(f"`{name}` is a {type(module).__name__}; {wrapper} supports only {supported}.")
     if isinstance(module.weight, nn.parameter.UninitializedParameter):
         raise ValueError(f"`{name}` has an uninitialised (lazy) weight; run a forward pass first.")
     if module.groups != 1:
-        raise ValueError(f"`{name}` has groups={module.groups}; LoRAConv supports only groups=1.")
+        raise ValueError(f"`{name}` has groups={module.groups}; {wrapper} supports only groups=1.")
     if module.padding_mode != "zeros":
-        raise ValueError(f"`{name}` has padding_mode={module.padding_mode!r}; LoRAConv supports only 'zeros'.")
+        raise ValueError(f"`{name}` has padding_mode={module.padding_mode!r}; {wrapper} supports only 'zeros'.")
 
 
 def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, transposed: bool) -> torch.Tensor:
@@ -195,7 +197,72 @@ def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float, transposed: boo
     return delta * scaling
 
 
-class LoRAConv(nn.Module):
+class AdapterConv(nn.Module):
+    """What every adapter wrapper of a convolution shares: merge and unmerge through ``delta_weight``.
+
+    A subclass keeps the base convolution as ``self.base``, its dotted name as ``self.name``, a
+    ``self.merged`` flag, and implements :meth:`delta_weight` (``ΔW`` in the base weight's layout).
+    """
+
+    base: nn.Module
+    name: str
+    merged: bool
+
+    def delta_weight(self) -> torch.Tensor:
+        """The full-size ``ΔW`` shaped like ``self.base.weight`` (keeping the autograd graph)."""
+        raise NotImplementedError
+
+    def merged_weight(self) -> torch.Tensor:
+        """``W0 + ΔW`` as a new tensor (nothing is modified).
+
+        Returns:
+            A detached tensor shaped like ``self.base.weight``.
+        """
+        with torch.no_grad():
+            return self.base.weight + self.delta_weight()
+
+    def merge(self, safe: bool = True) -> None:
+        """Fold the adapter into the base weight: ``W0 ← W0 + ΔW``; the forward then uses the base only.
+
+        Args:
+            safe: compute ``W0 + ΔW`` into a new tensor first and refuse it if it is not finite,
+                leaving the weights untouched.
+
+        Raises:
+            ValueError: if already merged, or (`safe`) if the merged weight is not finite; both name
+                the module.
+        """
+        if self.merged:
+            raise ValueError(f"`{self.name}` is already merged; unmerge it first.")
+        with torch.no_grad():
+            if safe:
+                merged = self.merged_weight()
+                if not torch.isfinite(merged).all():
+                    raise ValueError(
+                        f"`{self.name}`: merging the adapter gives non-finite weights; weights left unchanged."
+                    )
+                self.base.weight.copy_(merged)
+            else:
+                self.base.weight.add_(self.delta_weight())
+        self.merged = True
+
+    def unmerge(self) -> None:
+        """Take the adapter back out of the base weight: ``W0 ← W0 - ΔW``.
+
+        ``(W0 + ΔW) - ΔW`` equals ``W0`` up to one rounding of ``|W0| + |ΔW|`` (about 1e-7
+        relative in fp32), so do not retrain the adapter while merged.
+
+        Raises:
+            ValueError: if the module is not merged (naming it).
+        """
+        if not self.merged:
+            raise ValueError(f"`{self.name}` is not merged; nothing to unmerge.")
+        with torch.no_grad():
+            self.base.weight.sub_(self.delta_weight())
+        self.merged = False
+
+
+class LoRAConv(AdapterConv):
     """A convolution or transposed convolution with a LoRA adapter: ``W = W0 + (alpha / r)·ΔW(A, B)``.
 
     The base module is kept as ``self.base`` (state-dict keys ``base.weight``, ``base.bias``), the
@@ -317,55 +384,6 @@ class LoRAConv(nn.Module):
             A tensor shaped like ``self.base.weight``.
         """
         return lora_delta(self.lora_A.weight, self.lora_b.weight, self.scaling, self.transposed)
-
-    def merged_weight(self) -> torch.Tensor:
-        """``W0 + ΔW`` as a new tensor (nothing is modified).
-
-        Returns:
-            A detached tensor shaped like ``self.base.weight``.
-        """
-        with torch.no_grad():
-            return self.base.weight + self.delta_weight()
-
-    def merge(self, safe: bool = True) -> None:
-        """Fold the adapter into the base weight: ``W0 ← W0 + ΔW``; the forward then uses the base only.
-
-        Args:
-            safe: compute ``W0 + ΔW`` into a new tensor first and refuse it if it is not finite,
-                leaving the weights untouched.
-
-        Raises:
-            ValueError: if already merged, or (`safe`) if the merged weight is not finite; both name
-                the module.
-        """
-        if self.merged:
-            raise ValueError(f"`{self.name}` is already merged; unmerge it first.")
-        with torch.no_grad():
-            if safe:
-                merged = self.merged_weight()
-                if not torch.isfinite(merged).all():
-                    raise ValueError(
-                        f"`{self.name}`: merging the adapter gives non-finite weights; weights left unchanged."
-                    )
-                self.base.weight.copy_(merged)
-            else:
-                self.base.weight.add_(self.delta_weight())
-        self.merged = True
-
-    def unmerge(self) -> None:
-        """Take the adapter back out of the base weight: ``W0 ← W0 - ΔW``.
-
-        ``(W0 + ΔW) - ΔW`` equals ``W0`` up to one rounding of ``|W0| + |ΔW|`` (about 1e-7
-        relative in fp32), so do not retrain A or B while merged.
-
-        Raises:
-            ValueError: if the module is not merged (naming it).
-        """
-        if not self.merged:
-            raise ValueError(f"`{self.name}` is not merged; nothing to unmerge.")
-        with torch.no_grad():
-            self.base.weight.sub_(self.delta_weight())
-        self.merged = False
 
     def reset_adapter(self) -> None:
         """Re-initialise A (kaiming-uniform, ``a=sqrt(5)``) and zero B, so ``ΔW = 0`` again.

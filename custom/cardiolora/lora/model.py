@@ -21,20 +21,22 @@ checked against it. The rank is ``A.shape[0]`` in both cases.
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from cardiolora.lora.layers import (
-    BASE,
-    LORA_A,
-    LoRAConv,
-    check_rank_alpha_dropout,
-    check_supported,
+from cardiolora.lora.adapters import (
+    adapter_counts,
+    base_state_dict,
+    load_adapter_params,
+    merge_modules,
+    select_convs,
+    unmerge_modules,
+    unwrap_key,
+    wrap_key,
 )
-from cardiolora.lora.state import preview_names, state_bytes
+from cardiolora.lora.layers import LORA_A, LoRAConv, check_rank_alpha_dropout
 
 __all__ = [
     "inject_lora",
@@ -53,21 +55,8 @@ __all__ = [
     "lora_param_count",
 ]
 
-_CONV_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
-_WILDCARDS = "*?["
-
-
-def _patterns(value: Sequence[str], arg: str) -> tuple[str, ...]:
-    if isinstance(value, str) or not all(isinstance(p, str) for p in value):
-        raise ValueError(f"`{arg}` must be a sequence of fnmatch patterns (not a single str), got {value!r}.")
-    return tuple(value)
+# base_state_dict, wrap_key and unwrap_key serve every adapter kind (cardiolora.lora.adapters);
+# they stay importable from here, where the key naming scheme above describes them.
 
 
 def _require_lora(model: nn.Module) -> dict[str, LoRAConv]:
@@ -180,44 +169,8 @@ def inject_lora(
         ['0', '1']
     """
     check_rank_alpha_dropout(rank, alpha, dropout)
-    targets = _patterns(target_modules, "target_modules")
-    excludes = _patterns(exclude_modules, "exclude_modules")
-    if not targets:
-        raise ValueError("`target_modules` is empty; give at least one pattern (default '*').")
-    if isinstance(model, _CONV_TYPES):
-        raise ValueError(
-            f"`model` is itself a {type(model).__name__}; wrap it in LoRAConv or a container (nn.Sequential)."
-        )
-    existing = lora_modules(model)
-    if existing:
-        raise ValueError(f"`model` already has LoRA adapters ({preview_names(existing)}); inject only once.")
-
-    all_modules = dict(model.named_modules())
-    for pattern in targets:
-        if not any(c in pattern for c in _WILDCARDS) and pattern in all_modules:
-            if not isinstance(all_modules[pattern], _CONV_TYPES):
-                kind = type(all_modules[pattern]).__name__
-                raise ValueError(f"`target_modules` names `{pattern}`, a {kind}, which is not a convolution.")
-    convs = {n: m for n, m in all_modules.items() if n and isinstance(m, _CONV_TYPES)}
-    matched = [
-        n
-        for n in convs
-        if any(fnmatch.fnmatchcase(n, p) for p in targets) and not any(fnmatch.fnmatchcase(n, p) for p in excludes)
-    ]
-    if not matched:
-        raise ValueError(
-            f"No convolution matched `target_modules`={list(targets)} minus `exclude_modules`="
-            f"{list(excludes)}; available: {preview_names(convs) or 'none'}."
-        )
-    aliases: dict[int, list[str]] = {}
-    for n, m in model.named_modules(remove_duplicate=False):
-        aliases.setdefault(id(m), []).append(n)
-    for n in matched:
-        if len(aliases[id(convs[n])]) > 1:
-            raise ValueError(f"`{n}` is shared under several names ({preview_names(aliases[id(convs[n])])}).")
-
-    for n in matched:  # validate everything before the first wrapper freezes anything
-        check_supported(convs[n], n)
+    convs = select_convs(model, target_modules, exclude_modules, wrapper="LoRAConv")
+    matched = list(convs)
     wrappers = {n: LoRAConv(convs[n], rank=rank, alpha=alpha, dropout=dropout, name=n) for n in matched}
     for n, wrapper in wrappers.items():
         parent_name, _, child = n.rpartition(".")
@@ -270,43 +223,11 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
         >>> load_lora_state_dict(b, lora_state_dict(a))
     """
     mods = _require_lora(model)
-    merged = [n for n, m in mods.items() if m.merged]
-    if merged:
-        raise ValueError(f"Adapters {preview_names(merged)} are merged; unmerge before loading adapter weights.")
-    if not isinstance(state, Mapping):
-        raise ValueError(f"`state` must be a mapping of key to tensor, got {type(state).__name__}.")
     expected: dict[str, torch.Tensor] = {}
     for name, m in mods.items():
         expected[f"{name}.{LORA_A}.weight"] = m.lora_A.weight
         expected[f"{name}.{m.b_name}.weight"] = m.lora_b.weight
-
-    problems: list[str] = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        problems.append(f"missing keys: {preview_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {preview_names(unexpected)}")
-    present = [k for k in expected if k in state]
-    not_tensor = [k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
-    if not_tensor:
-        problems.append(f"not floating-point tensors: {preview_names(not_tensor)}")
-    tensors = [k for k in present if k not in not_tensor]
-    wrong_shape = [
-        f"{k} (expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)})"
-        for k in tensors
-        if state[k].shape != expected[k].shape
-    ]
-    if wrong_shape:
-        problems.append(f"wrong shapes: {preview_names(wrong_shape)}")
-    non_finite = [k for k in tensors if not torch.isfinite(state[k]).all()]
-    if non_finite:
-        problems.append(f"non-finite values: {preview_names(non_finite)}")
-    if problems:
-        raise ValueError("Cannot load the LoRA state dict; " + "; ".join(problems) + ". Nothing was loaded.")
-    with torch.no_grad():
-        for k, param in expected.items():
-            param.copy_(state[k])
+    load_adapter_params(mods, expected, state, "LoRA")
 
 
 def lora_delta_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -334,84 +255,6 @@ def lora_delta_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         return {f"{n}.weight": m.delta_weight().detach().cpu().clone() for n, m in _require_lora(model).items()}
 
 
-def wrap_key(key: str, lora_names: Collection[str]) -> str:
-    """Map a plain network's state-dict key to the key in the injected network.
-
-    ``<name>.<param>`` → ``<name>.base.<param>`` when ``<name>`` is an adapted module; other keys
-    are unchanged.
-
-    Args:
-        key: a key of the plain network's ``state_dict()``.
-        lora_names: names of the adapted modules (``lora_modules(model)``).
-
-    Returns:
-        The key in the injected network.
-
-    Example:
-        >>> wrap_key("model.0.conv.weight", {"model.0.conv"})
-        'model.0.conv.base.weight'
-    """
-    prefix, _, param = key.rpartition(".")
-    return f"{prefix}.{BASE}.{param}" if prefix in lora_names else key
-
-
-def unwrap_key(key: str, lora_names: Collection[str]) -> str | None:
-    """Map an injected network's state-dict key to the plain network's key (inverse of :func:`wrap_key`).
-
-    ``<name>.base.<param>`` → ``<name>.<param>``; adapter keys (``<name>.lora_*``) → ``None``;
-    other keys are unchanged.
-
-    Args:
-        key: a key of the injected network's ``state_dict()``.
-        lora_names: names of the adapted modules (``lora_modules(model)``).
-
-    Returns:
-        The plain key, or ``None`` for an adapter key.
-
-    Example:
-        >>> unwrap_key("model.0.conv.base.weight", {"model.0.conv"})
-        'model.0.conv.weight'
-        >>> unwrap_key("model.0.conv.lora_B.weight", {"model.0.conv"}) is None
-        True
-    """
-    parts = key.split(".")
-    for i in range(1, len(parts)):
-        if ".".join(parts[:i]) in lora_names:
-            return ".".join(parts[:i] + parts[i + 1 :]) if parts[i] == BASE else None
-    return key
-
-
-def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict of the network with the adapters stripped: keys as in the plain network.
-
-    It holds the current base weights: ``W0``, or ``W0 + ΔW`` if the adapters are merged (merge
-    first to export the fine-tuned plain network). Loads into the un-injected network with
-    ``strict=True``.
-
-    Args:
-        model: a model with adapters.
-
-    Returns:
-        Detached CPU clones in the plain network's key order.
-
-    Raises:
-        ValueError: if `model` has no adapters.
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
-        >>> _ = inject_lora(net, rank=2)
-        >>> list(base_state_dict(net))
-        ['0.weight', '0.bias']
-    """
-    names = set(_require_lora(model))
-    out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        plain = unwrap_key(key, names)
-        if plain is not None:
-            out[plain] = value.detach().cpu().clone()
-    return out
-
-
 def merge_lora(model: nn.Module, safe: bool = True) -> None:
     """Merge every adapter into its base weight (``W0 ← W0 + ΔW``); all or nothing.
 
@@ -428,16 +271,7 @@ def merge_lora(model: nn.Module, safe: bool = True) -> None:
         >>> _ = inject_lora(net, rank=2)
         >>> merge_lora(net); unmerge_lora(net)
     """
-    mods = _require_lora(model)
-    merged = [n for n, m in mods.items() if m.merged]
-    if merged:
-        raise ValueError(f"Adapters {preview_names(merged)} are already merged.")
-    if safe:
-        bad = [n for n, m in mods.items() if not torch.isfinite(m.merged_weight()).all()]
-        if bad:
-            raise ValueError(f"Merging {preview_names(bad)} gives non-finite weights; no weight was changed.")
-    for m in mods.values():
-        m.merge(safe=False)
+    merge_modules(_require_lora(model), safe)
 
 
 def unmerge_lora(model: nn.Module) -> None:
@@ -454,12 +288,7 @@ def unmerge_lora(model: nn.Module) -> None:
         >>> _ = inject_lora(net, rank=2)
         >>> merge_lora(net); unmerge_lora(net)
     """
-    mods = _require_lora(model)
-    not_merged = [n for n, m in mods.items() if not m.merged]
-    if not_merged:
-        raise ValueError(f"Adapters {preview_names(not_merged)} are not merged; nothing to unmerge.")
-    for m in mods.values():
-        m.unmerge()
+    unmerge_modules(_require_lora(model))
 
 
 def reset_lora(model: nn.Module) -> None:
@@ -506,15 +335,5 @@ def lora_param_count(model: nn.Module) -> dict[str, int | float]:
         26
     """
     mods = _require_lora(model)
-    adapter_ids = {id(p) for m in mods.values() for p in (*m.lora_A.parameters(), *m.lora_b.parameters())}
-    params = list(model.parameters())
-    adapter_bytes = state_bytes(lora_state_dict(model), torch.float32)
-    model_bytes = state_bytes(base_state_dict(model), torch.float32)
-    return {
-        "adapter_params": sum(p.numel() for p in params if id(p) in adapter_ids),
-        "base_params": sum(p.numel() for p in params if id(p) not in adapter_ids),
-        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
-        "adapter_bytes": adapter_bytes,
-        "model_bytes": model_bytes,
-        "adapter_fraction": adapter_bytes / model_bytes if model_bytes else float("nan"),
-    }
+    adapter_params = [p for m in mods.values() for p in (*m.lora_A.parameters(), *m.lora_b.parameters())]
+    return adapter_counts(model, adapter_params, lora_state_dict(model))

@@ -15,7 +15,7 @@ import torch
 
 from cardiolora.lora.layers import LORA_A, LORA_B, LORA_B_TRANSPOSED, lora_delta
 
-__all__ = ["adapter_delta_from_state", "state_bytes", "preview_names", "ADAPTER_SUFFIXES"]
+__all__ = ["adapter_delta_from_state", "state_bytes", "state_problems", "preview_names", "ADAPTER_SUFFIXES"]
 
 #: State-dict key suffix of each adapter factor → the factor's name.
 ADAPTER_SUFFIXES: dict[str, str] = {
@@ -30,6 +30,48 @@ def preview_names(names: Iterable[str], limit: int = 8) -> str:
     names = list(names)
     shown = ", ".join(names[:limit])
     return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def state_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, object]) -> list[str]:
+    """What keeps `state` from loading into the tensors `expected` (empty if nothing does).
+
+    Checks the key sets (missing, unexpected), that values are floating-point tensors, their
+    shapes (expected vs got) and that they are finite.
+
+    Args:
+        expected: ``{key: tensor}`` the state must fill.
+        state: ``{key: tensor}`` as received.
+
+    Returns:
+        One message per kind of problem, naming the keys.
+
+    Example:
+        >>> state_problems({"w": torch.zeros(2)}, {"w": torch.zeros(3)})
+        ['wrong shapes: w (expected (2,), got (3,))']
+    """
+    problems: list[str] = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k) for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing keys: {preview_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {preview_names(unexpected)}")
+    present = [k for k in expected if k in state]
+    not_tensor = [k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
+    if not_tensor:
+        problems.append(f"not floating-point tensors: {preview_names(not_tensor)}")
+    tensors = [k for k in present if k not in not_tensor]
+    wrong_shape = [
+        f"{k} (expected {tuple(expected[k].shape)}, got {tuple(state[k].shape)})"
+        for k in tensors
+        if state[k].shape != expected[k].shape
+    ]
+    if wrong_shape:
+        problems.append(f"wrong shapes: {preview_names(wrong_shape)}")
+    non_finite = [k for k in tensors if not torch.isfinite(state[k]).all()]
+    if non_finite:
+        problems.append(f"non-finite values: {preview_names(non_finite)}")
+    return problems
 
 
 def _check_scaling(value: object, arg: str) -> float:
