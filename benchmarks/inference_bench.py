@@ -24,8 +24,10 @@ profile's grid, so each slice is one 224 x 224 window) is segmented with the pap
   ONNX Runtime's own 2 threads). The one-time cost of the ONNX export and of loading it from the
   cache is timed apart;
 
-and the full application step (inferer + anatomical clean-up, ``cardiolora.site.cleanup.CineCleanup``)
-is timed too.
+and **the site-inference bundle itself**: ``inference/configs/inference.json`` parsed with its
+default options (``cardiolora.site.workflow.load_workflow``), its ``inferer`` stage timed alone (the
+headline: seconds per study and the ratio to the baseline, targets <= 5 s and >= 2x) and with its
+``postprocessing`` stage (the application step).
 The DICOM side of a study is timed on the same study written as classic MR files
 (``cardiolora.dicom.mr_writer``): reading it (scan, series selection, pixels), the DICOM SEG as
 one object for the whole cine (the default) and as one instance per phase (the earlier layout;
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from cardiolora.data.cine import CineStudy, nifti_affine
-from cardiolora.networks import lora_unet
+from cardiolora.networks import lora_unet, plain_state_dict
 from cardiolora.profiles import Profile, get_profile
 from lib.readme_blocks import machine_line, replace_block
 
@@ -58,8 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "inference" / "docs" / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 COMMAND = ".venv/bin/python benchmarks/inference_bench.py"
-TARGET_SECONDS = 15.0
-TARGET_SPEEDUP = 1.5
+TARGET_SECONDS = 5.0  # the site bundle's inferer, one 10 x 25 study, 2 cores (architecture issue)
+TARGET_SPEEDUP = 2.0  # the same against the baseline, in the same run
 MIN_AGREEMENT = 0.9999  # fraction of voxels whose label must equal the baseline's, in every pipeline
 
 
@@ -130,6 +132,7 @@ PIPELINES: dict[str, tuple[int, int, str]] = {
     "onnx sw8": (8, 0, "onnx"),
     "onnx sw8 ort threads": (8, 1, "onnx"),
 }
+BUNDLE = "site bundle"  # the `inferer` stage built from inference/configs/inference.json
 DEFAULT = "pipeline sw8"  # the application's default (sw_batch_size, backend of inference/configs/inference.json)
 
 
@@ -177,10 +180,11 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     import tempfile
 
     from cardiolora.site.backend import import_onnxruntime
-    from cardiolora.site.cleanup import CineCleanup, clean_cine
+    from cardiolora.site.cleanup import clean_cine
     from cardiolora.site.command import segment_options
     from cardiolora.site.inferer import CineInferer
     from cardiolora.site.model import SiteModel, select_backend
+    from cardiolora.site.workflow import load_workflow
 
     declared = segment_options()
     if (
@@ -214,13 +218,21 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
     site_model(0, "onnx")
     once["onnx cached load (session + check)"] = time.perf_counter() - t
     models = {name: site_model(workers, backend) for name, (_, workers, backend) in PIPELINES.items()}
+    # the site-inference bundle itself: inference/configs/inference.json parsed with the segment
+    # options at their defaults, its `inferer` and `postprocessing` stages built by the bundle
+    weights = cache / "model.pt"
+    torch.save(plain_state_dict(net), weights)
+    options = {"model": str(weights), "profile": profile, "device": "cpu", "progress": False}
+    bundle_inferer = load_workflow(options, key="inferer")
+    bundle_cleanup = load_workflow(options, key="postprocessing")
 
     warm = synthetic_study(1, 2, size, prof.pixel_spacing)  # first calls build oneDNN kernels: not timed
     baseline(net, warm, profile)
     for name, (sw, _, _) in PIPELINES.items():
         CineInferer(models[name], sw, progress=False)(warm)
+    bundle_inferer(warm)
     load_before = os.getloadavg()
-    times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in PIPELINES}, "application": []}
+    times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in PIPELINES}, BUNDLE: [], "application": []}
     labels = {}
     for _ in range(repeats):
         t = time.perf_counter()
@@ -231,7 +243,10 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
             labels[name] = CineInferer(models[name], sw, progress=False)(study)
             times[name].append(time.perf_counter() - t)
         t = time.perf_counter()
-        CineCleanup()(CineInferer(models[DEFAULT], PIPELINES[DEFAULT][0], progress=False)(study))
+        labels[BUNDLE] = bundle_inferer(study)
+        times[BUNDLE].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        bundle_cleanup(bundle_inferer(study))
         times["application"].append(time.perf_counter() - t)
     # The clean-up's cost depends on the labels: random weights label noise (its worst case); a
     # trained network labels one heart, as in the phantom's ground truth timed here.
@@ -273,12 +288,12 @@ def run(n_phases: int, n_slices: int, repeats: int) -> dict:
         "one_time_seconds": once,
         "seconds": times,
         "median_seconds": med,
-        "speedup": med["baseline"] / med[DEFAULT],
-        "labels_equal_fraction": {k: float((labels["baseline"] == labels[k]).mean()) for k in PIPELINES},
+        "speedup": med["baseline"] / med[BUNDLE],
+        "labels_equal_fraction": {k: float((labels["baseline"] == labels[k]).mean()) for k in [*PIPELINES, BUNDLE]},
         "targets": {"seconds_per_study": TARGET_SECONDS, "speedup": TARGET_SPEEDUP},
         "met": {
-            "seconds_per_study": med["application"] <= TARGET_SECONDS,
-            "speedup": med["baseline"] / med[DEFAULT] >= TARGET_SPEEDUP,
+            "seconds_per_study": med[BUNDLE] <= TARGET_SECONDS,
+            "speedup": med["baseline"] / med[BUNDLE] >= TARGET_SPEEDUP,
         },
     }
 
@@ -306,7 +321,12 @@ def table(r: dict) -> str:
             f"| {m[name]:.1f} | {base / m[name]:.2f}x |"
         )
     rows.append(
-        f"| site application step (default pipeline + anatomical clean-up of its noisy random-weight labels) "
+        f"| **site-inference bundle** (`inference/configs/inference.json` parsed with its defaults: its `inferer` "
+        f"stage) | {m[BUNDLE]:.1f} | {base / m[BUNDLE]:.2f}x |"
+    )
+    rows.append(
+        "| site application step (the bundle's `inferer` + `postprocessing` stages; the clean-up of noisy "
+        f"random-weight labels) "
         f"| {m['application']:.1f} | {base / m['application']:.2f}x |"
     )
     rows.append(f"| DICOM read: scan, series selection, pixels ({s['slices'] * s['phases']} classic MR files) "
@@ -345,9 +365,9 @@ def table(r: dict) -> str:
         f"{once['onnx cached load (session + check)']:.1f} s.",
         "",
         f"Labels of every pipeline agree with the baseline on at least {100 * agree:.4f} % of the voxels. "
-        f"Targets: <= {r['targets']['seconds_per_study']:g} s per study for the application step with random weights "
-        f"({'met' if r['met']['seconds_per_study'] else 'NOT met'}), >= {r['targets']['speedup']:g}x for the default "
-        f"pipeline ({'met' if r['met']['speedup'] else 'NOT met'}).",
+        f"Targets for the site-inference bundle's inferer: <= {r['targets']['seconds_per_study']:g} s per study "
+        f"({'met' if r['met']['seconds_per_study'] else 'NOT met'}) and >= {r['targets']['speedup']:g}x the baseline "
+        f"({'met' if r['met']['speedup'] else 'NOT met'}).",
     ]
     return "\n".join(lines)
 
