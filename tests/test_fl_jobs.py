@@ -340,7 +340,7 @@ def test_site_config_from_env_folder(tmp_path, monkeypatch):
     "content, error, message",
     [
         (None, FileNotFoundError, r"cardiolora_site.json: no site config for `site-1`"),
-        ("{not json", ValueError, r"cardiolora_site.json: not valid JSON"),
+        ("{not json", ValueError, r"cardiolora_site.json: cannot read it as JSON"),
         ({"output_dir": "/o"}, ValueError, r"cardiolora_site.json: field `dataset_dir` is required"),
         (
             {"dataset_dir": "/nowhere", "output_dir": "/o"},
@@ -361,6 +361,27 @@ def test_site_config_errors_name_file_and_field(tmp_path, monkeypatch, content, 
         text = content if isinstance(content, str) else json.dumps(content).replace('"DATA"', json.dumps(str(data)))
         (local / "cardiolora_site.json").write_text(text)
     with pytest.raises(error, match=message):
+        load_site_config("site-1", workspace=tmp_path)
+
+
+def test_site_config_reads_the_fl_section_of_the_one_site_file(tmp_path, monkeypatch):
+    """The site file with `fl` and `inference` sections: the participant reads `fl` only."""
+    monkeypatch.delenv(SITE_CONFIG_ENV, raising=False)
+    data = _datalist(tmp_path / "data")
+    (tmp_path / "local").mkdir()
+    site_file = {
+        "fl": {"dataset_dir": str(data), "output_dir": "out", "num_threads": 1},
+        "inference": {"model": "out/personalised_model.pt", "profile": "quick"},
+    }
+    (tmp_path / "local" / "cardiolora_site.json").write_text(json.dumps(site_file))
+    cfg = load_site_config("site-1", workspace=tmp_path)
+    assert cfg.dataset_dir == data and cfg.output_dir == (tmp_path / "local" / "out").resolve()
+    assert cfg.num_threads == 1 and cfg.extra == {}  # the inference section is not an unknown FL field
+    (tmp_path / "local" / "cardiolora_site.json").write_text(json.dumps({**site_file, "output_dir": "/o"}))
+    with pytest.raises(ValueError, match=r"cardiolora_site.json: keys \['output_dir'\] sit beside the sections"):
+        load_site_config("site-1", workspace=tmp_path)
+    (tmp_path / "local" / "cardiolora_site.json").write_text(json.dumps({"inference": {"profile": "quick"}}))
+    with pytest.raises(ValueError, match="field `dataset_dir` is required"):
         load_site_config("site-1", workspace=tmp_path)
 
 

@@ -455,6 +455,22 @@ def test_site_config_file(tiny):
     assert main(["segment", str(tiny / "tiny.nii.gz"), "--config", str(tiny / "bad.json")]) == 2
 
 
+def test_segment_reads_the_inference_section_of_the_one_site_file(tiny, capsys):
+    """The site file FLARE participants read (`fl` section) also holds the segment options (`inference`)."""
+    shutil.rmtree(tiny / "sec-out", ignore_errors=True)
+    site_file = {
+        "fl": {"dataset_dir": "data", "output_dir": "fl-out"},
+        "inference": {"model": "model.pt", "out": "sec-out", "profile": "quick", "progress": False},
+    }
+    (tiny / "cardiolora_site.json").write_text(json.dumps(site_file))
+    assert main(["segment", str(tiny / "tiny.nii.gz"), "--config", str(tiny / "cardiolora_site.json")]) == 0
+    assert (tiny / "sec-out" / "tiny" / "report.json").is_file() and not (tiny / "fl-out").exists()
+    site_file["inference"]["sw_batch"] = 4
+    (tiny / "cardiolora_site.json").write_text(json.dumps(site_file))
+    assert main(["segment", str(tiny / "tiny.nii.gz"), "--config", str(tiny / "cardiolora_site.json")]) == 2
+    assert "unknown keys ['sw_batch']" in capsys.readouterr().err
+
+
 def test_segment_backend_flag(tiny):
     """--backend onnx: ONNX Runtime when the optional extra is installed, else PyTorch; the report says which."""
     import importlib.util

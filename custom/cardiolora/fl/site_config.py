@@ -8,7 +8,9 @@ site. Each participant reads a JSON file:
 2. otherwise ``<site workspace>/local/cardiolora_site.json`` (the FLARE convention for site-local
    settings; in POC / production the site admin writes it next to ``resources.json``).
 
-Fields (relative paths are resolved against the file's folder):
+The participant reads the file's ``fl`` section (the same file's ``inference`` section holds the
+``cardiolora segment`` options: :mod:`cardiolora.site_file`; a file without sections is read as
+the ``fl`` section). Fields (relative paths are resolved against the file's folder):
 
 * sites: ``dataset_dir`` (folder with ``datalist.json``; required), ``output_dir`` (required:
   global and personalised models, logs), ``num_threads`` (optional: torch CPU threads);
@@ -21,11 +23,12 @@ participant with an error that names the file and the field (:func:`load_site_co
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cardiolora.site_file import read_section
 
 __all__ = ["SITE_CONFIG_ENV", "SITE_CONFIG_NAME", "SiteConfig", "site_config_path", "load_site_config"]
 
@@ -102,18 +105,13 @@ def load_site_config(
             ``pretrained_path`` file.
     """
     path = site_config_path(site, workspace)
-    example = '{"dataset_dir": "/data/cardiac", "output_dir": "/data/cardiolora_out"}'
+    example = '{"fl": {"dataset_dir": "/data/cardiac", "output_dir": "/data/cardiolora_out"}}'
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no site config for `{site}`. Write it as JSON, e.g. {example} (sites) or "
-            f'{{"pretrained_path": "/models/base.pt"}} (server), or point ${SITE_CONFIG_ENV} at it.'
+            f'{{"fl": {{"pretrained_path": "/models/base.pt"}}}} (server), or point ${SITE_CONFIG_ENV} at it.'
         )
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}).") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object with fields {sorted(_SITE_FIELDS)}.")
+    raw = read_section(path, "fl")
     for name in required:
         if raw.get(name) in (None, ""):
             raise ValueError(f"{path}: field `{name}` is required for `{site}` (e.g. {example}).")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cardiolora.paths import inference_bundle_dir
+from cardiolora.site_file import read_section
 
 __all__ = ["add_segment_arguments", "segment_command", "segment_options"]
 
@@ -83,7 +84,12 @@ def add_segment_arguments(q: Any) -> None:
         extra = {"choices": decl["choices"]} if "choices" in decl else {}
         q.add_argument(flag, dest=key, type=_TYPES[decl["type"]], help=decl["help"] + shown, **extra)
     keys = [k for k, d in options.items() if not d.get("positional")]
-    q.add_argument("--config", help="site config JSON (keys: " + ", ".join(keys) + "); flags win")
+    q.add_argument(
+        "--config",
+        help="the site file (cardiolora_site.json): its `inference` section, keys "
+        + ", ".join(keys)
+        + " (a file without sections: those keys at the top level); flags win",
+    )
 
 
 def _settings(args: Any) -> dict[str, Any]:
@@ -98,12 +104,9 @@ def _settings(args: Any) -> dict[str, Any]:
     if getattr(args, "config", None):
         path = Path(args.config)
         try:
-            config = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"--config {path}: cannot read it as JSON ({err}).") from err
-        if not isinstance(config, dict):
-            raise ValueError(f"--config {path}: expected a JSON object, got {type(config).__name__}.")
-        config = {k: v for k, v in config.items() if k not in ("comment", "_comment")}
+            config = read_section(path, "inference")
+        except ValueError as err:
+            raise ValueError(f"--config {err}") from None
         unknown = sorted(set(config) - set(keys))
         if unknown:
             raise ValueError(f"--config {path}: unknown keys {unknown}; known: {keys}.")
