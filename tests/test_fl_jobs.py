@@ -196,8 +196,12 @@ class _RecordingBackend:
 
     made: list[_RecordingBackend] = []
 
-    def __init__(self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED) -> None:
+    def __init__(
+        self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED, adapter: str = "lora"
+    ) -> None:
         self.bundle_seed = seed
+        self.adapter = adapter
+        self.tensor_seed = None
         self.train_seeds: list[int] = []
         _RecordingBackend.made.append(self)
 

@@ -32,6 +32,7 @@ __all__ = [
     "lora_unet",
     "with_lora",
     "bundle_network_def",
+    "bundle_setting",
     "rank_for_dataset_size",
     "load_weights",
     "plain_state_dict",
@@ -51,6 +52,25 @@ def _bundle_parser(profile: str | Profile) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
     return parser
+
+
+def bundle_setting(profile: str | Profile, key: str) -> object:
+    """One value of the bundle's ``train.json`` (+ the profile's override file), e.g. ``tensor_seed``.
+
+    Args:
+        profile: run profile name or `Profile`.
+        key: a config id of ``train.json``.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ValueError: if the profile is unknown or the bundle has no `key` (named).
+    """
+    parser = _bundle_parser(profile)
+    if key not in parser:
+        raise ValueError(f"the bundle's {BASE_CONFIG} has no `{key}`.")
+    return parser.get_parsed_content(key)
 
 
 def bundle_network_def(profile: str | Profile = "quick") -> torch.nn.Module:

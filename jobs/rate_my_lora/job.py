@@ -2,10 +2,13 @@
 
 Each site fine-tunes a LoRA adapter of the shared U-Net (rank 16 on the half-size site, 32 on the
 others) and sends only the adapter; the server rates the sites by their validation gain (Eq. 1)
-and merges the adapters into W (Eq. 2), which the sites repeat on their copy. See jobs/README.md.
+and merges the adapters into W (Eq. 2), which the sites repeat on their copy. With `--adapter tensor`
+the sites train and send TenVOO tensor cores instead (the bundle's tensor_rank, tensor_seed), which
+the server turns into full-size deltas for the same Eq. 1 / Eq. 2. See jobs/README.md.
 
     python jobs/rate_my_lora/job.py --export                  # writes jobs/rate_my_lora/exported
     python jobs/rate_my_lora/job.py --export-dir /tmp/rml --rounds 10 --profile paper
+    python jobs/rate_my_lora/job.py --export-dir /tmp/rml_tensor --adapter tensor
     python -m cardiolora.fl.run --job rate_my_lora ...        # the simulator, with site configs
 
 `build` is also what the package builds for this job (`cardiolora.fl.jobs.build_job`).
@@ -41,12 +44,14 @@ def build(
     min_clients: int = jobs.DEFAULT_MIN_CLIENTS,
     task_timeout: int = jobs.DEFAULT_TASK_TIMEOUT,
     straggler_grace: int = jobs.DEFAULT_STRAGGLER_GRACE,
-    ranks: tuple[int, int] = jobs.DEFAULT_RANKS,
+    ranks: tuple[int, int] | None = None,
     seed: int = jobs.DEFAULT_SEED,
     transport_dtype: str = jobs.DEFAULT_TRANSPORT_DTYPE,
+    adapter: str = jobs.DEFAULT_ADAPTER,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
-    local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype)
+    local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
+    ranks = jobs.job_ranks(adapter, profile, ranks)
     job = FedJob(name=NAME, min_clients=min_clients)
     job.set_app_packages(["cardiolora"])  # installed on every participant, never copied into the job
 
@@ -64,12 +69,13 @@ def build(
         straggler_grace=straggler_grace,
         state_name=NAME,
         transport_dtype=transport_dtype,
+        adapter=adapter,
     )
     job.to_server(controller, id="controller")
     job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
 
     # sites: the Client API script (app/custom/client.py) runs every task in the client process
-    job.to_clients(jobs.site_executor("rml", NAME, profile, local_epochs, seed), tasks=["*"])
+    job.to_clients(jobs.site_executor("rml", NAME, profile, local_epochs, seed, adapter), tasks=["*"])
     job.add_file_to_clients(str(jobs.SITE_SCRIPT))
     # only adapters, counts and scalar metrics leave a site; FLARE 2.9 keys result filters by the
     # exact task name ("*" would match none), so every task of the protocol is listed
@@ -100,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         default=jobs.DEFAULT_TRANSPORT_DTYPE,
         help="dtype the adapters travel in, both ways (float16: half the bytes of float32)",
     )
+    p.add_argument(
+        "--adapter",
+        choices=list(jobs.ADAPTER_TYPES),
+        default=jobs.DEFAULT_ADAPTER,
+        help="lora: LoRA of rank 16/32 by site size; tensor: TenVOO cores of the bundle's tensor_rank",
+    )
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -110,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         straggler_grace=args.straggler_grace,
         seed=args.seed,
         transport_dtype=args.transport_dtype,
+        adapter=args.adapter,
     )
     if args.export or args.export_dir:
         dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")

@@ -2,9 +2,12 @@
 
 The job runs it in the FLARE client process (``ClientAPIExecutor``, ``in_process``)::
 
-    python client.py --method rml|fedavg --profile quick --local-epochs 1 --job-name rate_my_lora --seed 0
+    python client.py --method rml|fedavg --profile quick --local-epochs 1 --job-name rate_my_lora --seed 0 \
+        --adapter lora|tensor
 
-Federation hyperparameters (method, profile, local epochs, seed) come from the job's script arguments;
+Federation hyperparameters (method, profile, local epochs, seed, adapter type) come from the job's
+script arguments (``--adapter tensor`` becomes the bundle overrides ``adapter_type: "tensor"`` and
+``tensor_rank``; the seed of ``θ0`` is the bundle's ``tensor_seed``);
 the site's data location and output folder come from the site's own local config
 (:func:`cardiolora.fl.site_config.load_site_config`: ``$CARDIOLORA_SITE_CONFIG`` or
 ``<site workspace>/local/cardiolora_site.json``), so one job folder serves every site. A missing
@@ -29,7 +32,7 @@ import nvflare.client as flare
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
-from cardiolora.fl.protocol import Task
+from cardiolora.fl.protocol import ADAPTER_TYPES, Task
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.fl.site_config import load_site_config
 from cardiolora.fl.site_runner import BundleBackend, SiteRunner
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments the job passes to the script.
 
     Returns:
-        The parser (``--method``, ``--profile``, ``--local-epochs``, ``--job-name``, ``--seed``).
+        The parser (``--method``, ``--profile``, ``--local-epochs``, ``--job-name``, ``--seed``, ``--adapter``).
     """
     p = argparse.ArgumentParser(prog="cardiolora-fl-client", description="cardiolora FLARE site script")
     p.add_argument(
@@ -83,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SEED,
         help=f"job seed: bundle seed and, with site and round, each local run's seed (default {DEFAULT_SEED})",
     )
+    p.add_argument(
+        "--adapter",
+        choices=list(ADAPTER_TYPES),
+        default="lora",
+        help="adapter type of the rml method: lora (default) or tensor (TenVOO cores; the bundle's adapter_type)",
+    )
     return p
 
 
@@ -92,7 +101,8 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
     Args:
         argv: the script arguments (:func:`build_parser`; default ``sys.argv[1:]``).
         runner_factory: makes the site's runner, called as ``runner_factory(site, backend, output_dir,
-            local_epochs, profile, seed=seed)`` (default :class:`~cardiolora.fl.site_runner.SiteRunner`).
+            local_epochs, profile, seed=seed, tensor_seed=backend.tensor_seed)`` (default
+            :class:`~cardiolora.fl.site_runner.SiteRunner`).
 
     Raises:
         ValueError: for a task the job's method does not send.
@@ -104,10 +114,13 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     out = cfg.output_dir / args.job_name
-    backend = BundleBackend(cfg, args.profile, out, seed=args.seed)
-    runner = runner_factory(site, backend, out, args.local_epochs, args.profile, seed=args.seed)
+    backend = BundleBackend(cfg, args.profile, out, seed=args.seed, adapter=args.adapter)
+    runner = runner_factory(
+        site, backend, out, args.local_epochs, args.profile, seed=args.seed, tensor_seed=backend.tensor_seed
+    )
     logger.info(
-        f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, seed {args.seed}"
+        f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, seed {args.seed}, "
+        f"adapter {args.adapter}"
     )
     while flare.is_running():
         received = flare.receive()

@@ -70,9 +70,12 @@ class RateMyLoRAController(SiteExchangeController):
         state_name: sub-folder of the state directory (one per job kind).
         persistor_id: the component that loads ``W_0``.
         transport_dtype: dtype adapters travel in, both ways (``"float16"`` or ``"float32"``).
+        adapter: the sites' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO cores; the
+            server turns them into full-size ``ΔW_c`` with the bundle's ``tensor_seed``, and Eq. 1 /
+            Eq. 2 aggregate those unchanged). ``ranks`` are then tensor ranks.
 
         ``min_clients``, ``max_delta_ratio``, ``task_timeout``, ``straggler_grace``, ``state_name``,
-        ``persistor_id`` and ``transport_dtype`` go to :class:`~cardiolora.fl.exchange.SiteExchangeController`.
+        ``persistor_id``, ``transport_dtype`` and ``adapter`` go to :class:`~cardiolora.fl.exchange.SiteExchangeController`.
 
     Raises:
         ValueError: naming the argument that is out of range (see also
@@ -92,6 +95,7 @@ class RateMyLoRAController(SiteExchangeController):
         "straggler_grace",
         "state_name",
         "transport_dtype",
+        "adapter",
     )
 
     def __init__(
@@ -112,6 +116,7 @@ class RateMyLoRAController(SiteExchangeController):
         state_name: str = "rate_my_lora",
         persistor_id: str = "persistor",
         transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
+        adapter: str = "lora",
     ) -> None:
         super().__init__(
             num_rounds=num_rounds,
@@ -123,6 +128,7 @@ class RateMyLoRAController(SiteExchangeController):
             state_name=state_name,
             persistor_id=persistor_id,
             transport_dtype=transport_dtype,
+            adapter=adapter,
         )
         for name, value in (("local_epochs", local_epochs), ("personalise_epochs", personalise_epochs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -152,7 +158,10 @@ class RateMyLoRAController(SiteExchangeController):
 
     def _config(self) -> dict:
         """What a saved state must share with this job to be resumed (:func:`cardiolora.fl.state.run_config`)."""
-        return state.run_config(self.profile, self.lambda0, self.decay, self.ranks, self.rank_threshold, self.method)
+        config = state.run_config(self.profile, self.lambda0, self.decay, self.ranks, self.rank_threshold, self.method)
+        if self.adapter != "lora":  # a LoRA run's saved state (written before jobs had adapters) still resumes
+            config["adapter"] = self.adapter
+        return config
 
     def save_state(self, status: str) -> None:
         """Persist round, ``W_t``, sizes, ranks, scores and history (:func:`cardiolora.fl.state.save_state`)."""
@@ -173,6 +182,7 @@ class RateMyLoRAController(SiteExchangeController):
         """``rml_history.json`` and ``rml_curves.png`` (:meth:`cardiolora.fl.ledger.RunLedger.write`)."""
         header = {
             "method": self.method,
+            "adapter": self.adapter,
             "profile": self.profile,
             "lambda0": self.lambda0,
             "decay": self.decay,
@@ -194,7 +204,10 @@ class RateMyLoRAController(SiteExchangeController):
             raise
 
     def _run(self) -> None:
-        self.info(f"{self.method}: {self.num_rounds} rounds, λ_0 = {self.lambda0}, profile {self.profile}")
+        self.info(
+            f"{self.method}: {self.num_rounds} rounds, λ_0 = {self.lambda0}, profile {self.profile}, "
+            f"adapter {self.adapter}"
+        )
         saved = state.load_state(self.state_dir(), self._config(), log=self.info)
         if saved is None:
             model = self.load_model()
@@ -287,7 +300,9 @@ class RateMyLoRAController(SiteExchangeController):
         ratings = rml.rate_sites(self.scores, current, lam, sites=list(accepted))
         coefficients = rml.merge_coefficients(sizes, ratings)
         degraded = rml.degraded_sites(self.scores, current)
-        self.weights = rml.apply_coefficients(self.weights, accepted, scalings, coefficients)
+        self.weights = rml.apply_coefficients(
+            self.weights, accepted, scalings, coefficients, self.tensor_seed
+        )
         self.checksum = rml.state_checksum(self.weights)
         self.ledger.record_ratings(self.scores, current, ratings, coefficients)
         self.scores.update(current)

@@ -40,6 +40,7 @@ from cardiolora.fl.protocol import (
     DEFAULT_TRANSPORT_DTYPE,
     Meta,
     Task,
+    check_adapter_type,
     check_transport_dtype,
     from_transport,
     pack_adapters,
@@ -66,6 +67,8 @@ class SiteExchangeController(ModelController):
         transport_dtype: dtype adapters travel in, both ways: ``"float16"`` (default, half the
             bytes) or ``"float32"``. Named to the sites in every task's meta; an adapter that
             arrives in another dtype is rejected. ``W`` itself (``init``, ``sync``) travels in float32.
+        adapter: the sites' adapter type: ``"lora"`` (default) or ``"tensor"`` (TenVOO cores,
+            turned into full-size deltas with the bundle's ``tensor_seed``).
 
     Raises:
         ValueError: naming the argument that is out of range.
@@ -82,6 +85,7 @@ class SiteExchangeController(ModelController):
         state_name: str = "rate_my_lora",
         persistor_id: str = "persistor",
         transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
+        adapter: str = "lora",
     ) -> None:
         super().__init__(persistor_id=persistor_id)
         for name, value, low in (
@@ -95,6 +99,7 @@ class SiteExchangeController(ModelController):
         if not isinstance(max_delta_ratio, (int, float)) or max_delta_ratio <= 0:
             raise ValueError(f"`max_delta_ratio` must be > 0, got {max_delta_ratio!r}.")
         check_transport_dtype(transport_dtype)
+        check_adapter_type(adapter)
         if not state_name or os.sep in state_name:
             raise ValueError(f"`state_name` must be a plain folder name, got {state_name!r}.")
         self.num_rounds = num_rounds
@@ -105,6 +110,7 @@ class SiteExchangeController(ModelController):
         self.straggler_grace = straggler_grace
         self.state_name = state_name
         self.transport_dtype = transport_dtype
+        self.adapter = adapter
         # run state
         self.weights: dict[str, torch.Tensor] = {}
         self.checksum = ""
@@ -112,7 +118,8 @@ class SiteExchangeController(ModelController):
         self.site_ranks: dict[str, int] = {}
         self.active: list[str] = []
         self.ledger = RunLedger()
-        self.reference = AdapterReference(profile)  # expected adapter keys, shapes and scalings per rank
+        self.reference = AdapterReference(profile, adapter)  # expected adapter keys, shapes and scalings per rank
+        self.tensor_seed = self.reference.tensor_seed  # the bundle's θ0 seed of tensor adapters (None: LoRA)
         self._saved_round = 0
 
     # ------------------------------------------------------------------ environment (overridable in tests)
@@ -288,6 +295,7 @@ class SiteExchangeController(ModelController):
                     site=site,
                     rank=rank,
                     dtype=check_transport_dtype(self.transport_dtype),
+                    tensor_seed=self.tensor_seed,
                 )
             except ValueError as err:
                 self.warning(f"{stage} of round {self.round}: {err} The round goes on without it.")

@@ -4,8 +4,11 @@
 and before the answer is sent (``task_result_filters`` of the client app). It passes a result
 only if
 
-* its tensors (a ``WEIGHTS`` / ``WEIGHT_DIFF`` DXO) are all keyed ``<module>.lora_A.weight``,
-  ``<module>.lora_B.weight`` or ``<module>.lora_B_T.weight`` and are floating-point arrays;
+* its tensors (a ``WEIGHTS`` / ``WEIGHT_DIFF`` DXO) are all adapter keys and floating-point
+  arrays: LoRA's ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``,
+  or the trainable TenVOO cores ``<module>.tenvoo.<core>`` / ``<module>.tenvoo_T.<core>`` of a job
+  with ``adapter: tensor`` (:func:`cardiolora.fl.protocol.is_adapter_key`; a base weight, a frozen
+  or unknown core, anything else is refused);
 * its metrics (a ``METRICS`` DXO) and its meta hold nothing but numbers, booleans, None, short
   strings and lists / dicts of those (no array, tensor or bytes can hide there);
 * it is no other kind of DXO.
@@ -99,7 +102,8 @@ def check_result(
                 desc["bytes"] += nbytes
                 if not is_adapter_key(key):
                     reasons.append(
-                        f"`{key}` is not an adapter key (<module>.lora_A.weight / <module>.lora_B[_T].weight)"
+                        f"`{key}` is not an adapter key (<module>.lora_A.weight / <module>.lora_B[_T].weight / "
+                        "<module>.tenvoo[_T].<core>)"
                     )
                 elif shape is None:
                     reasons.append(f"`{key}` is a {dtype}, expected a tensor")
@@ -114,7 +118,7 @@ def check_result(
 
 
 class AdapterOnlyFilter(Filter):
-    """Task-result filter of the LoRA jobs' sites (see the module docstring).
+    """Task-result filter of the adapter jobs' sites (see the module docstring).
 
     Args:
         audit_file: file name of the audit log in the site's run folder ("" to keep none).

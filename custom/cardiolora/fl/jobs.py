@@ -23,7 +23,10 @@ Hyperparameters appear once: profile, rounds, local epochs and the job seed are 
 network numbers live in the bundle (:mod:`cardiolora.profiles`). The seed reaches every site as
 the script argument ``--seed`` (:func:`cardiolora.fl.seeds.round_seed`). The LoRA jobs'
 ``transport_dtype`` (float16 by default) is an argument of the server's controller, which names it
-to the sites in every task (:mod:`cardiolora.fl.protocol`).
+to the sites in every task (:mod:`cardiolora.fl.protocol`). The adapter jobs' ``adapter`` (``lora``
+by default, or ``tensor`` for TenVOO cores) is an argument of the controller and of every site's
+script (``--adapter``, a bundle override there); the tensor ranks then default to the bundle's
+``tensor_rank`` for every site (:func:`job_ranks`).
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from nvflare.client.config import ExchangeFormat
 from nvflare.job_config.api import FedJob
 
 from cardiolora.fl.network import bundle_network
-from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, check_transport_dtype
+from cardiolora.fl.protocol import ADAPTER_TYPES, DEFAULT_TRANSPORT_DTYPE, check_adapter_type, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
+from cardiolora.networks import bundle_setting
 from cardiolora.profiles import get_profile
 
 __all__ = [
@@ -54,6 +58,8 @@ __all__ = [
     "DEFAULT_TASK_TIMEOUT",
     "DEFAULT_STRAGGLER_GRACE",
     "DEFAULT_RANKS",
+    "DEFAULT_ADAPTER",
+    "ADAPTER_TYPES",
     "DEFAULT_SEED",
     "DEFAULT_TRANSPORT_DTYPE",
     "SITE_SCRIPT",
@@ -61,6 +67,7 @@ __all__ = [
     "build_job",
     "job_builder",
     "check_settings",
+    "job_ranks",
     "site_executor",
     "export_job",
     "usage",
@@ -81,8 +88,10 @@ DEFAULT_MIN_CLIENTS = 2
 DEFAULT_TASK_TIMEOUT = 3600
 #: Seconds the server waits for the remaining sites once ``min_clients`` answered (LoRA jobs).
 DEFAULT_STRAGGLER_GRACE = 600
-#: Adapter ranks: (half-size site, other sites) (LoRA jobs).
+#: LoRA ranks: (half-size site, other sites) (adapter jobs with ``adapter: lora``).
 DEFAULT_RANKS = (16, 32)
+#: Adapter type of the adapter jobs: LoRA (``"tensor"``: TenVOO cores, the bundle's ``tensor_rank``).
+DEFAULT_ADAPTER = "lora"
 
 #: The site script as shipped in the package (``cardiolora/jobs/client.py`` = ``jobs/client.py``):
 #: a launcher of :func:`cardiolora.fl.client.main`, copied into every job's ``app/custom/``.
@@ -125,9 +134,10 @@ def build_job(
     min_clients: int = DEFAULT_MIN_CLIENTS,
     task_timeout: int = DEFAULT_TASK_TIMEOUT,
     straggler_grace: int = DEFAULT_STRAGGLER_GRACE,
-    ranks: tuple[int, int] = DEFAULT_RANKS,
+    ranks: tuple[int, int] | None = None,
     seed: int = DEFAULT_SEED,
     transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
+    adapter: str = DEFAULT_ADAPTER,
 ) -> FedJob:
     """Build the FedJob of one method: ``jobs/<name>/job.py``'s ``build`` with the settings it takes.
 
@@ -140,38 +150,49 @@ def build_job(
         min_clients: fewer sites than this stop the job (also the job's deployment minimum).
         task_timeout: seconds a task may take at most (LoRA jobs).
         straggler_grace: seconds to wait for the remaining sites once ``min_clients`` answered (LoRA jobs).
-        ranks: (small-site rank, large-site rank) (LoRA jobs).
+        ranks: (small-site rank, large-site rank) (adapter jobs); None: :func:`job_ranks`.
         seed: job seed (non-negative int), passed to every site's script as ``--seed``: the bundle
             seed of the site's workflows and, with site and round, the seed of each local run
             (:func:`cardiolora.fl.seeds.round_seed`; 0 gives the seeds of the runs made before jobs had one).
         transport_dtype: dtype the LoRA jobs' adapters travel in, ``"float16"`` (default) or
             ``"float32"``; ``fedavg_full`` ships full float32 weights (the name is still checked).
+        adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO
+            cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default).
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
 
     Raises:
         ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
-            a `seed` that is not a non-negative int, or an unknown `transport_dtype`.
+            a `seed` that is not a non-negative int, an unknown `transport_dtype` or `adapter`, or
+            ``adapter="tensor"`` for ``fedavg_full``.
     """
     build = job_builder(name)
     check_transport_dtype(transport_dtype)
+    check_adapter_type(adapter)
     settings = dict(
         num_rounds=num_rounds, profile=profile, local_epochs=local_epochs, min_clients=min_clients, seed=seed
     )
     if name == "fedavg_full":
+        if adapter != DEFAULT_ADAPTER:
+            raise ValueError(f"`adapter` {adapter!r}: fedavg_full trains the full network, it has no adapters.")
         return build(**settings, n_clients=n_clients)
     return build(
         **settings,
         task_timeout=task_timeout,
         straggler_grace=straggler_grace,
-        ranks=tuple(ranks),
+        ranks=None if ranks is None else tuple(ranks),
         transport_dtype=transport_dtype,
+        adapter=adapter,
     )
 
 
 def check_settings(
-    profile: str, local_epochs: int | None, seed: int, transport_dtype: str = DEFAULT_TRANSPORT_DTYPE
+    profile: str,
+    local_epochs: int | None,
+    seed: int,
+    transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
+    adapter: str = DEFAULT_ADAPTER,
 ) -> int:
     """Check a job's settings before anything is built (fail fast, with the argument named).
 
@@ -180,22 +201,51 @@ def check_settings(
         local_epochs: local epochs per round, or None for the profile's.
         seed: the job seed (a non-negative int).
         transport_dtype: the adapters' transport dtype name.
+        adapter: the adapter type name (``"lora"`` / ``"tensor"``).
 
     Returns:
         The local epochs per round.
 
     Raises:
-        ValueError: for an unknown profile or `transport_dtype`, a `seed` that is not a non-negative
-            int, or a profile whose network the bundle cannot build.
+        ValueError: for an unknown profile, `transport_dtype` or `adapter`, a `seed` that is not a
+            non-negative int, or a profile whose network the bundle cannot build.
     """
     check_seed(seed)
     check_transport_dtype(transport_dtype)
+    check_adapter_type(adapter)
     epochs = int(local_epochs or get_profile(profile).local_epochs)
     bundle_network(profile, 0)  # the bundle's network_def builds for this profile
     return epochs
 
 
-def site_executor(method: str, job_name: str, profile: str, local_epochs: int, seed: int) -> ClientAPIExecutor:
+def job_ranks(adapter: str, profile: str, ranks: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (small-site, large-site) ranks of an adapter job.
+
+    Args:
+        adapter: ``"lora"`` or ``"tensor"``.
+        profile: run profile (the bundle's ``tensor_rank`` may depend on it).
+        ranks: given ranks, returned as they are; None for the adapter's default: LoRA
+            :data:`DEFAULT_RANKS` (16, 32), tensor adapters the bundle's ``tensor_rank`` for every
+            site (a TenVOO network grows as ``r⁴``; the rank is written once, in the bundle).
+
+    Returns:
+        The two ranks.
+
+    Raises:
+        ValueError: for an unknown `adapter` or profile.
+    """
+    check_adapter_type(adapter)
+    if ranks is not None:
+        return tuple(ranks)
+    if adapter == "tensor":
+        rank = int(bundle_setting(profile, "tensor_rank"))
+        return (rank, rank)
+    return DEFAULT_RANKS
+
+
+def site_executor(
+    method: str, job_name: str, profile: str, local_epochs: int, seed: int, adapter: str = DEFAULT_ADAPTER
+) -> ClientAPIExecutor:
     """The sites' executor: :data:`SITE_SCRIPT` in the FLARE client process (Client API, ``in_process``).
 
     The job's settings reach the script as its arguments (:func:`cardiolora.fl.client.build_parser`);
@@ -208,21 +258,29 @@ def site_executor(method: str, job_name: str, profile: str, local_epochs: int, s
         profile: run profile.
         local_epochs: local epochs per round.
         seed: the job seed (a non-negative int).
+        adapter: ``"lora"`` or ``"tensor"``: the sites' adapter type (``--adapter``; ``rml`` only,
+            ``fedavg`` takes only the default and its script arguments do not name it).
 
     Returns:
         The executor (for every task: ``job.to_clients(executor, tasks=["*"])``).
 
     Raises:
-        ValueError: for an unknown `method` or a `seed` that is not a non-negative int.
+        ValueError: for an unknown `method` or `adapter`, ``adapter="tensor"`` with ``fedavg``, or
+            a `seed` that is not a non-negative int.
     """
     if method not in ("rml", "fedavg"):
         raise ValueError(f"`method` must be 'rml' or 'fedavg', got {method!r}.")
+    check_adapter_type(adapter)
+    if method == "fedavg" and adapter != DEFAULT_ADAPTER:
+        raise ValueError(f"`adapter` {adapter!r}: the fedavg method trains the full network, it has no adapters.")
     seed = check_seed(seed)
+    adapter_arg = f" --adapter {adapter}" if method == "rml" else ""
     return ClientAPIExecutor(
         execution_mode="in_process",
         task_script_path=CLIENT_SCRIPT,
         task_script_args=(
-            f"--method {method} --profile {profile} --local-epochs {local_epochs} --job-name {job_name} --seed {seed}"
+            f"--method {method} --profile {profile} --local-epochs {local_epochs} --job-name {job_name}"
+            f"{adapter_arg} --seed {seed}"
         ),
         params_exchange_format=ExchangeFormat.PYTORCH,
         server_expected_format=ExchangeFormat.NUMPY,

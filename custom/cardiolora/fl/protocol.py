@@ -24,7 +24,9 @@ does not fit in float16 is refused with the keys named.
 
 Adapters of several sites travel in one flat params dict keyed ``"<site>/<adapter key>"``
 (:func:`pack_adapters` / :func:`unpack_adapters`); only keys that :func:`is_adapter_key` accepts are
-shipped.
+shipped: LoRA's ``<module>.lora_A.weight`` / ``<module>.lora_B[_T].weight`` or, for a job with
+``adapter: tensor``, TenVOO's trainable cores ``<module>.tenvoo[_T].<core>`` (:data:`TENSOR_CORE_NAMES`;
+:func:`adapter_kind` tells the two apart).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cardiolora.lora.tensor import TENSOR_CORES, TENSOR_CORES_TRANSPOSED, TENSOR_VARIANTS, network_labels
+
 __all__ = [
     "Task",
     "Meta",
@@ -45,7 +49,12 @@ __all__ = [
     "to_transport",
     "from_transport",
     "ADAPTER_KEY",
+    "ADAPTER_TYPES",
+    "TENSOR_CORE_NAMES",
+    "TENSOR_KEY",
+    "check_adapter_type",
     "is_adapter_key",
+    "adapter_kind",
     "pack_adapters",
     "unpack_adapters",
     "payload_bytes",
@@ -171,14 +180,58 @@ def from_transport(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in out.items()}
 
 
-#: Adapter keys: ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``.
+#: Adapter types a job can name (the bundle's ``adapter_type``): LoRA or TenVOO tensor networks.
+ADAPTER_TYPES = ("lora", "tensor")
+
+#: LoRA keys: ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``.
 ADAPTER_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.(lora_A|lora_B|lora_B_T)\.weight$")
+#: Every core name of the TenVOO networks (L and Q, 2-D and 3-D), from :mod:`cardiolora.lora.tensor`.
+TENSOR_CORE_NAMES = tuple(sorted({c for v in TENSOR_VARIANTS for d in (2, 3) for c in network_labels(d, v)[0]}))
+#: Tensor-adapter keys: ``<module>.tenvoo.<core>`` / ``<module>.tenvoo_T.<core>`` with a known core name.
+TENSOR_KEY = re.compile(
+    r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\."
+    rf"({re.escape(TENSOR_CORES)}|{re.escape(TENSOR_CORES_TRANSPOSED)})\.({'|'.join(TENSOR_CORE_NAMES)})$"
+)
 _SEP = "/"
 
 
+def check_adapter_type(name: object) -> str:
+    """Check a job's adapter type.
+
+    Args:
+        name: ``"lora"`` or ``"tensor"`` (:data:`ADAPTER_TYPES`).
+
+    Returns:
+        `name`.
+
+    Raises:
+        ValueError: naming `adapter` if `name` is not one of them.
+    """
+    if not isinstance(name, str) or name not in ADAPTER_TYPES:
+        raise ValueError(f"`adapter` must be one of {list(ADAPTER_TYPES)}, got {name!r}.")
+    return name
+
+
+def adapter_kind(key: object) -> str | None:
+    """``"lora"`` / ``"tensor"`` for a LoRA / tensor-adapter key, ``None`` for anything else.
+
+    Example:
+        >>> adapter_kind("model.0.conv.tenvoo.hub_in"), adapter_kind("model.0.conv.weight")
+        ('tensor', None)
+    """
+    if not isinstance(key, str):
+        return None
+    if ADAPTER_KEY.match(key):
+        return "lora"
+    if TENSOR_KEY.match(key):
+        return "tensor"
+    return None
+
+
 def is_adapter_key(key: object) -> bool:
-    """True if `key` names an adapter tensor (``<module>.lora_A.weight`` / ``<module>.lora_B[_T].weight``)."""
-    return isinstance(key, str) and ADAPTER_KEY.match(key) is not None
+    """True if `key` names an adapter tensor: ``<module>.lora_A.weight`` / ``<module>.lora_B[_T].weight``
+    or a TenVOO core ``<module>.tenvoo[_T].<core>`` (:func:`adapter_kind`)."""
+    return adapter_kind(key) is not None
 
 
 def pack_adapters(adapters: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -213,7 +266,10 @@ def unpack_adapters(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         out.setdefault(site, {})[key] = v
     if bad:
-        raise ValueError(f"params are not packed adapters (<site>/<module>.lora_*.weight): {bad[:5]}.")
+        raise ValueError(
+            f"params are not packed adapters (<site>/<module>.lora_*.weight, <site>/<module>.tenvoo[_T].<core>): "
+            f"{bad[:5]}."
+        )
     return out
 
 

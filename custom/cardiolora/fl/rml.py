@@ -15,6 +15,13 @@ aggregated on the full-size deltas, never on ``A`` and ``B`` separately.
 
 With ``λ = 0`` every ``w_t(c) = 1`` and Eq. 2 is FedPETuning's size-weighted LoRA averaging.
 
+Tensor adapters (a job with ``adapter: tensor``): site ``c`` sends its trained TenVOO cores ``θ_c``
+instead of ``(B_c, A_c)``, and ``ΔW_c = T(θ_c) − T(θ0)`` (TenVOO Eq. 8;
+:func:`cardiolora.lora.tensor_delta_from_state`), ``θ0`` redrawn from the bundle's ``tensor_seed``
+(shared by server and sites, never sent). From there on everything above is unchanged: the
+candidate, Eq. 1, Eq. 2 and the checksums work on the full-size ``ΔW_c`` (:func:`adapter_deltas`
+tells the two kinds apart by the keys).
+
 Server and sites call the same :func:`apply_coefficients` on the same inputs (deltas accumulated in
 float64 in sorted site order, then cast once to the weights' dtype), so both hold bit-identical
 ``W_t``; :func:`state_checksum` lets the server verify it.
@@ -29,7 +36,15 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from cardiolora.lora import adapter_delta_from_state, lora_modules, lora_state_dict
+from cardiolora.fl.protocol import adapter_kind
+from cardiolora.lora import (
+    adapter_delta_from_state,
+    lora_modules,
+    lora_state_dict,
+    tensor_delta_from_state,
+    tensor_modules,
+    tensor_state_dict,
+)
 
 __all__ = [
     "DEFAULT_LAMBDA0",
@@ -277,29 +292,49 @@ def next_lambda(lam: float, decay: float = DEFAULT_DECAY) -> float:
     return float(decay) * float(lam)
 
 
+def _state_kind(state: Mapping[str, object]) -> str:
+    """``"tensor"`` if every key of `state` is a tensor-adapter key, else ``"lora"`` (whose checks name any other key)."""
+    return "tensor" if state and all(adapter_kind(k) == "tensor" for k in state) else "lora"
+
+
 def adapter_deltas(
-    adapters: Mapping[str, Mapping[str, torch.Tensor]], scalings: Mapping[str, float | Mapping[str, float]]
+    adapters: Mapping[str, Mapping[str, torch.Tensor]],
+    scalings: Mapping[str, float | Mapping[str, float]],
+    tensor_seed: int | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Full-size float64 deltas ``ΔW_c = s_c · B_c A_c`` of every site's adapter.
+    """Full-size float64 deltas ``ΔW_c`` of every site's adapter.
+
+    LoRA (keys ``<name>.lora_A.weight``, ``<name>.lora_B[_T].weight``): ``ΔW_c = s_c · B_c A_c``
+    with ``s_c = scalings[c]``. Tensor adapters (keys ``<name>.tenvoo[_T].<core>``):
+    ``ΔW_c = T(θ_c) − T(θ0)`` (TenVOO Eq. 8) with ``θ0`` drawn from `tensor_seed`; no scaling.
 
     Args:
-        adapters: ``{site: adapter-only state dict}`` (``<name>.lora_A.weight``, ``<name>.lora_B[_T].weight``).
-        scalings: ``{site: alpha / r}`` (a number, or ``{module: alpha / r}``) for every site of `adapters`.
+        adapters: ``{site: adapter-only state dict}`` (LoRA or tensor cores; one kind per site).
+        scalings: ``{site: alpha / r}`` (a number, or ``{module: alpha / r}``) for every LoRA site
+            of `adapters` (tensor sites need none; an entry for them is ignored).
+        tensor_seed: the bundle's ``tensor_seed``; required if some site sent tensor cores.
 
     Returns:
         ``{site: {"<name>.weight": ΔW}}`` in float64 on the CPU.
 
     Raises:
-        ValueError: if a site has no scaling, or an adapter is malformed (the message names the site).
+        ValueError: if a LoRA site has no scaling, tensor cores come without `tensor_seed`, or an
+            adapter is malformed (the message names the site).
     """
-    missing = [s for s in adapters if s not in scalings]
+    kinds = {site: _state_kind(adapters[site]) for site in sorted(adapters)}
+    missing = [s for s, k in kinds.items() if k == "lora" and s not in scalings]
     if missing:
         raise ValueError(f"`scalings` has no entry for sites {_preview(missing)}.")
+    if tensor_seed is None and "tensor" in kinds.values():
+        raise ValueError("tensor-adapter cores need the bundle's `tensor_seed` (θ0); none was given.")
     out: dict[str, dict[str, torch.Tensor]] = {}
-    for site in sorted(adapters):
+    for site, kind in kinds.items():
         state = {k: torch.as_tensor(v).detach().cpu().to(torch.float64) for k, v in adapters[site].items()}
         try:
-            out[site] = adapter_delta_from_state(state, scalings[site])
+            if kind == "tensor":
+                out[site] = tensor_delta_from_state(state, tensor_seed)
+            else:
+                out[site] = adapter_delta_from_state(state, scalings[site])
         except ValueError as err:
             raise ValueError(f"{site}: {err}") from err
     return out
@@ -385,8 +420,9 @@ def apply_coefficients(
     adapters: Mapping[str, Mapping[str, torch.Tensor]],
     scalings: Mapping[str, float | Mapping[str, float]],
     coefficients: Mapping[str, float],
+    tensor_seed: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``W + Σ_c a_c · s_c B_c A_c``: the candidate (``a_c = |D_c|/Σ|D|``) or Eq. 2 (``a_c = w_t(c)|D_c|/Σ|D|``).
+    """``W + Σ_c a_c · ΔW_c`` (``ΔW_c = s_c B_c A_c`` or ``T(θ_c) − T(θ0)``): the candidate (``a_c = |D_c|/Σ|D|``) or Eq. 2 (``a_c = w_t(c)|D_c|/Σ|D|``).
 
     Server and sites call this same function on the same inputs, which is what keeps their
     ``W_t`` bit-identical (checked with :func:`state_checksum`). With no non-zero coefficient (all
@@ -395,8 +431,9 @@ def apply_coefficients(
     Args:
         weights: plain state dict ``W_{t-1}``.
         adapters: ``{site: adapter-only state dict}``.
-        scalings: ``{site: alpha / r}``.
+        scalings: ``{site: alpha / r}`` (LoRA sites).
         coefficients: ``{site: a_c}`` over sites of `adapters`.
+        tensor_seed: the bundle's ``tensor_seed`` when the adapters are tensor cores.
 
     Returns:
         The new plain state dict.
@@ -413,7 +450,7 @@ def apply_coefficients(
     used = {s: a for s, a in coefficients.items() if a != 0}
     if not used:
         return {k: torch.as_tensor(v).detach().cpu().clone() for k, v in weights.items()}
-    deltas = adapter_deltas({s: adapters[s] for s in used if s in adapters}, scalings)
+    deltas = adapter_deltas({s: adapters[s] for s in used if s in adapters}, scalings, tensor_seed)
     return apply_delta(weights, combine_deltas(deltas, used))
 
 
@@ -452,17 +489,21 @@ def adapter_spec(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """The expected adapter keys and shapes of a network with adapters (what a site must send).
 
     Args:
-        model: a network with LoRA adapters (e.g. the bundle's ``network_def`` with ``lora_rank``).
+        model: a network with LoRA adapters (e.g. the bundle's ``network_def`` with ``lora_rank``)
+            or with tensor adapters (``adapter_type: tensor``).
 
     Returns:
-        ``{key: shape}`` of :func:`cardiolora.lora.lora_state_dict`.
+        ``{key: shape}`` of :func:`cardiolora.lora.lora_state_dict` or
+        :func:`cardiolora.lora.tensor_state_dict`.
 
     Raises:
         ValueError: if `model` has no adapters.
     """
-    if not lora_modules(model):
-        raise ValueError("`model` has no LoRA adapters; build it with lora_rank > 0.")
-    return {k: tuple(v.shape) for k, v in lora_state_dict(model).items()}
+    if lora_modules(model):
+        return {k: tuple(v.shape) for k, v in lora_state_dict(model).items()}
+    if tensor_modules(model):
+        return {k: tuple(v.shape) for k, v in tensor_state_dict(model).items()}
+    raise ValueError("`model` has no LoRA adapters (nor tensor adapters); build it with lora_rank > 0.")
 
 
 def validate_adapter(
@@ -474,6 +515,7 @@ def validate_adapter(
     site: str = "site",
     rank: int | None = None,
     dtype: torch.dtype | None = None,
+    tensor_seed: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Check an adapter that arrived from a site; return its full-size float64 deltas.
 
@@ -485,11 +527,12 @@ def validate_adapter(
         state: the adapter-only state dict as received (torch tensors or numpy arrays).
         spec: ``{key: shape}`` expected for this site's rank (:func:`adapter_spec`).
         weights: the current plain global weights ``W_{t-1}`` (for the norm check).
-        scaling: ``alpha / r`` of the site's adapters.
+        scaling: ``alpha / r`` of the site's adapters (LoRA; ignored for tensor cores).
         max_delta_ratio: largest accepted ``||ΔW_k|| / ||W_k||``, > 0.
         site: the site's name for the message.
         rank: the site's rank for the message.
         dtype: if given, the dtype every tensor must arrive in (the job's transport dtype).
+        tensor_seed: the bundle's ``tensor_seed`` (θ0) when `spec` is of tensor cores.
 
     Returns:
         ``{"<name>.weight": ΔW}`` in float64.
@@ -502,7 +545,9 @@ def validate_adapter(
     if isinstance(max_delta_ratio, bool) or not isinstance(max_delta_ratio, (int, float)) or max_delta_ratio <= 0:
         raise ValueError(f"`max_delta_ratio` must be a number > 0, got {max_delta_ratio!r}.")
     what = f"{site}: adapter rejected" + (f" (rank {rank})" if rank is not None else "")
-    expected = f"expected {len(spec)} adapter tensors (A and B of {len(spec) // 2} modules)"
+    n_modules = len({k.rsplit(".", 2)[0] for k in spec})
+    parts = "A and B" if all(adapter_kind(k) == "lora" for k in spec) else "the tensor cores"
+    expected = f"expected {len(spec)} adapter tensors ({parts} of {n_modules} modules)"
     if not isinstance(state, Mapping):
         raise ValueError(f"{what}: {expected}, got a {type(state).__name__}.")
     problems: list[str] = []
@@ -544,7 +589,7 @@ def validate_adapter(
     if problems:
         raise ValueError(f"{what}: {expected}; got {len(state)} tensors; " + "; ".join(problems) + ".")
 
-    deltas = adapter_deltas({site: tensors}, {site: scaling})[site]
+    deltas = adapter_deltas({site: tensors}, {site: scaling}, tensor_seed)[site]
     too_large = []
     for key, delta in deltas.items():
         if key not in weights:

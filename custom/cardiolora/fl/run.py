@@ -3,7 +3,7 @@
 ::
 
     python -m cardiolora.fl.run --job rate_my_lora --sites-root runs/demo/phantoms/sites \\
-        --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick
+        --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick [--adapter tensor]
 
 It writes each participant's local config (``<workdir>/site_config/<site>.json``, given to the
 simulator through ``$CARDIOLORA_SITE_CONFIG``), exports the job with the requested rounds and
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from cardiolora.fl.jobs import build_job, export_job
-from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, check_transport_dtype
+from cardiolora.fl.protocol import ADAPTER_TYPES, DEFAULT_TRANSPORT_DTYPE, check_adapter_type, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import PROFILES
 
@@ -85,6 +85,7 @@ def run_simulation(
     straggler_grace: int = 600,
     seed: int = DEFAULT_SEED,
     transport_dtype: str | None = None,
+    adapter: str = "lora",
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
 
@@ -105,15 +106,18 @@ def run_simulation(
         seed: the job seed (every site's local training; see :func:`cardiolora.fl.seeds.round_seed`).
         transport_dtype: dtype the LoRA jobs' adapters travel in (``"float16"`` / ``"float32"``;
             None: the job's default, :data:`cardiolora.fl.protocol.DEFAULT_TRANSPORT_DTYPE`).
+        adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO cores).
 
     Returns:
         ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
 
     Raises:
         RuntimeError: if the simulator fails or times out (the message names its log).
-        ValueError: if `seed` is not a non-negative int or `transport_dtype` unknown (before anything is written).
+        ValueError: if `seed` is not a non-negative int, `transport_dtype` or `adapter` unknown (before
+            anything is written).
     """
     seed = check_seed(seed)
+    check_adapter_type(adapter)
     transport_dtype = transport_dtype or DEFAULT_TRANSPORT_DTYPE
     check_transport_dtype(transport_dtype)
     workdir = Path(workdir).resolve()
@@ -132,6 +136,7 @@ def run_simulation(
             straggler_grace=straggler_grace,
             seed=seed,
             transport_dtype=transport_dtype,
+            adapter=adapter,
         ),
         workdir / "job" / job,
     )
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--straggler-grace", type=int, default=600)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
     p.add_argument("--transport-dtype", choices=["float16", "float32"], help="dtype adapters travel in (LoRA jobs)")
+    p.add_argument("--adapter", choices=list(ADAPTER_TYPES), default="lora", help="adapter type (adapter jobs)")
     args = p.parse_args(argv)
     try:
         summary = run_simulation(
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             straggler_grace=args.straggler_grace,
             seed=args.seed,
             transport_dtype=args.transport_dtype,
+            adapter=args.adapter,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"cardiolora.fl.run: {err}", file=sys.stderr)

@@ -2,15 +2,16 @@
 
 :class:`SiteRunner` keeps the site's copy of the global weights ``W`` (a plain U-Net state dict),
 the adapters it received for the next merge, and answers the tasks listed in
-:mod:`cardiolora.fl.protocol`. The work itself (training a LoRA adapter or the full network for the
-local epochs, scoring a model on a split) is done by a backend: :class:`BundleBackend` runs the
+:mod:`cardiolora.fl.protocol`. The work itself (training an adapter — LoRA, or TenVOO tensor cores
+for a job with ``adapter: tensor`` — or the full network for the local epochs, scoring a model on a
+split) is done by a backend: :class:`BundleBackend` runs the
 MONAI bundle's own workflows (``cardiolora.bundle.make_workflow("lora" | "train")``) and
 :mod:`cardiolora.evaluation`, so the network, transforms and training loop are the bundle's.
 Tests plug in a small backend on a tiny network; the task logic is the same.
 
 The site applies exactly the server's merge (:func:`cardiolora.fl.rml.apply_coefficients` on the
-adapters it got in ``validate``) and returns the checksum of its ``W``, which the server compares
-with its own. Adapters travel in the transport dtype the server names in the task meta
+adapters it got in ``validate``; tensor cores become deltas with the bundle's ``tensor_seed``, as
+on the server) and returns the checksum of its ``W``, which the server compares with its own. Adapters travel in the transport dtype the server names in the task meta
 (``Meta.TRANSPORT_DTYPE``; float32 if it names none): the site rounds its own adapter to it
 before sending it and before building its personalised model from it, and turns what it receives
 back into float32 (:func:`cardiolora.fl.protocol.to_transport` / ``from_transport``).
@@ -33,12 +34,20 @@ from cardiolora.data.dataset import load_datalist
 from cardiolora.evaluation import evaluate_records, mean_case_dice
 from cardiolora.fl import rml
 from cardiolora.fl.network import bundle_network
-from cardiolora.fl.protocol import Meta, Task, from_transport, to_torch, to_transport, unpack_adapters
+from cardiolora.fl.protocol import (
+    Meta,
+    Task,
+    check_adapter_type,
+    from_transport,
+    to_torch,
+    to_transport,
+    unpack_adapters,
+)
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 from cardiolora.fl.site_config import SiteConfig
-from cardiolora.lora import lora_scalings, lora_state_dict, reset_lora
+from cardiolora.lora import lora_scalings, lora_state_dict, reset_lora, reset_tensor, tensor_state_dict
 from cardiolora.metrics import aggregate_scores
-from cardiolora.networks import load_weights, plain_state_dict
+from cardiolora.networks import bundle_setting, load_weights, plain_state_dict
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
 
@@ -90,8 +99,11 @@ class BundleBackend:
     """Site work through the MONAI bundle: ``make_workflow("lora")`` / ``make_workflow("train")``.
 
     Workflows are built once per (kind, rank) and reused every round: the site's ``W`` is loaded
-    into the network's base weights, the adapter is reset to identity (``B = 0``) and the
-    optimizer state cleared, then the trainer runs `epochs` more epochs. The bundle's per-epoch
+    into the network's base weights, the adapter is reset to identity (LoRA ``B = 0``; tensor
+    cores ``θ = θ0``) and the optimizer state cleared, then the trainer runs `epochs` more epochs.
+    With ``adapter="tensor"`` the LoRA workflow runs with the bundle overrides
+    ``adapter_type: "tensor"`` and ``tensor_rank`` = the site's rank (seed and variant: the bundle's),
+    and the site sends the trained cores (:func:`cardiolora.lora.tensor_state_dict`). The bundle's per-epoch
     validation handler is switched off (``val_interval`` beyond any epoch): the federation scores
     models itself with :func:`cardiolora.evaluation.mean_case_dice`.
 
@@ -102,18 +114,25 @@ class BundleBackend:
         seed: the job seed, the bundle's ``seed`` (``set_determinism`` when a workflow is built; the
             bundle's default is 0, the default job seed). Each run then seeds torch with the seed
             :class:`SiteRunner` passes.
+        adapter: ``"lora"`` (default) or ``"tensor"`` (the job's adapter type).
 
     Raises:
-        ValueError: if the config has no ``dataset_dir`` or `seed` is not a non-negative int.
+        ValueError: if the config has no ``dataset_dir``, `seed` is not a non-negative int or
+            `adapter` is unknown.
     """
 
     #: An epoch interval no run reaches: the bundle's ValidationHandler never fires.
     NO_VALIDATION = 10**9
 
-    def __init__(self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED) -> None:
+    def __init__(
+        self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED, adapter: str = "lora"
+    ) -> None:
         if config.dataset_dir is None:
             raise ValueError(f"{config.path}: field `dataset_dir` is required for a site.")
         self.seed = check_seed(seed)
+        self.adapter = check_adapter_type(adapter)
+        #: The bundle's ``tensor_seed`` (θ0 of the tensor adapters; never sent), None for LoRA.
+        self.tensor_seed: int | None = int(bundle_setting(profile, "tensor_seed")) if adapter == "tensor" else None
         self.config = config
         self.profile = profile
         self.output_dir = Path(output_dir)
@@ -127,7 +146,7 @@ class BundleBackend:
     def _workflow(self, kind: str, rank: int):
         key = (kind, rank)
         if key not in self._workflows:
-            run_dir = self.output_dir / "bundle" / (f"lora_r{rank}" if kind == "lora" else "full")
+            run_dir = self.output_dir / "bundle" / (f"{self.adapter}_r{rank}" if kind == "lora" else "full")
             overrides = {
                 "dataset_dir": str(self.config.dataset_dir),
                 "output_dir": str(run_dir),
@@ -144,7 +163,9 @@ class BundleBackend:
                 "lr_schedule": "constant",
                 "warmup_epochs": 0,
             }
-            if kind == "lora":
+            if kind == "lora" and self.adapter == "tensor":
+                overrides.update({"adapter_type": "tensor", "tensor_rank": rank})
+            elif kind == "lora":
                 overrides["lora_rank"] = rank
             wf = make_workflow(kind, overrides)
             wf.initialize()
@@ -163,7 +184,7 @@ class BundleBackend:
         load_weights(net, weights)
         torch.manual_seed(seed)
         if adapters:
-            reset_lora(net)
+            (reset_tensor if self.adapter == "tensor" else reset_lora)(net)
         wf.trainer.optimizer.state.clear()
         self._losses = []
         trainer = wf.trainer
@@ -176,9 +197,12 @@ class BundleBackend:
     def train_adapter(self, weights, rank, epochs, seed):
         wf = self._workflow("lora", rank)
         loss = self._run(wf, weights, epochs, seed, adapters=True)
-        return lora_state_dict(wf.parser.get_parsed_content("network")), loss
+        net = wf.parser.get_parsed_content("network")
+        return (tensor_state_dict(net) if self.adapter == "tensor" else lora_state_dict(net)), loss
 
     def scalings(self, rank):
+        if self.adapter == "tensor":
+            return {}  # ΔW = T(θ) − T(θ0) has no scaling
         return lora_scalings(self._workflow("lora", rank).parser.get_parsed_content("network"))
 
     def train_full(self, weights, epochs, seed):
@@ -216,6 +240,8 @@ class SiteRunner:
         profile: run profile (from the job); a task announcing another profile is refused.
         seed: the job seed (from the job); local training in round t is seeded with
             :func:`cardiolora.fl.seeds.round_seed` ``(seed, site, t)``.
+        tensor_seed: the bundle's ``tensor_seed`` when the job's adapters are tensor cores (their
+            deltas need ``θ0``); None for LoRA.
 
     Raises:
         ValueError: if `seed` is not a non-negative int.
@@ -229,8 +255,10 @@ class SiteRunner:
         local_epochs: int,
         profile: str,
         seed: int = DEFAULT_SEED,
+        tensor_seed: int | None = None,
     ) -> None:
         self.seed = check_seed(seed)
+        self.tensor_seed = tensor_seed
         self.site = site
         self.backend = backend
         self.output_dir = Path(output_dir)
@@ -290,7 +318,7 @@ class SiteRunner:
                 f"this site holds adapters of round {self.received_round} for {sorted(self.received)}"
             )
         try:
-            self.weights = rml.apply_coefficients(weights, self.received, scalings, coefficients)
+            self.weights = rml.apply_coefficients(weights, self.received, scalings, coefficients, self.tensor_seed)
         except ValueError as err:
             return f"merge_failed: {err}"
         self.received = {}
@@ -377,7 +405,7 @@ class SiteRunner:
         adapters = {s: from_transport(a) for s, a in unpack_adapters(params).items()}
         coefficients = {s: float(a) for s, a in dict(meta.get(Meta.COEFFICIENTS) or {}).items()}
         scalings = dict(meta.get(Meta.SCALINGS) or {})
-        candidate = rml.apply_coefficients(weights, adapters, scalings, coefficients)
+        candidate = rml.apply_coefficients(weights, adapters, scalings, coefficients, self.tensor_seed)
         score = self.backend.score(candidate, "val")
         self.received = adapters
         self.received_round = meta.get(Meta.ROUND)
@@ -410,7 +438,7 @@ class SiteRunner:
         adapter = to_transport(adapter, self._transport_dtype(meta))
         scaling = self.backend.scalings(rank)
         personal = rml.apply_coefficients(
-            weights, {self.site: from_transport(adapter)}, {self.site: scaling}, {self.site: 1.0}
+            weights, {self.site: from_transport(adapter)}, {self.site: scaling}, {self.site: 1.0}, self.tensor_seed
         )
         global_path = self._save(weights, "global_model.pt")
         personal_path = self._save(personal, "personalised_model.pt")
@@ -436,7 +464,9 @@ class SiteRunner:
         scalings = dict(meta.get(Meta.SCALINGS) or {})
         results = {"global": self.backend.evaluate(weights, "test")}
         for owner in sorted(adapters):
-            personal = rml.apply_coefficients(weights, {owner: adapters[owner]}, scalings, {owner: 1.0})
+            personal = rml.apply_coefficients(
+                weights, {owner: adapters[owner]}, scalings, {owner: 1.0}, self.tensor_seed
+            )
             results[owner] = self.backend.evaluate(personal, "test")
         self.summary["cross_eval"] = results
         self._write_summary()
