@@ -386,3 +386,22 @@ def test_rate_my_lora_with_tensor_adapters_in_the_simulator(tiny_sites, tmp_path
         assert {k for r in audit for k in r["tensors"]} == set(cores)
     table = json.loads(Path(summary["results"]["cross_site_eval.json"]).read_text())
     assert set(table["in_client"]) == set(sites)
+
+
+def test_a_saved_run_resumes_only_with_the_same_adapter(tmp_path):
+    from cardiolora.fl import state
+    from cardiolora.fl.controller import RateMyLoRAController
+
+    tensor = RateMyLoRAController(adapter="tensor", ranks=(2, 2))
+    lora = RateMyLoRAController(ranks=(2, 2))
+    assert tensor.tensor_seed == bundle_setting("quick", "tensor_seed") and lora.tensor_seed is None
+    w = {"0.weight": torch.zeros(2)}
+    state.save_state(tmp_path, "running", tensor._config(), 1, w, rml.state_checksum(w), {}, {}, {}, [])
+    with pytest.raises(RuntimeError, match="field `adapter` was 'tensor' in the saved run but the job says 'lora'"):
+        state.load_state(tmp_path, lora._config())
+    assert state.load_state(tmp_path, tensor._config())["round"] == 1
+    old = {k: v for k, v in lora._config().items() if k != "adapter"}  # saved before jobs named the adapter
+    state.save_state(tmp_path, "running", old, 1, w, rml.state_checksum(w), {}, {}, {}, [])
+    assert state.load_state(tmp_path, lora._config())["round"] == 1
+    with pytest.raises(ValueError, match="`adapter` must be one of"):
+        RateMyLoRAController(adapter="lokr")

@@ -158,10 +158,10 @@ class RateMyLoRAController(SiteExchangeController):
 
     def _config(self) -> dict:
         """What a saved state must share with this job to be resumed (:func:`cardiolora.fl.state.run_config`)."""
+        # load_state compares the fields the saved run recorded: a state saved before jobs named
+        # their adapter (a LoRA run) has no `adapter` field and still resumes
         config = state.run_config(self.profile, self.lambda0, self.decay, self.ranks, self.rank_threshold, self.method)
-        if self.adapter != "lora":  # a LoRA run's saved state (written before jobs had adapters) still resumes
-            config["adapter"] = self.adapter
-        return config
+        return {**config, "adapter": self.adapter}
 
     def save_state(self, status: str) -> None:
         """Persist round, ``W_t``, sizes, ranks, scores and history (:func:`cardiolora.fl.state.save_state`)."""
