@@ -191,7 +191,9 @@ def test_validate_adapter_checks_cores_against_the_reference():
     bad = dict(state)
     bad.pop("0.tenvoo.hub_in")
     bad["0.tenvoo.in12"] = torch.zeros(3, 3, dtype=torch.float16)
-    with pytest.raises(ValueError, match=r"site-1: adapter rejected \(rank 2\): expected 16 .*\(the tensor cores of 2 modules\)"):
+    with pytest.raises(
+        ValueError, match=r"site-1: adapter rejected \(rank 2\): expected 16 .*\(the tensor cores of 2 modules\)"
+    ):
         rml.validate_adapter(bad, spec, w0, {}, site="site-1", rank=2, tensor_seed=SEED)
     with pytest.raises(ValueError, match="missing keys: 0.tenvoo.hub_in"):
         rml.validate_adapter(bad, spec, w0, {}, site="site-1", rank=2, tensor_seed=SEED)

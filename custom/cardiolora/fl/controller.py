@@ -75,7 +75,8 @@ class RateMyLoRAController(SiteExchangeController):
             Eq. 2 aggregate those unchanged). ``ranks`` are then tensor ranks.
 
         ``min_clients``, ``max_delta_ratio``, ``task_timeout``, ``straggler_grace``, ``state_name``,
-        ``persistor_id``, ``transport_dtype`` and ``adapter`` go to :class:`~cardiolora.fl.exchange.SiteExchangeController`.
+        ``persistor_id``, ``transport_dtype`` and ``adapter`` go to
+        :class:`~cardiolora.fl.exchange.SiteExchangeController`.
 
     Raises:
         ValueError: naming the argument that is out of range (see also
@@ -300,9 +301,7 @@ class RateMyLoRAController(SiteExchangeController):
         ratings = rml.rate_sites(self.scores, current, lam, sites=list(accepted))
         coefficients = rml.merge_coefficients(sizes, ratings)
         degraded = rml.degraded_sites(self.scores, current)
-        self.weights = rml.apply_coefficients(
-            self.weights, accepted, scalings, coefficients, self.tensor_seed
-        )
+        self.weights = rml.apply_coefficients(self.weights, accepted, scalings, coefficients, self.tensor_seed)
         self.checksum = rml.state_checksum(self.weights)
         self.ledger.record_ratings(self.scores, current, ratings, coefficients)
         self.scores.update(current)

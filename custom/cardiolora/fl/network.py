@@ -63,9 +63,7 @@ class AdapterReference:
         self.profile = profile
         self.adapter = check_adapter_type(adapter)
         #: The bundle's ``tensor_seed`` (θ0 of the tensor adapters), None for LoRA.
-        self.tensor_seed: int | None = (
-            int(bundle_setting(profile, "tensor_seed")) if self.adapter == "tensor" else None
-        )
+        self.tensor_seed: int | None = int(bundle_setting(profile, "tensor_seed")) if self.adapter == "tensor" else None
         self._specs: dict[int, dict[str, tuple[int, ...]]] = {}
         self._scalings: dict[int, dict[str, float]] = {}
 

@@ -293,7 +293,7 @@ def next_lambda(lam: float, decay: float = DEFAULT_DECAY) -> float:
 
 
 def _state_kind(state: Mapping[str, object]) -> str:
-    """``"tensor"`` if every key of `state` is a tensor-adapter key, else ``"lora"`` (whose checks name any other key)."""
+    """``"tensor"`` if every key of `state` is a tensor-adapter key, else ``"lora"`` (its checks name other keys)."""
     return "tensor" if state and all(adapter_kind(k) == "tensor" for k in state) else "lora"
 
 
@@ -422,7 +422,9 @@ def apply_coefficients(
     coefficients: Mapping[str, float],
     tensor_seed: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``W + Σ_c a_c · ΔW_c`` (``ΔW_c = s_c B_c A_c`` or ``T(θ_c) − T(θ0)``): the candidate (``a_c = |D_c|/Σ|D|``) or Eq. 2 (``a_c = w_t(c)|D_c|/Σ|D|``).
+    """``W + Σ_c a_c · ΔW_c``: the candidate (``a_c = |D_c|/Σ|D|``) or Eq. 2 (``a_c = w_t(c)|D_c|/Σ|D|``).
+
+    ``ΔW_c = s_c B_c A_c`` for LoRA, ``T(θ_c) − T(θ0)`` for tensor cores (:func:`adapter_deltas`).
 
     Server and sites call this same function on the same inputs, which is what keeps their
     ``W_t`` bit-identical (checked with :func:`state_checksum`). With no non-zero coefficient (all

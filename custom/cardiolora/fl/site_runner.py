@@ -11,7 +11,8 @@ Tests plug in a small backend on a tiny network; the task logic is the same.
 
 The site applies exactly the server's merge (:func:`cardiolora.fl.rml.apply_coefficients` on the
 adapters it got in ``validate``; tensor cores become deltas with the bundle's ``tensor_seed``, as
-on the server) and returns the checksum of its ``W``, which the server compares with its own. Adapters travel in the transport dtype the server names in the task meta
+on the server) and returns the checksum of its ``W``, which the server compares with its own.
+Adapters travel in the transport dtype the server names in the task meta
 (``Meta.TRANSPORT_DTYPE``; float32 if it names none): the site rounds its own adapter to it
 before sending it and before building its personalised model from it, and turns what it receives
 back into float32 (:func:`cardiolora.fl.protocol.to_transport` / ``from_transport``).
