@@ -45,6 +45,7 @@ from cardiolora.lora import (
     tensor_modules,
     tensor_state_dict,
 )
+from cardiolora.lora.state import preview_names
 
 __all__ = [
     "DEFAULT_LAMBDA0",
@@ -75,18 +76,12 @@ DEFAULT_DECAY = 0.95
 DEFAULT_MAX_DELTA_RATIO = 1.0
 
 
-def _preview(items: Iterable[str], limit: int = 6) -> str:
-    items = list(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def _check_sizes(sizes: Mapping[str, int]) -> None:
     if not isinstance(sizes, Mapping) or not sizes:
         raise ValueError(f"`sizes` must be a non-empty mapping site → |D_c|, got {sizes!r}.")
     bad = [f"{k}={v!r}" for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
     if bad:
-        raise ValueError(f"`sizes` must hold positive integer case counts; bad: {_preview(bad)}.")
+        raise ValueError(f"`sizes` must hold positive integer case counts; bad: {preview_names(bad)}.")
 
 
 def size_coefficients(sizes: Mapping[str, int]) -> dict[str, float]:
@@ -141,7 +136,7 @@ def _check_scores(scores: Mapping[str, float], arg: str) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
     ]
     if bad:
-        raise ValueError(f"`{arg}` must hold finite numbers; bad: {_preview(bad)}.")
+        raise ValueError(f"`{arg}` must hold finite numbers; bad: {preview_names(bad)}.")
 
 
 def degraded_sites(previous: Mapping[str, float], current: Mapping[str, float]) -> list[str]:
@@ -236,7 +231,7 @@ def merge_coefficients(sizes: Mapping[str, int], ratings: Mapping[str, float]) -
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0
     ]
     if bad:
-        raise ValueError(f"`ratings` must be numbers in [0, 1]; bad: {_preview(bad)}.")
+        raise ValueError(f"`ratings` must be numbers in [0, 1]; bad: {preview_names(bad)}.")
     base = size_coefficients(sizes)
     return {site: float(ratings[site]) * base[site] for site in sizes}
 
@@ -324,7 +319,7 @@ def adapter_deltas(
     kinds = {site: _state_kind(adapters[site]) for site in sorted(adapters)}
     missing = [s for s, k in kinds.items() if k == "lora" and s not in scalings]
     if missing:
-        raise ValueError(f"`scalings` has no entry for sites {_preview(missing)}.")
+        raise ValueError(f"`scalings` has no entry for sites {preview_names(missing)}.")
     if tensor_seed is None and "tensor" in kinds.values():
         raise ValueError("tensor-adapter cores need the bundle's `tensor_seed` (θ0); none was given.")
     out: dict[str, dict[str, torch.Tensor]] = {}
@@ -359,7 +354,7 @@ def combine_deltas(
     """
     unknown = [s for s in coefficients if s not in deltas]
     if unknown:
-        raise ValueError(f"`coefficients` name sites without deltas: {_preview(unknown)}.")
+        raise ValueError(f"`coefficients` name sites without deltas: {preview_names(unknown)}.")
     out: dict[str, torch.Tensor] = {}
     for site in sorted(coefficients):
         a = coefficients[site]
@@ -394,14 +389,14 @@ def apply_delta(weights: Mapping[str, torch.Tensor], delta: Mapping[str, torch.T
     """
     unknown = [k for k in delta if k not in weights]
     if unknown:
-        raise ValueError(f"`delta` has keys that are not weights: {_preview(unknown)}.")
+        raise ValueError(f"`delta` has keys that are not weights: {preview_names(unknown)}.")
     wrong = [
         f"{k} (weight {tuple(weights[k].shape)}, delta {tuple(v.shape)})"
         for k, v in delta.items()
         if tuple(weights[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        raise ValueError(f"`delta` shapes do not match the weights: {_preview(wrong)}.")
+        raise ValueError(f"`delta` shapes do not match the weights: {preview_names(wrong)}.")
     out: dict[str, torch.Tensor] = {}
     for key, w in weights.items():
         w = torch.as_tensor(w).detach().cpu()
@@ -556,9 +551,9 @@ def validate_adapter(
     missing = [k for k in spec if k not in state]
     unexpected = [str(k) for k in state if k not in spec]
     if missing:
-        problems.append(f"missing keys: {_preview(missing)}")
+        problems.append(f"missing keys: {preview_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_preview(unexpected)}")
+        problems.append(f"unexpected keys: {preview_names(unexpected)}")
     tensors: dict[str, torch.Tensor] = {}
     not_float: list[str] = []
     for k in spec:
@@ -574,20 +569,20 @@ def validate_adapter(
             continue
         tensors[k] = t
     if not_float:
-        problems.append(f"not floating-point tensors: {_preview(not_float)}")
+        problems.append(f"not floating-point tensors: {preview_names(not_float)}")
     wrong_dtype = [f"{k} ({t.dtype})" for k, t in tensors.items() if dtype is not None and t.dtype != dtype]
     if wrong_dtype:
-        problems.append(f"not in the transport dtype {dtype}: {_preview(wrong_dtype)}")
+        problems.append(f"not in the transport dtype {dtype}: {preview_names(wrong_dtype)}")
     wrong = [
         f"{k} (expected {tuple(spec[k])}, got {tuple(t.shape)})"
         for k, t in tensors.items()
         if tuple(t.shape) != tuple(spec[k])
     ]
     if wrong:
-        problems.append(f"wrong shapes: {_preview(wrong)}")
+        problems.append(f"wrong shapes: {preview_names(wrong)}")
     non_finite = [k for k, t in tensors.items() if not torch.isfinite(t).all()]
     if non_finite:
-        problems.append(f"non-finite values: {_preview(non_finite)}")
+        problems.append(f"non-finite values: {preview_names(non_finite)}")
     if problems:
         raise ValueError(f"{what}: {expected}; got {len(state)} tensors; " + "; ".join(problems) + ".")
 
@@ -605,6 +600,6 @@ def validate_adapter(
     if too_large:
         raise ValueError(
             f"{what}: expected ||ΔW||/||W|| <= {max_delta_ratio} for every module; got larger for "
-            f"{_preview(too_large)}."
+            f"{preview_names(too_large)}."
         )
     return deltas

@@ -207,10 +207,21 @@ class AdapterConv(nn.Module):
     base: nn.Module
     name: str
     merged: bool
+    transposed: bool
 
     def delta_weight(self) -> torch.Tensor:
         """The full-size ``ΔW`` shaped like ``self.base.weight`` (keeping the autograd graph)."""
         raise NotImplementedError
+
+    def base_args(self, x: torch.Tensor, output_size: Sequence[int] | None) -> tuple:
+        """The positional arguments of the base convolution's ``forward`` for input `x`.
+
+        Raises:
+            ValueError: if `output_size` is given for a regular convolution.
+        """
+        if output_size is not None and not self.transposed:
+            raise ValueError(f"`output_size` is only valid for transposed convolutions (`{self.name}`).")
+        return (x, output_size) if self.transposed else (x,)
 
     def merged_weight(self) -> torch.Tensor:
         """``W0 + ΔW`` as a new tensor (nothing is modified).
@@ -361,12 +372,7 @@ class LoRAConv(AdapterConv):
         Raises:
             ValueError: if `output_size` is given for a regular convolution.
         """
-        if output_size is not None and not self.transposed:
-            raise ValueError(f"`output_size` is only valid for transposed convolutions (`{self.name}`).")
-        if self.transposed:
-            y = self.base(x, output_size)
-        else:
-            y = self.base(x)
+        y = self.base(*self.base_args(x, output_size))
         if self.merged:
             return y
         h = self.lora_A(self.lora_dropout(x))

@@ -117,9 +117,7 @@ class TensorConv(AdapterConv):
         Raises:
             ValueError: if `output_size` is given for a regular convolution.
         """
-        if output_size is not None and not self.transposed:
-            raise ValueError(f"`output_size` is only valid for transposed convolutions (`{self.name}`).")
-        args = (x, output_size) if self.transposed else (x,)
+        args = self.base_args(x, output_size)
         if self.merged:
             return self.base(*args)
         weight = self.base.weight + self.delta_weight()
