@@ -10,13 +10,13 @@ bundles/cardiac_lora_unet/docs/README.md. Sizes are exact counts of the adapter-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from cardiolora.atomic import write_json
 from cardiolora.lora import lora_state_dict, state_bytes, tensor_state_dict
 from cardiolora.networks import lora_unet, plain_state_dict
 from cardiolora.profiles import get_profile
@@ -36,13 +36,11 @@ def sizes(profile: str, lora_ranks: tuple[int, ...] = (16, 32), tensor_ranks: tu
         for r in tensor_ranks:
             net = lora_unet(profile, adapter="tensor", tensor_rank=r, tensor_seed=0, tensor_variant=variant)
             rows[f"TenVOO-{variant} r{r}"] = state_bytes(tensor_state_dict(net), FP16)
-    ref = rows.get("LoRA r32")
+    ref = rows["LoRA r32"]
     return {
         "profile": profile,
         "full_bytes": full,
-        "adapters": {
-            k: {"bytes": b, "of_model": b / full, "of_lora32": b / ref if ref else None} for k, b in rows.items()
-        },
+        "adapters": {k: {"bytes": b, "of_model": b / full, "of_lora32": b / ref} for k, b in rows.items()},
     }
 
 
@@ -120,8 +118,7 @@ def main() -> None:
         "steps": step_times(),
     }
     out = ROOT / "benchmarks" / "results" / "tensor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    write_json(res, out)
     md = markdown(res)
     print(md)
     if not a.no_docs:

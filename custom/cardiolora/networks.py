@@ -17,6 +17,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from cardiolora.lora import (
+    ADAPTER_TYPES,
     adapter_modules,
     base_state_dict,
     inject_lora,
@@ -42,7 +43,6 @@ __all__ = [
 
 
 #: Values of the bundle's ``adapter_type``: LoRA (Rate-My-LoRA) or TenVOO-L tensor networks.
-ADAPTER_TYPES = ("lora", "tensor")
 
 
 def _bundle_parser(profile: str | Profile) -> ConfigParser:

@@ -17,7 +17,7 @@ from cardiolora.fl.protocol import check_adapter_type
 from cardiolora.lora import lora_scalings
 from cardiolora.networks import bundle_setting, lora_unet
 
-__all__ = ["bundle_network", "AdapterReference"]
+__all__ = ["bundle_network", "bundle_tensor_seed", "AdapterReference"]
 
 
 def bundle_network(profile: str, lora_rank: int = 0, adapter: str = "lora") -> nn.Module:
@@ -44,6 +44,19 @@ def bundle_network(profile: str, lora_rank: int = 0, adapter: str = "lora") -> n
     return lora_unet(profile, int(lora_rank))
 
 
+def bundle_tensor_seed(profile: str, adapter: str) -> int | None:
+    """The seed of the tensor adapters' ``θ0`` (the bundle's ``tensor_seed``), read alike by server and sites.
+
+    Args:
+        profile: the run profile whose bundle config is read.
+        adapter: ``"lora"`` or ``"tensor"``.
+
+    Returns:
+        The seed for ``"tensor"``; ``None`` for LoRA (no ``θ0``).
+    """
+    return int(bundle_setting(profile, "tensor_seed")) if adapter == "tensor" else None
+
+
 class AdapterReference:
     """What a site's adapter at rank ``r`` must look like: keys and shapes, and scalings ``alpha / r``.
 
@@ -63,7 +76,7 @@ class AdapterReference:
         self.profile = profile
         self.adapter = check_adapter_type(adapter)
         #: The bundle's ``tensor_seed`` (θ0 of the tensor adapters), None for LoRA.
-        self.tensor_seed: int | None = int(bundle_setting(profile, "tensor_seed")) if self.adapter == "tensor" else None
+        self.tensor_seed = bundle_tensor_seed(profile, self.adapter)
         self._specs: dict[int, dict[str, tuple[int, ...]]] = {}
         self._scalings: dict[int, dict[str, float]] = {}
 

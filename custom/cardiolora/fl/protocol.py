@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cardiolora.lora.adapters import ADAPTER_TYPES
 from cardiolora.lora.tensor import TENSOR_CORES, TENSOR_CORES_TRANSPOSED, TENSOR_VARIANTS, network_labels
 
 __all__ = [
@@ -179,9 +180,6 @@ def from_transport(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     out = to_torch(state)
     return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in out.items()}
 
-
-#: Adapter types a job can name (the bundle's ``adapter_type``): LoRA or TenVOO tensor networks.
-ADAPTER_TYPES = ("lora", "tensor")
 
 #: LoRA keys: ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``.
 ADAPTER_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.(lora_A|lora_B|lora_B_T)\.weight$")

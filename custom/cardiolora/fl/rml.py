@@ -500,7 +500,10 @@ def adapter_spec(model: nn.Module) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in lora_state_dict(model).items()}
     if tensor_modules(model):
         return {k: tuple(v.shape) for k, v in tensor_state_dict(model).items()}
-    raise ValueError("`model` has no LoRA adapters (nor tensor adapters); build it with lora_rank > 0.")
+    raise ValueError(
+        "`model` has no LoRA adapters (nor tensor adapters); "
+        "build it with lora_rank > 0 (or adapter_type 'tensor' with tensor_rank > 0)."
+    )
 
 
 def validate_adapter(

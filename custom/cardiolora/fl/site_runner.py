@@ -34,7 +34,7 @@ from cardiolora.bundle import make_workflow
 from cardiolora.data.dataset import load_datalist
 from cardiolora.evaluation import evaluate_records, mean_case_dice
 from cardiolora.fl import rml
-from cardiolora.fl.network import bundle_network
+from cardiolora.fl.network import bundle_network, bundle_tensor_seed
 from cardiolora.fl.protocol import (
     Meta,
     Task,
@@ -48,7 +48,7 @@ from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 from cardiolora.fl.site_config import SiteConfig
 from cardiolora.lora import lora_scalings, lora_state_dict, reset_lora, reset_tensor, tensor_state_dict
 from cardiolora.metrics import aggregate_scores
-from cardiolora.networks import bundle_setting, load_weights, plain_state_dict
+from cardiolora.networks import load_weights, plain_state_dict
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
 
@@ -133,7 +133,7 @@ class BundleBackend:
         self.seed = check_seed(seed)
         self.adapter = check_adapter_type(adapter)
         #: The bundle's ``tensor_seed`` (θ0 of the tensor adapters; never sent), None for LoRA.
-        self.tensor_seed: int | None = int(bundle_setting(profile, "tensor_seed")) if adapter == "tensor" else None
+        self.tensor_seed = bundle_tensor_seed(profile, adapter)
         self.config = config
         self.profile = profile
         self.output_dir = Path(output_dir)

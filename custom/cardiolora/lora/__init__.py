@@ -15,7 +15,7 @@ TenVOO-L / TenVOO-Q (:mod:`cardiolora.lora.tensor`, :mod:`cardiolora.lora.tensor
 
 from __future__ import annotations
 
-from cardiolora.lora.adapters import adapter_modules, base_state_dict, unwrap_key, wrap_key
+from cardiolora.lora.adapters import ADAPTER_TYPES, adapter_modules, base_state_dict, unwrap_key, wrap_key
 from cardiolora.lora.layers import (
     BASE,
     LORA_A,
@@ -63,6 +63,7 @@ from cardiolora.lora.tensor_model import (
 )
 
 __all__ = [
+    "ADAPTER_TYPES",
     "BASE",
     "LORA_A",
     "LORA_B",

@@ -21,6 +21,7 @@ from cardiolora.lora.layers import BASE, AdapterConv, LoRAConv, check_supported
 from cardiolora.lora.state import preview_names, state_bytes, state_problems
 
 __all__ = [
+    "ADAPTER_TYPES",
     "adapter_modules",
     "select_convs",
     "wrap_key",
@@ -31,6 +32,9 @@ __all__ = [
     "adapter_counts",
     "load_adapter_params",
 ]
+
+#: The adapter types (the bundle's ``adapter_type``, a job's ``adapter``): LoRA or TenVOO tensor networks.
+ADAPTER_TYPES = ("lora", "tensor")
 
 _CONV_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
