@@ -9,6 +9,7 @@ the server turns into full-size deltas for the same Eq. 1 / Eq. 2. See jobs/READ
     python jobs/rate_my_lora/job.py --export                  # writes jobs/rate_my_lora/exported
     python jobs/rate_my_lora/job.py --export-dir /tmp/rml --rounds 10 --profile paper
     python jobs/rate_my_lora/job.py --export-dir /tmp/rml_tensor --adapter tensor
+    python jobs/rate_my_lora/job.py --export-dir /tmp/rml_dp --dp-clip 0.1 --dp-noise-multiplier 1.0   # site-level DP
     python -m cardiolora.fl.run --job rate_my_lora ...        # the simulator, with site configs
 
 `build` is also what the package builds for this job (`cardiolora.fl.jobs.build_job`).
@@ -48,8 +49,12 @@ def build(
     seed: int = jobs.DEFAULT_SEED,
     transport_dtype: str = jobs.DEFAULT_TRANSPORT_DTYPE,
     adapter: str = jobs.DEFAULT_ADAPTER,
+    dp_clip: float | None = None,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = jobs.DEFAULT_DELTA,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
+    dp = jobs.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
     local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
     ranks = jobs.job_ranks(adapter, profile, ranks)
     job = FedJob(name=NAME, min_clients=min_clients)
@@ -70,6 +75,7 @@ def build(
         state_name=NAME,
         transport_dtype=transport_dtype,
         adapter=adapter,
+        **dp,
     )
     job.to_server(controller, id="controller")
     job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
@@ -77,6 +83,8 @@ def build(
     # sites: the Client API script (app/custom/client.py) runs every task in the client process
     job.to_clients(jobs.site_executor("rml", NAME, profile, local_epochs, seed, adapter), tasks=["*"])
     job.add_file_to_clients(str(jobs.SITE_SCRIPT))
+    # optional site-level DP: each adapter update clipped to C and noised before the adapter filter
+    jobs.add_dp_filter(job, profile, adapter, seed, **dp)
     # only adapters, counts and scalar metrics leave a site; FLARE 2.9 keys result filters by the
     # exact task name ("*" would match none), so every task of the protocol is listed
     job.to_clients(AdapterOnlyFilter(), tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         default=jobs.DEFAULT_ADAPTER,
         help="lora: LoRA of rank 16/32 by site size; tensor: TenVOO cores of the bundle's tensor_rank",
     )
+    jobs.add_dp_arguments(p)
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -123,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         transport_dtype=args.transport_dtype,
         adapter=args.adapter,
+        dp_clip=args.dp_clip,
+        dp_noise_multiplier=args.dp_noise_multiplier,
+        dp_delta=args.dp_delta,
     )
     if args.export or args.export_dir:
         dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")

@@ -136,12 +136,20 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
         else:
             reply = runner.handle(task, received.params, received.meta)
         logger.info(f"{site}: `{task}` done: meta {reply.meta}, metrics {sorted(reply.metrics or {})}")
+        # the task's round travels back as the result's `current_round` header (the DP filter's round)
+        current = received.current_round
         if reply.params is not None:
             flare.send(
-                FLModel(params=reply.params, params_type=ParamsType.FULL, metrics=reply.metrics, meta=reply.meta)
+                FLModel(
+                    params=reply.params,
+                    params_type=ParamsType.FULL,
+                    metrics=reply.metrics,
+                    meta=reply.meta,
+                    current_round=current,
+                )
             )
         else:
-            flare.send(FLModel(metrics=dict(reply.metrics or {}), meta=reply.meta))
+            flare.send(FLModel(metrics=dict(reply.metrics or {}), meta=reply.meta, current_round=current))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel
 
-from cardiolora.fl import rml, state
+from cardiolora.fl import privacy, rml, state
 from cardiolora.fl.cross_eval import write_cross_site_table
 from cardiolora.fl.exchange import SiteExchangeController
 from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, Meta, Task, to_numpy, to_torch
@@ -73,9 +73,13 @@ class RateMyLoRAController(SiteExchangeController):
         adapter: the sites' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO cores; the
             server turns them into full-size ``ΔW_c`` with the bundle's ``tensor_seed``, and Eq. 1 /
             Eq. 2 aggregate those unchanged). ``ranks`` are then tensor ranks.
+        dp_clip: ``C`` of the sites' DP filter, or None (DP off, the default); with it the history
+            records ``ε`` per round and site (:mod:`cardiolora.fl.privacy`).
+        dp_noise_multiplier: ``z`` of the sites' DP filter, or None.
+        dp_delta: ``δ`` of the reported ``ε``.
 
         ``min_clients``, ``max_delta_ratio``, ``task_timeout``, ``straggler_grace``, ``state_name``,
-        ``persistor_id``, ``transport_dtype`` and ``adapter`` go to
+        ``persistor_id``, ``transport_dtype``, ``adapter`` and the ``dp_*`` settings go to
         :class:`~cardiolora.fl.exchange.SiteExchangeController`.
 
     Raises:
@@ -118,6 +122,9 @@ class RateMyLoRAController(SiteExchangeController):
         persistor_id: str = "persistor",
         transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
         adapter: str = "lora",
+        dp_clip: float | None = None,
+        dp_noise_multiplier: float | None = None,
+        dp_delta: float = privacy.DEFAULT_DELTA,
     ) -> None:
         super().__init__(
             num_rounds=num_rounds,
@@ -130,6 +137,9 @@ class RateMyLoRAController(SiteExchangeController):
             persistor_id=persistor_id,
             transport_dtype=transport_dtype,
             adapter=adapter,
+            dp_clip=dp_clip,
+            dp_noise_multiplier=dp_noise_multiplier,
+            dp_delta=dp_delta,
         )
         for name, value in (("local_epochs", local_epochs), ("personalise_epochs", personalise_epochs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -162,7 +172,8 @@ class RateMyLoRAController(SiteExchangeController):
         # load_state compares the fields the saved run recorded: a state saved before jobs named
         # their adapter (a LoRA run) has no `adapter` field and still resumes
         config = state.run_config(self.profile, self.lambda0, self.decay, self.ranks, self.rank_threshold, self.method)
-        return {**config, "adapter": self.adapter}
+        dp = {} if self.dp is None else {"dp": self.dp.record()}  # a run without DP saves no `dp` field
+        return {**config, "adapter": self.adapter, **dp}
 
     def save_state(self, status: str) -> None:
         """Persist round, ``W_t``, sizes, ranks, scores and history (:func:`cardiolora.fl.state.save_state`)."""
@@ -190,7 +201,29 @@ class RateMyLoRAController(SiteExchangeController):
             "ranks": self.site_ranks,
             "sizes": self.sizes,
         }
+        if self.dp is not None:
+            header["dp"] = self._dp_summary()
         self.ledger.write(self.output_dir(), header, f"{self.method} ({self.profile})", final=final, warn=self.warning)
+
+    def _dp_summary(self) -> dict:
+        """The history's ``dp``: settings, ``ε`` after each round ``1..T`` and after ``finalize`` (``T + 1``)."""
+        if getattr(self, "_dp_cache", None) is None:
+            per_round = [self.dp_epsilon(t) for t in range(1, self.num_rounds + 2)]
+            self._dp_cache = {
+                **self.dp.record(),
+                "level": "site",
+                "epsilon_per_round": [e["epsilon"] for e in per_round[:-1]],
+                "epsilon_replace_per_round": [e["epsilon_replace"] for e in per_round[:-1]],
+                "epsilon_final": per_round[-1]["epsilon"],
+                "epsilon_replace_final": per_round[-1]["epsilon_replace"],
+                "unprotected": [
+                    "validation scores P_t^c (init, validate)",
+                    "|D_c|",
+                    "train losses",
+                    "cross_eval metrics",
+                ],
+            }
+        return self._dp_cache
 
     # ------------------------------------------------------------------ the workflow
     def run(self) -> None:

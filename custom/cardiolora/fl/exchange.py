@@ -33,7 +33,7 @@ from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from cardiolora.fl import rml, state
+from cardiolora.fl import privacy, rml, state
 from cardiolora.fl.ledger import RunLedger
 from cardiolora.fl.network import AdapterReference
 from cardiolora.fl.protocol import (
@@ -69,6 +69,12 @@ class SiteExchangeController(ModelController):
             arrives in another dtype is rejected. ``W`` itself (``init``, ``sync``) travels in float32.
         adapter: the sites' adapter type: ``"lora"`` (default) or ``"tensor"`` (TenVOO cores,
             turned into full-size deltas with the bundle's ``tensor_seed``).
+        dp_clip: ``C`` of the sites' DP filter (:class:`cardiolora.fl.filters.AdapterDPFilter`), or
+            None (DP off, the default). The server does not privatise anything itself: with DP on it
+            records the ``ε`` each site reports with its adapter and the accountant's ``ε`` of the
+            round (:mod:`cardiolora.fl.privacy`).
+        dp_noise_multiplier: ``z`` of the sites' DP filter, or None (DP off).
+        dp_delta: ``δ`` of the reported ``ε``.
 
     Raises:
         ValueError: naming the argument that is out of range.
@@ -86,6 +92,9 @@ class SiteExchangeController(ModelController):
         persistor_id: str = "persistor",
         transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
         adapter: str = "lora",
+        dp_clip: float | None = None,
+        dp_noise_multiplier: float | None = None,
+        dp_delta: float = privacy.DEFAULT_DELTA,
     ) -> None:
         super().__init__(persistor_id=persistor_id)
         for name, value, low in (
@@ -111,6 +120,12 @@ class SiteExchangeController(ModelController):
         self.state_name = state_name
         self.transport_dtype = transport_dtype
         self.adapter = adapter
+        self.dp_clip, self.dp_noise_multiplier, self.dp_delta = dp_clip, dp_noise_multiplier, dp_delta
+        #: The job's DP settings (None: off).
+        self.dp = privacy.dp_settings(dp_clip, dp_noise_multiplier, dp_delta)
+        if self.dp is not None:  # a job with DP names all three in its file (a job without names none)
+            always = tuple(getattr(type(self), "_always_serialize_args", ()))
+            self._always_serialize_args = (*always, "dp_clip", "dp_noise_multiplier", "dp_delta")
         # run state
         self.weights: dict[str, torch.Tensor] = {}
         self.checksum = ""
@@ -276,8 +291,39 @@ class SiteExchangeController(ModelController):
             return None
         return float(value)
 
+    def dp_epsilon(self, steps: int) -> dict | None:
+        """The accountant's ``ε`` after `steps` releases of every site (None with DP off).
+
+        Args:
+            steps: adapter releases per site so far (``t`` after round ``t``, ``T + 1`` after ``finalize``).
+
+        Returns:
+            ``{"steps", "epsilon", "epsilon_replace", "delta"}`` (:func:`cardiolora.fl.privacy.epsilon_after`).
+        """
+        if self.dp is None:
+            return None
+        s = self.dp
+        return {
+            "steps": steps,
+            "epsilon": privacy.epsilon_after(steps, s.noise_multiplier, s.delta, s.sample_rate),
+            "epsilon_replace": privacy.epsilon_after(steps, s.noise_multiplier, s.delta, s.sample_rate, replace=True),
+            "delta": s.delta,
+        }
+
+    def _record_dp(self, results: Mapping[str, FLModel], stage: str) -> None:
+        """With DP on: the round's ``ε`` (accountant) and each site's reported ``dp`` meta into the ledger."""
+        if self.dp is None:
+            return
+        self.ledger.current["dp"] = self.dp_epsilon(self.round + (1 if stage == "finalize" else 0))
+        for site, r in results.items():
+            reported = (r.meta or {}).get(Meta.DP)
+            if not isinstance(reported, Mapping):
+                self.warning(f"{site}: its {stage} adapter of round {self.round} came without a `dp` record.")
+            self.ledger.site(site)["dp"] = dict(reported) if isinstance(reported, Mapping) else None
+
     def _validated_adapters(self, results: Mapping[str, FLModel], stage: str) -> dict[str, dict[str, torch.Tensor]]:
         """Validate each site's adapter against its rank's spec; log and drop the bad ones."""
+        self._record_dp(results, stage)
         accepted: dict[str, dict[str, torch.Tensor]] = {}
         for site, r in sorted(results.items()):
             rec = self.ledger.site(site)

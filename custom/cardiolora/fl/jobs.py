@@ -26,11 +26,15 @@ the script argument ``--seed`` (:func:`cardiolora.fl.seeds.round_seed`). The LoR
 to the sites in every task (:mod:`cardiolora.fl.protocol`). The adapter jobs' ``adapter`` (``lora``
 by default, or ``tensor`` for TenVOO cores) is an argument of the controller and of every site's
 script (``--adapter``, a bundle override there); the tensor ranks then default to the bundle's
-``tensor_rank`` for every site (:func:`job_ranks`).
+``tensor_rank`` for every site (:func:`job_ranks`). Site-level differential privacy of the adapter
+jobs (off by default): ``dp_clip`` ``C``, ``dp_noise_multiplier`` ``z`` and ``dp_delta`` ``δ`` put
+:class:`~cardiolora.fl.filters.AdapterDPFilter` in front of every site's result filter and tell the
+controller to record ``ε`` (:func:`add_dp_filter`, :func:`add_dp_arguments`, :mod:`cardiolora.fl.privacy`).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -42,9 +46,18 @@ from pathlib import Path
 from nvflare.app_common.executors.client_api_executor import ClientAPIExecutor
 from nvflare.client.config import ExchangeFormat
 from nvflare.job_config.api import FedJob
+from nvflare.job_config.defs import FilterType
 
+from cardiolora.fl.filters import AdapterDPFilter
 from cardiolora.fl.network import bundle_network
-from cardiolora.fl.protocol import ADAPTER_TYPES, DEFAULT_TRANSPORT_DTYPE, check_adapter_type, check_transport_dtype
+from cardiolora.fl.privacy import DEFAULT_DELTA, dp_settings
+from cardiolora.fl.protocol import (
+    ADAPTER_TYPES,
+    DEFAULT_TRANSPORT_DTYPE,
+    Task,
+    check_adapter_type,
+    check_transport_dtype,
+)
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.networks import bundle_setting
 from cardiolora.profiles import get_profile
@@ -62,6 +75,7 @@ __all__ = [
     "ADAPTER_TYPES",
     "DEFAULT_SEED",
     "DEFAULT_TRANSPORT_DTYPE",
+    "DEFAULT_DELTA",
     "SITE_SCRIPT",
     "CLIENT_SCRIPT",
     "build_job",
@@ -69,6 +83,9 @@ __all__ = [
     "check_settings",
     "job_ranks",
     "site_executor",
+    "dp_options",
+    "add_dp_filter",
+    "add_dp_arguments",
     "export_job",
     "usage",
 ]
@@ -138,6 +155,9 @@ def build_job(
     seed: int = DEFAULT_SEED,
     transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
     adapter: str = DEFAULT_ADAPTER,
+    dp_clip: float | None = None,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = DEFAULT_DELTA,
 ) -> FedJob:
     """Build the FedJob of one method: ``jobs/<name>/job.py``'s ``build`` with the settings it takes.
 
@@ -158,24 +178,33 @@ def build_job(
             ``"float32"``; ``fedavg_full`` ships full float32 weights (the name is still checked).
         adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO
             cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default).
+        dp_clip: site-level DP of the adapter jobs: ``C``, the L2 bound of each site's update per
+            release (:mod:`cardiolora.fl.privacy`); None (default) with `dp_noise_multiplier` None: off,
+            and the job is exactly the one without DP.
+        dp_noise_multiplier: ``z``: Gaussian noise of std ``z·C`` per coordinate.
+        dp_delta: ``δ`` of the ``ε`` the accountant reports (default 1e-5).
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
 
     Raises:
         ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
-            a `seed` that is not a non-negative int, an unknown `transport_dtype` or `adapter`, or
-            ``adapter="tensor"`` for ``fedavg_full``.
+            a `seed` that is not a non-negative int, an unknown `transport_dtype` or `adapter`,
+            ``adapter="tensor"`` or DP options for ``fedavg_full``, or DP options out of range
+            (:func:`cardiolora.fl.privacy.dp_settings`).
     """
     build = job_builder(name)
     check_transport_dtype(transport_dtype)
     check_adapter_type(adapter)
+    dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta)
     settings = dict(
         num_rounds=num_rounds, profile=profile, local_epochs=local_epochs, min_clients=min_clients, seed=seed
     )
     if name == "fedavg_full":
         if adapter != DEFAULT_ADAPTER:
             raise ValueError(f"`adapter` {adapter!r}: fedavg_full trains the full network, it has no adapters.")
+        if dp:
+            raise ValueError("`dp_clip` / `dp_noise_multiplier`: fedavg_full has no DP option (adapter jobs only).")
         return build(**settings, n_clients=n_clients)
     return build(
         **settings,
@@ -184,6 +213,90 @@ def build_job(
         ranks=None if ranks is None else tuple(ranks),
         transport_dtype=transport_dtype,
         adapter=adapter,
+        **dp,  # only when DP is on: a job's build without DP options still works without it
+    )
+
+
+def dp_options(clip: float | None, noise_multiplier: float | None, delta: float = DEFAULT_DELTA) -> dict:
+    """The DP keyword arguments of a job's ``build`` (``{}`` when DP is off), checked.
+
+    Args:
+        clip: ``C`` or None.
+        noise_multiplier: ``z`` or None.
+        delta: ``δ``.
+
+    Returns:
+        ``{"dp_clip", "dp_noise_multiplier", "dp_delta"}``, or ``{}`` if both `clip` and
+        `noise_multiplier` are None.
+
+    Raises:
+        ValueError: as :func:`cardiolora.fl.privacy.dp_settings`.
+    """
+    settings = dp_settings(clip, noise_multiplier, delta)
+    if settings is None:
+        return {}
+    return {"dp_clip": settings.clip, "dp_noise_multiplier": settings.noise_multiplier, "dp_delta": settings.delta}
+
+
+def add_dp_filter(
+    job: FedJob,
+    profile: str,
+    adapter: str,
+    seed: int,
+    dp_clip: float | None = None,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = DEFAULT_DELTA,
+) -> bool:
+    """Put the sites' DP filter on `job` (before the adapter filter; call this first), if DP is on.
+
+    Args:
+        job: the FedJob.
+        profile: run profile.
+        adapter: ``"lora"`` or ``"tensor"``.
+        seed: the job seed (the filter's noise seeds derive from it).
+        dp_clip: ``C`` or None (off).
+        dp_noise_multiplier: ``z`` or None (off).
+        dp_delta: ``δ``.
+
+    Returns:
+        True if the filter was added.
+
+    Raises:
+        ValueError: as :func:`cardiolora.fl.privacy.dp_settings`.
+    """
+    dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta)
+    if not dp:
+        return False
+    dp_filter = AdapterDPFilter(
+        profile=profile,
+        adapter=adapter,
+        seed=seed,
+        clip=dp["dp_clip"],
+        noise_multiplier=dp["dp_noise_multiplier"],
+        delta=dp["dp_delta"],
+    )
+    job.to_clients(dp_filter, tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
+    return True
+
+
+def add_dp_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dp-clip``, ``--dp-noise-multiplier``, ``--dp-delta`` on a job's command line.
+
+    Args:
+        parser: the job.py (or ``cardiolora.fl.run``) parser.
+    """
+    parser.add_argument(
+        "--dp-clip",
+        type=float,
+        help="site-level DP: L2 bound C of each site's adapter update per round (off unless given)",
+    )
+    parser.add_argument(
+        "--dp-noise-multiplier",
+        type=float,
+        help="site-level DP: Gaussian noise of std z*C per coordinate (with --dp-clip)",
+    )
+    parser.add_argument(
+        "--dp-delta", type=float, default=DEFAULT_DELTA, help=f"δ of the reported ε (default {DEFAULT_DELTA})"
     )
 
 

@@ -94,6 +94,7 @@ class Meta:
     SCORE = "score"  # P^c (mean case Dice on the validation split, `evaluation.mean_case_dice`)
     TRAIN_LOSS = "train_loss"
     TRANSPORT_DTYPE = "transport_dtype"  # dtype adapters travel in ("float16" / "float32")
+    DP = "dp"  # {"epsilon", "delta", "steps", ...} of a privatised adapter (cardiolora.fl.privacy)
 
 
 #: Dtypes adapters may travel in, by the name a job gives.

@@ -3,7 +3,8 @@
 ::
 
     python -m cardiolora.fl.run --job rate_my_lora --sites-root runs/demo/phantoms/sites \\
-        --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick [--adapter tensor]
+        --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick [--adapter tensor] \\
+        [--dp-clip 0.1 --dp-noise-multiplier 1.0 --dp-delta 1e-5]
 
 It writes each participant's local config (``<workdir>/site_config/<site>.json``, given to the
 simulator through ``$CARDIOLORA_SITE_CONFIG``), exports the job with the requested rounds and
@@ -26,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cardiolora.fl.jobs import build_job, export_job
+from cardiolora.fl.jobs import DEFAULT_DELTA, add_dp_arguments, build_job, export_job
 from cardiolora.fl.protocol import ADAPTER_TYPES, DEFAULT_TRANSPORT_DTYPE, check_adapter_type, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import PROFILES
@@ -86,6 +87,9 @@ def run_simulation(
     seed: int = DEFAULT_SEED,
     transport_dtype: str | None = None,
     adapter: str = "lora",
+    dp_clip: float | None = None,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = DEFAULT_DELTA,
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
 
@@ -107,9 +111,13 @@ def run_simulation(
         transport_dtype: dtype the LoRA jobs' adapters travel in (``"float16"`` / ``"float32"``;
             None: the job's default, :data:`cardiolora.fl.protocol.DEFAULT_TRANSPORT_DTYPE`).
         adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO cores).
+        dp_clip: site-level DP of the adapter jobs, ``C`` (None with `dp_noise_multiplier` None: off).
+        dp_noise_multiplier: ``z`` (noise std ``z·C`` per coordinate).
+        dp_delta: ``δ`` of the reported ``ε``.
 
     Returns:
-        ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
+        ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``
+        (and ``"dp"``: the history's DP settings and ``ε`` per round, when DP is on).
 
     Raises:
         RuntimeError: if the simulator fails or times out (the message names its log).
@@ -137,6 +145,9 @@ def run_simulation(
             seed=seed,
             transport_dtype=transport_dtype,
             adapter=adapter,
+            dp_clip=dp_clip,
+            dp_noise_multiplier=dp_noise_multiplier,
+            dp_delta=dp_delta,
         ),
         workdir / "job" / job,
     )
@@ -163,7 +174,8 @@ def simulate_job(
         timeout: seconds before the simulator is stopped (None: no limit).
 
     Returns:
-        ``{"job", "returncode", "seconds", "workdir", "log", "results": {file: path}, "sites": {site: folder}}``.
+        ``{"job", "returncode", "seconds", "workdir", "log", "results": {file: path}, "sites": {site: folder}}``,
+        and ``"dp"`` (settings, ``ε`` per round and final, from ``rml_history.json``) for a job with DP.
 
     Raises:
         RuntimeError: if the simulator fails or times out (the message names its log).
@@ -228,6 +240,11 @@ def simulate_job(
     }
     if rc != 0:
         raise RuntimeError(f"the simulator exited with {rc}; see {log} and {ws}/server/log.txt")
+    history = results_dir / "rml_history.json"
+    if history.is_file():
+        dp = json.loads(history.read_text()).get("dp")
+        if dp is not None:
+            summary["dp"] = dp
     return summary
 
 
@@ -248,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
     p.add_argument("--transport-dtype", choices=["float16", "float32"], help="dtype adapters travel in (LoRA jobs)")
     p.add_argument("--adapter", choices=list(ADAPTER_TYPES), default="lora", help="adapter type (adapter jobs)")
+    add_dp_arguments(p)
     args = p.parse_args(argv)
     try:
         summary = run_simulation(
@@ -265,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             transport_dtype=args.transport_dtype,
             adapter=args.adapter,
+            dp_clip=args.dp_clip,
+            dp_noise_multiplier=args.dp_noise_multiplier,
+            dp_delta=args.dp_delta,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"cardiolora.fl.run: {err}", file=sys.stderr)
