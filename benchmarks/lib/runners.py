@@ -20,6 +20,7 @@ from cardiolora.atomic import write_json
 from cardiolora.bundle import run_workflow
 from cardiolora.data.dataset import DATALIST_NAME, load_datalist, write_datalist
 from cardiolora.evaluation import evaluate_records
+from cardiolora.fl.privacy import DEFAULT_DELTA
 from cardiolora.fl.run import run_simulation
 from cardiolora.metrics import METRICS, aggregate_scores
 from cardiolora.networks import load_weights, lora_unet, rank_for_dataset_size, read_state_dict
@@ -203,12 +204,24 @@ def run_local(
 
 
 def run_federated(
-    folder: Path, job: str, sites_root: Path, sites: Sequence[str], base: Path, profile: str, rounds: int, seed: int
+    folder: Path,
+    job: str,
+    sites_root: Path,
+    sites: Sequence[str],
+    base: Path,
+    profile: str,
+    rounds: int,
+    seed: int,
+    dp_clip: float | None = None,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = DEFAULT_DELTA,
 ) -> dict:
     """One FLARE job in the simulator; personalised models (LoRA jobs) or the global model (FedAvg) scored.
 
     `seed` is the job's ``seed`` (`cardiolora.fl.run.run_simulation`), so every site's local training
-    depends on it.
+    depends on it. `dp_clip`, `dp_noise_multiplier` and `dp_delta` are the adapter jobs' site-level
+    DP options (`cardiolora.fl.privacy`; off when both are None); with DP the result's ``dp`` holds
+    the history's settings and ε per round.
     """
     run = run_simulation(
         job,
@@ -220,9 +233,14 @@ def run_federated(
         sites=list(sites),
         min_clients=len(sites),
         seed=seed,
+        dp_clip=dp_clip,
+        dp_noise_multiplier=dp_noise_multiplier,
+        dp_delta=dp_delta,
     )
     results = folder / "results" / job
     out: dict = {"job": job, "seconds_simulator": run["seconds"], "seed": seed}
+    if "dp" in run:
+        out["dp"] = run["dp"]
     if job == "fedavg_full":
         g = results / "global_model.pt"
         out["matrix"] = evaluate_matrix({s: g for s in sites}, sites_root, sites, profile)
