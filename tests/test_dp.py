@@ -260,7 +260,8 @@ def test_dp_off_exports_the_committed_job_byte_for_byte(name, tmp_path):
     for rel in files:
         assert (tmp_path / "off" / rel).read_bytes() == (committed / rel).read_bytes(), rel
     ctl = RateMyLoRAController()
-    assert ctl.dp is None and "dp" not in ctl._config() and "dp_clip" not in ctl._always_serialize_args
+    assert ctl.dp is None and ctl.dp_summary() is None
+    assert "dp" not in ctl._config() and "dp_clip" not in ctl._always_serialize_args
 
 
 @pytest.mark.parametrize("name", ["rate_my_lora", "fedpetuning"])
@@ -294,7 +295,7 @@ def test_fedavg_full_has_no_dp_option():
 def test_the_controller_records_the_accountants_epsilon():
     ctl = RateMyLoRAController(num_rounds=3, dp_clip=0.1, dp_noise_multiplier=1.2, dp_delta=1e-6)
     assert ctl.dp == privacy.DPSettings(0.1, 1.2, 1e-6)
-    summary = ctl._dp_summary()
+    summary = ctl.dp_summary()
     assert summary["epsilon_per_round"] == pytest.approx([privacy.epsilon_after(t, 1.2, 1e-6) for t in (1, 2, 3)])
     assert summary["epsilon_final"] == pytest.approx(privacy.epsilon_after(4, 1.2, 1e-6))
     assert summary["level"] == "site" and summary["accountant"] == privacy.ACCOUNTANT

@@ -202,28 +202,8 @@ class RateMyLoRAController(SiteExchangeController):
             "sizes": self.sizes,
         }
         if self.dp is not None:
-            header["dp"] = self._dp_summary()
+            header["dp"] = self.dp_summary()
         self.ledger.write(self.output_dir(), header, f"{self.method} ({self.profile})", final=final, warn=self.warning)
-
-    def _dp_summary(self) -> dict:
-        """The history's ``dp``: settings, ``ε`` after each round ``1..T`` and after ``finalize`` (``T + 1``)."""
-        if getattr(self, "_dp_cache", None) is None:
-            per_round = [self.dp_epsilon(t) for t in range(1, self.num_rounds + 2)]
-            self._dp_cache = {
-                **self.dp.record(),
-                "level": "site",
-                "epsilon_per_round": [e["epsilon"] for e in per_round[:-1]],
-                "epsilon_replace_per_round": [e["epsilon_replace"] for e in per_round[:-1]],
-                "epsilon_final": per_round[-1]["epsilon"],
-                "epsilon_replace_final": per_round[-1]["epsilon_replace"],
-                "unprotected": [
-                    "validation scores P_t^c (init, validate)",
-                    "|D_c|",
-                    "train losses",
-                    "cross_eval metrics",
-                ],
-            }
-        return self._dp_cache
 
     # ------------------------------------------------------------------ the workflow
     def run(self) -> None:

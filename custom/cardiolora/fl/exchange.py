@@ -123,6 +123,7 @@ class SiteExchangeController(ModelController):
         self.dp_clip, self.dp_noise_multiplier, self.dp_delta = dp_clip, dp_noise_multiplier, dp_delta
         #: The job's DP settings (None: off).
         self.dp = privacy.dp_settings(dp_clip, dp_noise_multiplier, dp_delta)
+        self._dp_summary: dict | None = None
         if self.dp is not None:  # a job with DP names all three in its file (a job without names none)
             always = tuple(getattr(type(self), "_always_serialize_args", ()))
             self._always_serialize_args = (*always, "dp_clip", "dp_noise_multiplier", "dp_delta")
@@ -309,6 +310,30 @@ class SiteExchangeController(ModelController):
             "epsilon_replace": privacy.epsilon_after(steps, s.noise_multiplier, s.delta, s.sample_rate, replace=True),
             "delta": s.delta,
         }
+
+    def dp_summary(self) -> dict | None:
+        """The history's ``dp`` (None with DP off): settings, ``ε`` after rounds ``1..T`` and after ``finalize``.
+
+        Returns:
+            :meth:`cardiolora.fl.privacy.DPSettings.record` with ``level: "site"``,
+            ``epsilon_per_round`` / ``epsilon_replace_per_round`` (after round ``t = 1..T``),
+            ``epsilon_final`` / ``epsilon_replace_final`` (``T + 1`` steps) and ``unprotected``
+            (what the sites send unprivatised, :data:`cardiolora.fl.privacy.UNPROTECTED`).
+        """
+        if self.dp is None:
+            return None
+        if self._dp_summary is None:
+            per_round = [self.dp_epsilon(t) for t in range(1, self.num_rounds + 2)]
+            self._dp_summary = {
+                **self.dp.record(),
+                "level": "site",
+                "epsilon_per_round": [e["epsilon"] for e in per_round[:-1]],
+                "epsilon_replace_per_round": [e["epsilon_replace"] for e in per_round[:-1]],
+                "epsilon_final": per_round[-1]["epsilon"],
+                "epsilon_replace_final": per_round[-1]["epsilon_replace"],
+                "unprotected": list(privacy.UNPROTECTED),
+            }
+        return self._dp_summary
 
     def _record_dp(self, results: Mapping[str, FLModel], stage: str) -> None:
         """With DP on: the round's ``ε`` (accountant) and each site's reported ``dp`` meta into the ledger."""

@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_DELTA",
     "DEFAULT_SAMPLE_RATE",
     "ACCOUNTANT",
+    "UNPROTECTED",
     "DPSettings",
     "dp_settings",
     "update_norm",
@@ -71,6 +72,13 @@ DEFAULT_DELTA = 1e-5
 DEFAULT_SAMPLE_RATE = 1.0
 #: The accountant named in the records.
 ACCOUNTANT = "opacus.accountants.RDPAccountant"
+#: What a site sends beside its adapters, not privatised (the history's ``dp.unprotected``).
+UNPROTECTED = (
+    "validation scores P_t^c of the rating (init, validate)",
+    "|D_c| (init, train)",
+    "train losses (train, finalize)",
+    "cross-site metric tables (cross_eval)",
+)
 #: Task codes in the noise seed (a site releases once in ``train`` and once in ``finalize`` of round T).
 _TASK_CODES = ("train", "finalize")
 
