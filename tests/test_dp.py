@@ -346,3 +346,10 @@ def test_rate_my_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
         assert all(a["norm"] < 0.5 * a["reference_norm"] for a in audit)
         out = [json.loads(x) for x in (run / "outgoing_audit.jsonl").open()]
         assert all(r["decision"] == "passed" for r in out)
+
+
+def test_doctests():
+    import doctest
+
+    result = doctest.testmod(privacy, extraglobs={"torch": torch}, verbose=False)
+    assert result.failed == 0 and result.attempted >= 2

@@ -223,6 +223,11 @@ def run_federated(
     DP options (`cardiolora.fl.privacy`; off when both are None); with DP the result's ``dp`` holds
     the history's settings and ε per round.
     """
+    dp = (
+        {}
+        if dp_clip is None and dp_noise_multiplier is None
+        else {"dp_clip": dp_clip, "dp_noise_multiplier": dp_noise_multiplier, "dp_delta": dp_delta}
+    )
     run = run_simulation(
         job,
         sites_root,
@@ -233,9 +238,7 @@ def run_federated(
         sites=list(sites),
         min_clients=len(sites),
         seed=seed,
-        dp_clip=dp_clip,
-        dp_noise_multiplier=dp_noise_multiplier,
-        dp_delta=dp_delta,
+        **dp,
     )
     results = folder / "results" / job
     out: dict = {"job": job, "seconds_simulator": run["seconds"], "seed": seed}
