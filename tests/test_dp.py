@@ -200,6 +200,33 @@ def test_filter_privatises_train_and_finalize_results_reproducibly():
     assert fin["steps"] == 4 and fin["epsilon"] == pytest.approx(privacy.epsilon_after(4, 0.8))
 
 
+def test_filter_privatises_tensor_cores_relative_to_theta0_and_secure_rng_is_not_reproducible():
+    from cardiolora.lora import tensor_state_dict
+    from cardiolora.networks import bundle_setting
+
+    rank = int(bundle_setting("quick", "tensor_rank"))
+    net = bundle_network("quick", rank, "tensor")
+    theta0 = round_start_adapter(net, "tensor", round_seed(0, "site-1", 1))
+    assert all(torch.equal(theta0[k], v.float()) for k, v in tensor_state_dict(net).items())  # the start is θ0
+    assert all(torch.equal(theta0[k], v) for k, v in round_start_adapter(net, "tensor", 99).items())  # any round
+    g = torch.Generator().manual_seed(2)
+    cores = to_numpy(
+        to_transport({k: v + 0.5 * torch.randn(v.shape, generator=g) for k, v in theta0.items()}, "float16")
+    )
+    dp = AdapterDPFilter(profile="quick", adapter="tensor", clip=0.1, noise_multiplier=1e-6, audit_file="")
+    out = from_shareable(dp.process(_result(cores, 2, rank=rank), _ctx("train"))).data
+    sent = {k: torch.as_tensor(v).double() - theta0[k].double() for k, v in out.items()}
+    assert privacy.update_norm(sent) == pytest.approx(0.1, abs=0.005)  # clipped to C (float16 rounding)
+    secure = [
+        AdapterDPFilter(
+            profile="quick", adapter="tensor", clip=0.1, noise_multiplier=1.0, secure_rng=True, audit_file=""
+        )
+        for _ in range(2)
+    ]
+    a, b = (from_shareable(f.process(_result(cores, 2, rank=rank), _ctx("train"))).data for f in secure)
+    assert any(not np.array_equal(a[k], b[k]) for k in a)  # OS entropy: two runs differ
+
+
 def test_filter_passes_other_tasks_and_blocks_what_it_cannot_privatise():
     dp = AdapterDPFilter(profile="quick", seed=0, clip=0.05, noise_multiplier=0.8, audit_file="")
     scores = FLModelUtils.to_shareable(FLModel(metrics={Meta.SCORE: 0.7}, meta={}))
