@@ -330,6 +330,23 @@ def test_the_controller_records_the_accountants_epsilon():
     assert ctl._config()["dp"]["clip"] == 0.1  # a saved run resumes only with the same DP settings
 
 
+def test_the_server_rejects_an_adapter_without_the_jobs_dp_record():
+    ctl = RateMyLoRAController(num_rounds=2, ranks=(RANK, RANK), dp_clip=0.05, dp_noise_multiplier=0.8)
+    ctl.round, ctl.site_ranks = 1, {"site-1": RANK, "site-2": RANK}
+    ctl.ledger.open({"round": 1, "lambda": 0.2, "sites": {}})
+    params = _trained("site-1", 1)
+    record = {"epsilon": 1.0, "clip": 0.05, "noise_multiplier": 0.8}
+    results = {
+        "site-1": FLModel(params=params, meta={Meta.DP: {**record, "noise_multiplier": 0.1}}),
+        "site-2": FLModel(params=params, meta={}),
+    }
+    assert ctl._validated_adapters(results, "train") == {}
+    sites = ctl.ledger.current["sites"]
+    assert "z = 0.8, but its result's `dp` record is {" in sites["site-1"]["reason"]
+    assert "record is None (a site without the job's AdapterDPFilter?)" in sites["site-2"]["reason"]
+    assert ctl.ledger.current["dp"]["epsilon"] == pytest.approx(privacy.epsilon_after(1, 0.8))
+
+
 # ----------------------------------------------------------------------------- the simulator
 
 

@@ -335,26 +335,42 @@ class SiteExchangeController(ModelController):
             }
         return self._dp_summary
 
-    def _record_dp(self, results: Mapping[str, FLModel], stage: str) -> None:
-        """With DP on: the round's ``ε`` (accountant) and each site's reported ``dp`` meta into the ledger."""
+    def _record_dp(self, results: Mapping[str, FLModel], stage: str) -> dict[str, str]:
+        """With DP on: the round's ``ε`` (accountant) and each site's reported ``dp`` meta into the ledger.
+
+        Returns:
+            ``{site: reason}`` of the sites whose adapter came without the job's ``dp`` record (no
+            record, or another ``C`` / ``z``): they are rejected, as the job promises every merged
+            adapter was privatised with its settings. Empty with DP off.
+        """
         if self.dp is None:
-            return
+            return {}
         self.ledger.current["dp"] = self.dp_epsilon(self.round + (1 if stage == "finalize" else 0))
+        bad = {}
         for site, r in results.items():
             reported = (r.meta or {}).get(Meta.DP)
-            if not isinstance(reported, Mapping):
-                self.warning(f"{site}: its {stage} adapter of round {self.round} came without a `dp` record.")
-            self.ledger.site(site)["dp"] = dict(reported) if isinstance(reported, Mapping) else None
+            reported = dict(reported) if isinstance(reported, Mapping) else None
+            self.ledger.site(site)["dp"] = reported
+            settings = None if reported is None else (reported.get("clip"), reported.get("noise_multiplier"))
+            if settings != (self.dp.clip, self.dp.noise_multiplier):
+                bad[site] = (
+                    f"{site}: adapter rejected: the job privatises adapters with C = {self.dp.clip}, "
+                    f"z = {self.dp.noise_multiplier}, but its result's `dp` record is {reported!r} "
+                    "(a site without the job's AdapterDPFilter?)."
+                )
+        return bad
 
     def _validated_adapters(self, results: Mapping[str, FLModel], stage: str) -> dict[str, dict[str, torch.Tensor]]:
         """Validate each site's adapter against its rank's spec; log and drop the bad ones."""
-        self._record_dp(results, stage)
+        undeclared = self._record_dp(results, stage)
         accepted: dict[str, dict[str, torch.Tensor]] = {}
         for site, r in sorted(results.items()):
             rec = self.ledger.site(site)
             rank = self.site_ranks.get(site)
             self.ledger.note_keys(site, (r.params or {}).keys())
             try:
+                if site in undeclared:
+                    raise ValueError(undeclared[site])
                 if rank is None:
                     raise ValueError(f"{site}: no rank assigned (it did not answer `init`).")
                 rml.validate_adapter(
