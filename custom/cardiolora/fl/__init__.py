@@ -12,7 +12,9 @@
 * :mod:`cardiolora.fl.cross_eval` — the cross-site evaluation table (``cross_site_eval.json``);
 * :mod:`cardiolora.fl.site_runner` — what a site does with the tasks, FLARE-free (the bundle's workflows);
 * :mod:`cardiolora.fl.client` — the FLARE Client API script that drives :mod:`cardiolora.fl.site_runner`;
-* :mod:`cardiolora.fl.filters` — the site's result filter that lets only adapters and numbers out;
+* :mod:`cardiolora.fl.filters` — the site's result filters: only adapters and numbers out, and the
+  optional DP filter that clips and noises each adapter update;
+* :mod:`cardiolora.fl.privacy` — site-level DP: clipping, Gaussian noise, Opacus's RDP accountant;
 * :mod:`cardiolora.fl.protocol` — task names, meta keys, transport dtype, adapter keys (the wire);
 * :mod:`cardiolora.fl.site_config` — each participant's local config file (data and output folders);
 * :mod:`cardiolora.fl.network` — the bundle's ``network_def`` and the adapter reference built from it;
