@@ -8,7 +8,9 @@ only if
   arrays: LoRA's ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``,
   or the trainable TenVOO cores ``<module>.tenvoo.<core>`` / ``<module>.tenvoo_T.<core>`` of a job
   with ``adapter: tensor`` (:func:`cardiolora.fl.protocol.is_adapter_key`; a base weight, a frozen
-  or unknown core, anything else is refused);
+  or unknown core, anything else is refused). In the ``dual_lora`` job this is what keeps the
+  local adapters at the site: a local pair's key (``<module>.lora_A_local.weight``,
+  ``<module>.lora_B[_T]_local.weight``) is refused with its own reason, so only global pairs travel;
 * its metrics (a ``METRICS`` DXO) and its meta hold nothing but numbers, booleans, None, short
   strings and lists / dicts of those (no array, tensor or bytes can hide there);
 * it is no other kind of DXO.
@@ -38,7 +40,7 @@ from nvflare.apis.fl_constant import FLContextKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import ReservedHeaderKey, Shareable
 
-from cardiolora.fl.protocol import is_adapter_key
+from cardiolora.fl.protocol import is_adapter_key, is_local_adapter_key
 
 __all__ = ["AdapterOnlyFilter", "check_result"]
 
@@ -100,7 +102,12 @@ def check_result(
                 shape, dtype, nbytes = _describe(value)
                 desc["tensors"][str(key)] = [shape, dtype]
                 desc["bytes"] += nbytes
-                if not is_adapter_key(key):
+                if is_local_adapter_key(key):
+                    reasons.append(
+                        f"`{key}` is a local adapter (Med-DualLoRA): local adapters stay at the site, only "
+                        "global ones may leave"
+                    )
+                elif not is_adapter_key(key):
                     reasons.append(
                         f"`{key}` is not an adapter key (<module>.lora_A.weight / <module>.lora_B[_T].weight / "
                         "<module>.tenvoo[_T].<core>)"

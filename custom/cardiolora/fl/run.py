@@ -4,6 +4,7 @@
 
     python -m cardiolora.fl.run --job rate_my_lora --sites-root runs/demo/phantoms/sites \\
         --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick [--adapter tensor]
+    python -m cardiolora.fl.run --job dual_lora --aggregation rated ...   # Med-DualLoRA, rated
 
 It writes each participant's local config (``<workdir>/site_config/<site>.json``, given to the
 simulator through ``$CARDIOLORA_SITE_CONFIG``), exports the job with the requested rounds and
@@ -26,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cardiolora.fl.jobs import build_job, export_job
+from cardiolora.fl.jobs import DEFAULT_AGGREGATION, DUAL_AGGREGATIONS, JOB_NAMES, build_job, export_job
 from cardiolora.fl.protocol import ADAPTER_TYPES, DEFAULT_TRANSPORT_DTYPE, check_adapter_type, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import PROFILES
@@ -86,11 +87,12 @@ def run_simulation(
     seed: int = DEFAULT_SEED,
     transport_dtype: str | None = None,
     adapter: str = "lora",
+    aggregation: str = DEFAULT_AGGREGATION,
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
 
     Args:
-        job: ``rate_my_lora``, ``fedpetuning`` or ``fedavg_full``.
+        job: ``rate_my_lora``, ``fedpetuning``, ``fedavg_full`` or ``dual_lora``.
         sites_root: folder holding ``<site>/datalist.json``.
         pretrained: the base model ``W_0``.
         workdir: work folder (created; the simulator workspace is ``<workdir>/simulate``).
@@ -107,6 +109,8 @@ def run_simulation(
         transport_dtype: dtype the LoRA jobs' adapters travel in (``"float16"`` / ``"float32"``;
             None: the job's default, :data:`cardiolora.fl.protocol.DEFAULT_TRANSPORT_DTYPE`).
         adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO cores).
+        aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (the global adapters
+            rated by Rate-My-LoRA's Eq. 1 before the merge).
 
     Returns:
         ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``.
@@ -137,6 +141,7 @@ def run_simulation(
             seed=seed,
             transport_dtype=transport_dtype,
             adapter=adapter,
+            aggregation=aggregation,
         ),
         workdir / "job" / job,
     )
@@ -234,7 +239,7 @@ def simulate_job(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m cardiolora.fl.run``)."""
     p = argparse.ArgumentParser(prog="python -m cardiolora.fl.run", description=__doc__.splitlines()[0])
-    p.add_argument("--job", required=True, choices=["rate_my_lora", "fedpetuning", "fedavg_full"])
+    p.add_argument("--job", required=True, choices=list(JOB_NAMES))
     p.add_argument("--sites-root", required=True, help="folder with <site>/datalist.json (phantoms: <out>/sites)")
     p.add_argument("--pretrained", required=True, help="base model W_0 (.pt)")
     p.add_argument("--workdir", required=True)
@@ -248,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
     p.add_argument("--transport-dtype", choices=["float16", "float32"], help="dtype adapters travel in (LoRA jobs)")
     p.add_argument("--adapter", choices=list(ADAPTER_TYPES), default="lora", help="adapter type (adapter jobs)")
+    p.add_argument(
+        "--aggregation",
+        choices=list(DUAL_AGGREGATIONS),
+        default=DEFAULT_AGGREGATION,
+        help="dual_lora only: size (default) or rated (Rate-My-LoRA's Eq. 1 on the global adapters)",
+    )
     args = p.parse_args(argv)
     try:
         summary = run_simulation(
@@ -265,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             transport_dtype=args.transport_dtype,
             adapter=args.adapter,
+            aggregation=args.aggregation,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"cardiolora.fl.run: {err}", file=sys.stderr)
