@@ -197,10 +197,17 @@ class _RecordingBackend:
     made: list[_RecordingBackend] = []
 
     def __init__(
-        self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED, adapter: str = "lora"
+        self,
+        config: SiteConfig,
+        profile: str,
+        output_dir: Path,
+        seed: int = DEFAULT_SEED,
+        adapter: str = "lora",
+        local_rank: int = 0,
     ) -> None:
         self.bundle_seed = seed
         self.adapter = adapter
+        self.local_rank = local_rank
         self.tensor_seed = None
         self.train_seeds: list[int] = []
         _RecordingBackend.made.append(self)
@@ -211,6 +218,10 @@ class _RecordingBackend:
     def train_adapter(self, weights, rank, epochs, seed):
         self.train_seeds.append(seed)
         return {"m.lora_A.weight": torch.zeros(rank, 1), "m.lora_B.weight": torch.zeros(1, rank)}, 0.5
+
+    def train_dual(self, weights, rank, local, epochs, seed):  # the dual_lora job's sites
+        adapter, loss = self.train_adapter(weights, rank, epochs, seed)
+        return adapter, {"m.lora_A_local.weight": torch.zeros(1, 1), "m.lora_B_local.weight": torch.zeros(1, 1)}, loss
 
     def train_full(self, weights, epochs, seed):
         self.train_seeds.append(seed)

@@ -98,13 +98,17 @@ def with_lora(
     tensor_rank: int | None = None,
     tensor_seed: int | None = None,
     tensor_variant: str | None = None,
+    local_rank: int = 0,
+    local_alpha: float | None = None,
 ) -> torch.nn.Module:
     """The network with adapters injected (in place), of the type `adapter`; or unchanged.
 
     * ``adapter="lora"`` (default): when ``rank > 0`` every convolution and transposed convolution
       matching `target_modules` gets ``W = W0 + (alpha / r) B A`` (A kaiming, B zero);
       ``rank == 0`` leaves the network as it is (full-weight training). `tensor_rank` and
-      `tensor_seed` are not used.
+      `tensor_seed` are not used. With ``local_rank > 0`` every adapter is a dual adapter
+      (Med-DualLoRA): a global pair of rank `rank` and a local pair of rank `local_rank`,
+      ``W = W0 + (alpha / r) B A + (local_alpha / r_l) B_l A_l`` (:mod:`cardiolora.lora.layers`).
     * ``adapter="tensor"``: when ``tensor_rank > 0`` the same convolutions get TenVOO
       ``W = W0 + T(θ) − T(θ0)`` (:mod:`cardiolora.lora.tensor`; network `tensor_variant`, "L" or
       "Q"), ``θ0`` drawn from `tensor_seed`; `rank`, `alpha` and `dropout` are LoRA's and not used.
@@ -112,7 +116,7 @@ def with_lora(
     Either way the network starts equal to the base, the base weights are frozen and only the
     adapters train. The bundle's ``network`` is ``with_lora(@network_def, @lora_rank, @lora_alpha,
     adapter=@adapter_type, tensor_rank=@tensor_rank, tensor_seed=@tensor_seed,
-    tensor_variant=@tensor_variant)``.
+    tensor_variant=@tensor_variant, local_rank=@lora_local_rank, local_alpha=@lora_local_alpha)``.
 
     Args:
         network: the plain network.
@@ -124,6 +128,8 @@ def with_lora(
         tensor_rank: tensor-network rank ≥ 0; required for ``adapter="tensor"``.
         tensor_seed: seed ≥ 0 of the frozen initial cores; required for ``adapter="tensor"``.
         tensor_variant: ``"L"`` (TenVOO-L) or ``"Q"`` (TenVOO-Q); ``None`` means ``"L"``.
+        local_rank: rank of the local pair of dual LoRA adapters (0: plain LoRA); LoRA only.
+        local_alpha: alpha of the local pair (``None``: ``local_rank``, scaling 1).
 
     Returns:
         `network` itself.
@@ -137,9 +143,24 @@ def with_lora(
         raise ValueError(f"`lora_rank` must be an integer >= 0, got {rank!r}.")
     if adapter not in ADAPTER_TYPES:
         raise ValueError(f"`adapter_type` must be one of {list(ADAPTER_TYPES)}, got {adapter!r}.")
+    if not isinstance(local_rank, int) or isinstance(local_rank, bool) or local_rank < 0:
+        raise ValueError(f"`lora_local_rank` must be an integer >= 0, got {local_rank!r}.")
+    if local_rank and (adapter != "lora" or rank == 0):
+        raise ValueError(
+            f"`lora_local_rank` {local_rank} needs LoRA adapters with lora_rank > 0 (dual adapters), "
+            f"got adapter_type {adapter!r}, lora_rank {rank}."
+        )
     if adapter == "lora":
         if rank > 0:
-            inject_lora(network, rank=rank, alpha=alpha, target_modules=target_modules, dropout=dropout)
+            inject_lora(
+                network,
+                rank=rank,
+                alpha=alpha,
+                target_modules=target_modules,
+                dropout=dropout,
+                local_rank=local_rank,
+                local_alpha=local_alpha,
+            )
         return network
     for arg, value in (("tensor_rank", tensor_rank), ("tensor_seed", tensor_seed)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -160,6 +181,7 @@ def lora_unet(
     tensor_rank: int | None = None,
     tensor_seed: int | None = None,
     tensor_variant: str | None = None,
+    local_rank: int = 0,
 ) -> torch.nn.Module:
     """The bundle's network of a run profile, with adapters of type `adapter` (LoRA by default).
 
@@ -177,6 +199,7 @@ def lora_unet(
         tensor_rank: tensor-network rank (0: plain network); ``None``: the bundle's.
         tensor_seed: seed of the frozen initial cores; ``None``: the bundle's.
         tensor_variant: ``"L"`` or ``"Q"``; ``None``: the bundle's.
+        local_rank: rank of the local pair of dual LoRA adapters (0: none; alpha: the rank).
 
     Returns:
         The network (``torch.nn.Module``) on the CPU.
@@ -206,6 +229,7 @@ def lora_unet(
         tensor_rank=tensor_rank,
         tensor_seed=tensor_seed,
         tensor_variant=tensor_variant,
+        local_rank=local_rank,
     )
 
 

@@ -3,11 +3,12 @@
 The job runs it in the FLARE client process (``ClientAPIExecutor``, ``in_process``)::
 
     python client.py --method rml|fedavg --profile quick --local-epochs 1 --job-name rate_my_lora --seed 0 \
-        --adapter lora|tensor
+        --adapter lora|tensor [--local-rank 16]
 
 Federation hyperparameters (method, profile, local epochs, seed, adapter type) come from the job's
 script arguments (``--adapter tensor`` becomes the bundle overrides ``adapter_type: "tensor"`` and
-``tensor_rank``; the seed of ``θ0`` is the bundle's ``tensor_seed``);
+``tensor_rank``; the seed of ``θ0`` is the bundle's ``tensor_seed``; ``--local-rank r_l`` — the
+``dual_lora`` job — gives every adapter a local pair of rank ``r_l`` that never leaves the site);
 the site's data location and output folder come from the site's own local config
 (:func:`cardiolora.fl.site_config.load_site_config`: ``$CARDIOLORA_SITE_CONFIG`` or
 ``<site workspace>/local/cardiolora_site.json``), so one job folder serves every site. A missing
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments the job passes to the script.
 
     Returns:
-        The parser (``--method``, ``--profile``, ``--local-epochs``, ``--job-name``, ``--seed``, ``--adapter``).
+        The parser (``--method``, ``--profile``, ``--local-epochs``, ``--job-name``, ``--seed``, ``--adapter``,
+        ``--local-rank``).
     """
     p = argparse.ArgumentParser(prog="cardiolora-fl-client", description="cardiolora FLARE site script")
     p.add_argument(
@@ -92,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="lora",
         help="adapter type of the rml method: lora (default) or tensor (TenVOO cores; the bundle's adapter_type)",
     )
+    p.add_argument(
+        "--local-rank",
+        type=int,
+        default=0,
+        help="rank of the local LoRA pairs of dual adapters (dual_lora job; they never leave the site); 0: none",
+    )
     return p
 
 
@@ -101,8 +109,8 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
     Args:
         argv: the script arguments (:func:`build_parser`; default ``sys.argv[1:]``).
         runner_factory: makes the site's runner, called as ``runner_factory(site, backend, output_dir,
-            local_epochs, profile, seed=seed, tensor_seed=backend.tensor_seed)`` (default
-            :class:`~cardiolora.fl.site_runner.SiteRunner`).
+            local_epochs, profile, seed=seed, tensor_seed=backend.tensor_seed)`` and, with
+            ``--local-rank r_l > 0``, ``local_rank=r_l`` too (default :class:`~cardiolora.fl.site_runner.SiteRunner`).
 
     Raises:
         ValueError: for a task the job's method does not send.
@@ -114,13 +122,14 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     out = cfg.output_dir / args.job_name
-    backend = BundleBackend(cfg, args.profile, out, seed=args.seed, adapter=args.adapter)
+    dual = {"local_rank": args.local_rank} if args.local_rank else {}  # only the dual_lora job names it
+    backend = BundleBackend(cfg, args.profile, out, seed=args.seed, adapter=args.adapter, **dual)
     runner = runner_factory(
-        site, backend, out, args.local_epochs, args.profile, seed=args.seed, tensor_seed=backend.tensor_seed
+        site, backend, out, args.local_epochs, args.profile, seed=args.seed, tensor_seed=backend.tensor_seed, **dual
     )
     logger.info(
         f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, seed {args.seed}, "
-        f"adapter {args.adapter}"
+        f"adapter {args.adapter}" + (f", local rank {args.local_rank}" if args.local_rank else "")
     )
     while flare.is_running():
         received = flare.receive()

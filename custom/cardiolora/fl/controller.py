@@ -77,6 +77,10 @@ class RateMyLoRAController(SiteExchangeController):
             records ``ε`` per round and site (:mod:`cardiolora.fl.privacy`).
         dp_noise_multiplier: ``z`` of the sites' DP filter, or None.
         dp_delta: ``δ`` of the reported ``ε``.
+        label: the method's name in the logs, ``rml_history.json`` and the saved state; ``""``
+            (default) names it by ``λ_0`` (``rate_my_lora`` / ``fedpetuning``). The ``dual_lora``
+            job sets ``dual_lora_size`` / ``dual_lora_rated``: the same controller aggregates the
+            sites' global adapters (their local ones never reach it).
 
         ``min_clients``, ``max_delta_ratio``, ``task_timeout``, ``straggler_grace``, ``state_name``,
         ``persistor_id``, ``transport_dtype``, ``adapter`` and the ``dp_*`` settings go to
@@ -125,6 +129,7 @@ class RateMyLoRAController(SiteExchangeController):
         dp_clip: float | None = None,
         dp_noise_multiplier: float | None = None,
         dp_delta: float = privacy.DEFAULT_DELTA,
+        label: str = "",
     ) -> None:
         super().__init__(
             num_rounds=num_rounds,
@@ -157,6 +162,9 @@ class RateMyLoRAController(SiteExchangeController):
         self.ranks = list(ranks)
         self.rank_threshold = float(rank_threshold)
         self.cross_eval = cross_eval
+        if not isinstance(label, str):
+            raise ValueError(f"`label` must be a string, got {label!r}.")
+        self.label = label
         # run state (with the exchange's: weights, checksum, round, site ranks, active sites, ledger)
         self.sizes: dict[str, int] = {}
         self.scores: dict[str, float] = {}
@@ -164,8 +172,8 @@ class RateMyLoRAController(SiteExchangeController):
 
     @property
     def method(self) -> str:
-        """``"rate_my_lora"`` or ``"fedpetuning"`` (λ_0 = 0)."""
-        return "fedpetuning" if self.lambda0 == 0 else "rate_my_lora"
+        """The `label`, or ``"rate_my_lora"`` / ``"fedpetuning"`` (λ_0 = 0) without one."""
+        return self.label or ("fedpetuning" if self.lambda0 == 0 else "rate_my_lora")
 
     def _config(self) -> dict:
         """What a saved state must share with this job to be resumed (:func:`cardiolora.fl.state.run_config`)."""

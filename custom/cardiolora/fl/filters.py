@@ -8,7 +8,9 @@ only if
   arrays: LoRA's ``<module>.lora_A.weight``, ``<module>.lora_B.weight``, ``<module>.lora_B_T.weight``,
   or the trainable TenVOO cores ``<module>.tenvoo.<core>`` / ``<module>.tenvoo_T.<core>`` of a job
   with ``adapter: tensor`` (:func:`cardiolora.fl.protocol.is_adapter_key`; a base weight, a frozen
-  or unknown core, anything else is refused);
+  or unknown core, anything else is refused). In the ``dual_lora`` job this is what keeps the
+  local adapters at the site: a local pair's key (``<module>.lora_A_local.weight``,
+  ``<module>.lora_B[_T]_local.weight``) is refused with its own reason, so only global pairs travel;
 * its metrics (a ``METRICS`` DXO) and its meta hold nothing but numbers, booleans, None, short
   strings and lists / dicts of those (no array, tensor or bytes can hide there);
 * it is no other kind of DXO.
@@ -49,7 +51,15 @@ from torch import nn
 
 from cardiolora.fl import privacy
 from cardiolora.fl.network import bundle_network
-from cardiolora.fl.protocol import Meta, Task, check_adapter_type, is_adapter_key, to_numpy, to_torch
+from cardiolora.fl.protocol import (
+    Meta,
+    Task,
+    check_adapter_type,
+    is_adapter_key,
+    is_local_adapter_key,
+    to_numpy,
+    to_torch,
+)
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 from cardiolora.lora import lora_state_dict, reset_lora, reset_tensor, tensor_state_dict
 
@@ -113,7 +123,12 @@ def check_result(
                 shape, dtype, nbytes = _describe(value)
                 desc["tensors"][str(key)] = [shape, dtype]
                 desc["bytes"] += nbytes
-                if not is_adapter_key(key):
+                if is_local_adapter_key(key):
+                    reasons.append(
+                        f"`{key}` is a local adapter (Med-DualLoRA): local adapters stay at the site, only "
+                        "global ones may leave"
+                    )
+                elif not is_adapter_key(key):
                     reasons.append(
                         f"`{key}` is not an adapter key (<module>.lora_A.weight / <module>.lora_B[_T].weight / "
                         "<module>.tenvoo[_T].<core>)"

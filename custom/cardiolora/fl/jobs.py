@@ -12,7 +12,11 @@ filter on the job, and a command line that exports it). Those files ship inside 
 * ``fedpetuning`` — the same controller with ``λ_0 = 0`` (size-weighted LoRA averaging);
 * ``fedavg_full`` — FLARE's own ``FedAvg`` on the full network, weighted by ``|D_c|``
   (:class:`~cardiolora.fl.aggregators.DatasetSizeAggregator`): the paper's † baseline. It sends
-  full weights both ways by design and has no adapter filter.
+  full weights both ways by design and has no adapter filter;
+* ``dual_lora`` — Med-DualLoRA: every site holds a global and a local LoRA pair per convolution
+  (ranks: the bundle's ``dual_global_rank`` / ``dual_local_rank``); only the global pairs travel
+  and the same controller aggregates them by size (``aggregation="size"``, λ_0 = 0) or with the
+  Rate-My-LoRA rating (``aggregation="rated"``, λ_0 = 0.2) (:func:`dual_settings`).
 
 Here: the arguments' defaults (one place for the three command lines and :func:`build_job`), the
 settings check every job makes before it builds anything (:func:`check_settings`), the site executor
@@ -58,6 +62,7 @@ from cardiolora.fl.protocol import (
     check_adapter_type,
     check_transport_dtype,
 )
+from cardiolora.fl.rml import DEFAULT_LAMBDA0
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.networks import bundle_setting
 from cardiolora.profiles import get_profile
@@ -73,6 +78,8 @@ __all__ = [
     "DEFAULT_RANKS",
     "DEFAULT_ADAPTER",
     "ADAPTER_TYPES",
+    "DUAL_AGGREGATIONS",
+    "DEFAULT_AGGREGATION",
     "DEFAULT_SEED",
     "DEFAULT_TRANSPORT_DTYPE",
     "DEFAULT_DELTA",
@@ -82,6 +89,7 @@ __all__ = [
     "job_builder",
     "check_settings",
     "job_ranks",
+    "dual_settings",
     "site_executor",
     "dp_options",
     "add_dp_filter",
@@ -91,7 +99,7 @@ __all__ = [
 ]
 
 #: The methods, one job folder each (``jobs/<name>/job.py``).
-JOB_NAMES = ("rate_my_lora", "fedpetuning", "fedavg_full")
+JOB_NAMES = ("rate_my_lora", "fedpetuning", "fedavg_full", "dual_lora")
 
 #: Rounds written into the committed job folders (the embedded phantom demo; ``--rounds`` for more).
 DEFAULT_ROUNDS = 3
@@ -109,6 +117,11 @@ DEFAULT_STRAGGLER_GRACE = 600
 DEFAULT_RANKS = (16, 32)
 #: Adapter type of the adapter jobs: LoRA (``"tensor"``: TenVOO cores, the bundle's ``tensor_rank``).
 DEFAULT_ADAPTER = "lora"
+#: How ``dual_lora``'s server aggregates the global adapters: by dataset size (Eq. 2 with λ = 0,
+#: Med-DualLoRA's FedAvg) or with the Rate-My-LoRA rating (Eq. 1, λ_0 = 0.2, then Eq. 2).
+DUAL_AGGREGATIONS = ("size", "rated")
+#: ``dual_lora``'s default aggregation.
+DEFAULT_AGGREGATION = "size"
 
 #: The site script as shipped in the package (``cardiolora/jobs/client.py`` = ``jobs/client.py``):
 #: a launcher of :func:`cardiolora.fl.client.main`, copied into every job's ``app/custom/``.
@@ -121,6 +134,8 @@ DESCRIPTIONS = {
     "rate_my_lora": "Rate-My-LoRA (λ_0 = 0.2): adapters of rank 16/32 by site size, rated (Eq. 1), merged (Eq. 2)",
     "fedpetuning": "FedPETuning: the same protocol with λ_0 = 0 (size-weighted LoRA averaging)",
     "fedavg_full": "full-weight FedAvg weighted by |D_c| (the paper's † baseline; sends full weights)",
+    "dual_lora": "Med-DualLoRA: global + local LoRA per site, only the global adapters travel; aggregated by "
+    "size (default) or by the Rate-My-LoRA rating (--aggregation rated)",
 }
 
 
@@ -158,6 +173,8 @@ def build_job(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = DEFAULT_DELTA,
+    aggregation: str = DEFAULT_AGGREGATION,
+    local_rank: int | None = None,
 ) -> FedJob:
     """Build the FedJob of one method: ``jobs/<name>/job.py``'s ``build`` with the settings it takes.
 
@@ -183,20 +200,52 @@ def build_job(
             and the job is exactly the one without DP.
         dp_noise_multiplier: ``z``: Gaussian noise of std ``z·C`` per coordinate.
         dp_delta: ``δ`` of the ``ε`` the accountant reports (default 1e-5).
+            cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default),
+            ``dual_lora`` only ``"lora"`` too (dual adapters are LoRA pairs).
+        aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (:data:`DUAL_AGGREGATIONS`);
+            the other jobs take only the default.
+        local_rank: ``dual_lora`` only: rank of the sites' local pairs (None: the bundle's
+            ``dual_local_rank``); for ``dual_lora``, `ranks` default to the bundle's ``dual_global_rank``.
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
 
     Raises:
         ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
-            a `seed` that is not a non-negative int, an unknown `transport_dtype` or `adapter`,
-            ``adapter="tensor"`` or DP options for ``fedavg_full``, or DP options out of range
-            (:func:`cardiolora.fl.privacy.dp_settings`).
+            a `seed` that is not a non-negative int, an unknown `transport_dtype`, `adapter` or
+            `aggregation`, ``adapter="tensor"`` or DP options for ``fedavg_full`` or ``dual_lora``,
+            DP options out of range (:func:`cardiolora.fl.privacy.dp_settings`), or
+            `aggregation` / `local_rank` given to another job than ``dual_lora``.
     """
     build = job_builder(name)
     check_transport_dtype(transport_dtype)
     check_adapter_type(adapter)
     dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta)
+    if name == "dual_lora":
+        if dp:
+            raise ValueError(
+                "`dp_clip` / `dp_noise_multiplier`: the dual_lora job has no DP option yet "
+                "(rate_my_lora and fedpetuning have it)."
+            )
+        return build(
+            num_rounds=num_rounds,
+            profile=profile,
+            local_epochs=local_epochs,
+            min_clients=min_clients,
+            seed=seed,
+            task_timeout=task_timeout,
+            straggler_grace=straggler_grace,
+            ranks=None if ranks is None else tuple(ranks),
+            transport_dtype=transport_dtype,
+            adapter=adapter,
+            aggregation=aggregation,
+            local_rank=local_rank,
+        )
+    if aggregation != DEFAULT_AGGREGATION or local_rank is not None:
+        raise ValueError(
+            f"`aggregation` {aggregation!r} / `local_rank` {local_rank!r}: only the dual_lora job takes them "
+            f"(job {name!r})."
+        )
     settings = dict(
         num_rounds=num_rounds, profile=profile, local_epochs=local_epochs, min_clients=min_clients, seed=seed
     )
@@ -356,8 +405,44 @@ def job_ranks(adapter: str, profile: str, ranks: tuple[int, int] | None = None) 
     return DEFAULT_RANKS
 
 
+def dual_settings(
+    profile: str, aggregation: str, ranks: tuple[int, int] | None = None, local_rank: int | None = None
+) -> tuple[tuple[int, int], int, float]:
+    """The ranks and ``λ_0`` of a ``dual_lora`` job.
+
+    Args:
+        profile: run profile (the bundle's ``dual_global_rank`` / ``dual_local_rank`` are read for it).
+        aggregation: ``"size"`` (λ_0 = 0: Eq. 2 is the size-weighted average of the global adapters'
+            ``ΔW``) or ``"rated"`` (λ_0 = the paper's 0.2: Eq. 1 rates the sites first).
+        ranks: (small-site, large-site) global ranks; None: the bundle's ``dual_global_rank`` for every site.
+        local_rank: rank of the local pairs; None: the bundle's ``dual_local_rank``.
+
+    Returns:
+        ``(global ranks, local rank, λ_0)``.
+
+    Raises:
+        ValueError: naming `aggregation` if unknown, or `local_rank` if not an int >= 1.
+    """
+    if aggregation not in DUAL_AGGREGATIONS:
+        raise ValueError(f"`aggregation` must be one of {list(DUAL_AGGREGATIONS)}, got {aggregation!r}.")
+    if ranks is None:
+        g = int(bundle_setting(profile, "dual_global_rank"))
+        ranks = (g, g)
+    if local_rank is None:
+        local_rank = int(bundle_setting(profile, "dual_local_rank"))
+    if isinstance(local_rank, bool) or not isinstance(local_rank, int) or local_rank < 1:
+        raise ValueError(f"`local_rank` must be an int >= 1 for dual adapters, got {local_rank!r}.")
+    return tuple(ranks), local_rank, (DEFAULT_LAMBDA0 if aggregation == "rated" else 0.0)
+
+
 def site_executor(
-    method: str, job_name: str, profile: str, local_epochs: int, seed: int, adapter: str = DEFAULT_ADAPTER
+    method: str,
+    job_name: str,
+    profile: str,
+    local_epochs: int,
+    seed: int,
+    adapter: str = DEFAULT_ADAPTER,
+    local_rank: int = 0,
 ) -> ClientAPIExecutor:
     """The sites' executor: :data:`SITE_SCRIPT` in the FLARE client process (Client API, ``in_process``).
 
@@ -373,6 +458,8 @@ def site_executor(
         seed: the job seed (a non-negative int).
         adapter: ``"lora"`` or ``"tensor"``: the sites' adapter type (``--adapter``; ``rml`` only,
             ``fedavg`` takes only the default and its script arguments do not name it).
+        local_rank: rank of the sites' local pairs (``dual_lora``; ``--local-rank``); 0 (default):
+            none, and the script arguments do not name it.
 
     Returns:
         The executor (for every task: ``job.to_clients(executor, tasks=["*"])``).
@@ -387,7 +474,10 @@ def site_executor(
     if method == "fedavg" and adapter != DEFAULT_ADAPTER:
         raise ValueError(f"`adapter` {adapter!r}: the fedavg method trains the full network, it has no adapters.")
     seed = check_seed(seed)
+    if local_rank and (method != "rml" or adapter != "lora"):
+        raise ValueError(f"`local_rank` {local_rank}: dual adapters need the rml method with LoRA adapters.")
     adapter_arg = f" --adapter {adapter}" if method == "rml" else ""
+    adapter_arg += f" --local-rank {int(local_rank)}" if local_rank else ""
     return ClientAPIExecutor(
         execution_mode="in_process",
         task_script_path=CLIENT_SCRIPT,

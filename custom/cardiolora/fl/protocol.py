@@ -26,7 +26,8 @@ Adapters of several sites travel in one flat params dict keyed ``"<site>/<adapte
 (:func:`pack_adapters` / :func:`unpack_adapters`); only keys that :func:`is_adapter_key` accepts are
 shipped: LoRA's ``<module>.lora_A.weight`` / ``<module>.lora_B[_T].weight`` or, for a job with
 ``adapter: tensor``, TenVOO's trainable cores ``<module>.tenvoo[_T].<core>`` (:data:`TENSOR_CORE_NAMES`;
-:func:`adapter_kind` tells the two apart).
+:func:`adapter_kind` tells the two apart). The local pairs of dual adapters (``dual_lora`` job,
+keys ``<module>.lora_*_local.weight``, :func:`is_local_adapter_key`) are never adapter keys of the wire.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ __all__ = [
     "TENSOR_CORE_NAMES",
     "TENSOR_KEY",
     "check_adapter_type",
+    "LOCAL_ADAPTER_KEY",
+    "is_local_adapter_key",
     "is_adapter_key",
     "adapter_kind",
     "pack_adapters",
@@ -191,6 +194,10 @@ TENSOR_KEY = re.compile(
     r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\."
     rf"({re.escape(TENSOR_CORES)}|{re.escape(TENSOR_CORES_TRANSPOSED)})\.({'|'.join(TENSOR_CORE_NAMES)})$"
 )
+#: Keys of a dual adapter's *local* pair (Med-DualLoRA): ``<module>.lora_A_local.weight``,
+#: ``<module>.lora_B_local.weight``, ``<module>.lora_B_T_local.weight``. Never an adapter key of the
+#: wire: a site keeps them, and its filter refuses a result that holds one.
+LOCAL_ADAPTER_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.(lora_A|lora_B|lora_B_T)_local\.weight$")
 _SEP = "/"
 
 
@@ -225,6 +232,16 @@ def adapter_kind(key: object) -> str | None:
     if TENSOR_KEY.match(key):
         return "tensor"
     return None
+
+
+def is_local_adapter_key(key: object) -> bool:
+    """True if `key` names a tensor of a dual adapter's local pair (:data:`LOCAL_ADAPTER_KEY`).
+
+    Example:
+        >>> is_local_adapter_key("model.0.conv.lora_B_local.weight"), is_adapter_key("model.0.conv.lora_B_local.weight")
+        (True, False)
+    """
+    return isinstance(key, str) and LOCAL_ADAPTER_KEY.match(key) is not None
 
 
 def is_adapter_key(key: object) -> bool:

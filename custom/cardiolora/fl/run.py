@@ -5,6 +5,7 @@
     python -m cardiolora.fl.run --job rate_my_lora --sites-root runs/demo/phantoms/sites \\
         --pretrained runs/demo/pretrain/model.pt --workdir runs/fl --rounds 2 --profile quick [--adapter tensor] \\
         [--dp-clip 0.1 --dp-noise-multiplier 1.0 --dp-delta 1e-5]
+    python -m cardiolora.fl.run --job dual_lora --aggregation rated ...   # Med-DualLoRA, rated
 
 It writes each participant's local config (``<workdir>/site_config/<site>.json``, given to the
 simulator through ``$CARDIOLORA_SITE_CONFIG``), exports the job with the requested rounds and
@@ -27,7 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-from cardiolora.fl.jobs import DEFAULT_DELTA, add_dp_arguments, build_job, export_job
+from cardiolora.fl.jobs import (
+    DEFAULT_AGGREGATION,
+    DEFAULT_DELTA,
+    DUAL_AGGREGATIONS,
+    JOB_NAMES,
+    add_dp_arguments,
+    build_job,
+    export_job,
+)
 from cardiolora.fl.protocol import ADAPTER_TYPES, DEFAULT_TRANSPORT_DTYPE, check_adapter_type, check_transport_dtype
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.profiles import PROFILES
@@ -90,11 +99,12 @@ def run_simulation(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = DEFAULT_DELTA,
+    aggregation: str = DEFAULT_AGGREGATION,
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
 
     Args:
-        job: ``rate_my_lora``, ``fedpetuning`` or ``fedavg_full``.
+        job: ``rate_my_lora``, ``fedpetuning``, ``fedavg_full`` or ``dual_lora``.
         sites_root: folder holding ``<site>/datalist.json``.
         pretrained: the base model ``W_0``.
         workdir: work folder (created; the simulator workspace is ``<workdir>/simulate``).
@@ -114,6 +124,8 @@ def run_simulation(
         dp_clip: site-level DP of the adapter jobs, ``C`` (None with `dp_noise_multiplier` None: off).
         dp_noise_multiplier: ``z`` (noise std ``z·C`` per coordinate).
         dp_delta: ``δ`` of the reported ``ε``.
+        aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (the global adapters
+            rated by Rate-My-LoRA's Eq. 1 before the merge).
 
     Returns:
         ``{"returncode", "seconds", "workdir", "results": {file: path}, "sites": {site: folder}}``
@@ -148,6 +160,7 @@ def run_simulation(
             dp_clip=dp_clip,
             dp_noise_multiplier=dp_noise_multiplier,
             dp_delta=dp_delta,
+            aggregation=aggregation,
         ),
         workdir / "job" / job,
     )
@@ -251,7 +264,7 @@ def simulate_job(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m cardiolora.fl.run``)."""
     p = argparse.ArgumentParser(prog="python -m cardiolora.fl.run", description=__doc__.splitlines()[0])
-    p.add_argument("--job", required=True, choices=["rate_my_lora", "fedpetuning", "fedavg_full"])
+    p.add_argument("--job", required=True, choices=list(JOB_NAMES))
     p.add_argument("--sites-root", required=True, help="folder with <site>/datalist.json (phantoms: <out>/sites)")
     p.add_argument("--pretrained", required=True, help="base model W_0 (.pt)")
     p.add_argument("--workdir", required=True)
@@ -266,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transport-dtype", choices=["float16", "float32"], help="dtype adapters travel in (LoRA jobs)")
     p.add_argument("--adapter", choices=list(ADAPTER_TYPES), default="lora", help="adapter type (adapter jobs)")
     add_dp_arguments(p)
+    p.add_argument(
+        "--aggregation",
+        choices=list(DUAL_AGGREGATIONS),
+        default=DEFAULT_AGGREGATION,
+        help="dual_lora only: size (default) or rated (Rate-My-LoRA's Eq. 1 on the global adapters)",
+    )
     args = p.parse_args(argv)
     try:
         summary = run_simulation(
@@ -286,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             dp_clip=args.dp_clip,
             dp_noise_multiplier=args.dp_noise_multiplier,
             dp_delta=args.dp_delta,
+            aggregation=args.aggregation,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         print(f"cardiolora.fl.run: {err}", file=sys.stderr)

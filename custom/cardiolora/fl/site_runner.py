@@ -16,6 +16,14 @@ Adapters travel in the transport dtype the server names in the task meta
 (``Meta.TRANSPORT_DTYPE``; float32 if it names none): the site rounds its own adapter to it
 before sending it and before building its personalised model from it, and turns what it receives
 back into float32 (:func:`cardiolora.fl.protocol.to_transport` / ``from_transport``).
+
+Dual adapters (the ``dual_lora`` job, Med-DualLoRA; ``local_rank > 0``): the site's network holds
+a global pair (rank from the server, sent, merged by the server's Eq. 2 into ``W``, reset every
+round) and a local pair of rank ``local_rank`` beside it; both train together in every round
+(:meth:`BundleBackend.train_dual`). The local pairs never leave: the site saves them after every
+training run to ``<output_dir>/local_adapter.pt`` and reloads them from there before the next one,
+so they persist across rounds (and across a restart of the site process), and the site's model is
+``W_t + ΔW_local``. A new run (``init`` of round 0) starts them afresh.
 """
 
 from __future__ import annotations
@@ -46,11 +54,25 @@ from cardiolora.fl.protocol import (
 )
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed, round_seed
 from cardiolora.fl.site_config import SiteConfig
-from cardiolora.lora import lora_scalings, lora_state_dict, reset_lora, reset_tensor, tensor_state_dict
+from cardiolora.lora import (
+    load_lora_local_state_dict,
+    local_delta_from_state,
+    lora_local_scalings,
+    lora_local_state_dict,
+    lora_scalings,
+    lora_state_dict,
+    reset_lora,
+    reset_lora_local,
+    reset_tensor,
+    tensor_state_dict,
+)
 from cardiolora.metrics import aggregate_scores
 from cardiolora.networks import load_weights, plain_state_dict
 
-__all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError"]
+__all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError", "LOCAL_ADAPTER_FILE"]
+
+#: The file (in the site's job output folder) that holds a dual adapter's local pairs between rounds.
+LOCAL_ADAPTER_FILE = "local_adapter.pt"
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +104,20 @@ class SiteBackend(Protocol):
     def scalings(self, rank: int) -> dict[str, float]:
         """``{module: alpha / r}`` of the site's adapters at `rank`."""
 
+    def train_dual(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        rank: int,
+        local: Mapping[str, torch.Tensor] | None,
+        epochs: int,
+        seed: int,
+    ) -> tuple[dict, dict, float]:
+        """Dual adapters only: train a fresh global pair of rank `rank` and the local pairs (from `local`,
+        or fresh if None) together on top of `weights`; return (global state, local state, mean loss)."""
+
+    def local_scalings(self, rank: int) -> dict[str, float]:
+        """Dual adapters only: ``{module: alpha_l / r_l}`` of the local pairs."""
+
     def train_full(self, weights: Mapping[str, torch.Tensor], epochs: int, seed: int) -> tuple[dict, float]:
         """Train every weight starting from `weights`; return (plain state dict, mean loss)."""
 
@@ -90,6 +126,19 @@ class SiteBackend(Protocol):
 
     def evaluate(self, weights: Mapping[str, torch.Tensor], split: str) -> dict:
         """Dice / VOE / HD / HD95 / ASSD summary (``cardiolora.metrics.aggregate_scores``) on `split`."""
+
+
+def check_local_rank(local_rank: object, adapter: str = "lora") -> int:
+    """The rank of a site's local pairs (dual adapters): an int >= 0, LoRA only.
+
+    Raises:
+        ValueError: naming `local_rank` if it is not an int >= 0, or comes with tensor adapters.
+    """
+    if isinstance(local_rank, bool) or not isinstance(local_rank, int) or local_rank < 0:
+        raise ValueError(f"`local_rank` must be an int >= 0 (0: no local adapters), got {local_rank!r}.")
+    if local_rank and adapter != "lora":
+        raise ValueError(f"`local_rank` {local_rank}: dual (global + local) adapters are LoRA only, not {adapter!r}.")
+    return local_rank
 
 
 def _mean_loss(values: list[float]) -> float:
@@ -116,22 +165,31 @@ class BundleBackend:
             bundle's default is 0, the default job seed). Each run then seeds torch with the seed
             :class:`SiteRunner` passes.
         adapter: ``"lora"`` (default) or ``"tensor"`` (the job's adapter type).
+        local_rank: rank of the local pairs of dual adapters (the ``dual_lora`` job; bundle override
+            ``lora_local_rank``); 0 (default): plain adapters.
 
     Raises:
-        ValueError: if the config has no ``dataset_dir``, `seed` is not a non-negative int or
-            `adapter` is unknown.
+        ValueError: if the config has no ``dataset_dir``, `seed` is not a non-negative int,
+            `adapter` is unknown, or `local_rank` is not an int >= 0 or comes with tensor adapters.
     """
 
     #: An epoch interval no run reaches: the bundle's ValidationHandler never fires.
     NO_VALIDATION = 10**9
 
     def __init__(
-        self, config: SiteConfig, profile: str, output_dir: Path, seed: int = DEFAULT_SEED, adapter: str = "lora"
+        self,
+        config: SiteConfig,
+        profile: str,
+        output_dir: Path,
+        seed: int = DEFAULT_SEED,
+        adapter: str = "lora",
+        local_rank: int = 0,
     ) -> None:
         if config.dataset_dir is None:
             raise ValueError(f"{config.path}: field `dataset_dir` is required for a site.")
         self.seed = check_seed(seed)
         self.adapter = check_adapter_type(adapter)
+        self.local_rank = check_local_rank(local_rank, adapter)
         #: The bundle's ``tensor_seed`` (θ0 of the tensor adapters; never sent), None for LoRA.
         self.tensor_seed = bundle_tensor_seed(profile, adapter)
         self.config = config
@@ -147,7 +205,8 @@ class BundleBackend:
     def _workflow(self, kind: str, rank: int):
         key = (kind, rank)
         if key not in self._workflows:
-            run_dir = self.output_dir / "bundle" / (f"{self.adapter}_r{rank}" if kind == "lora" else "full")
+            name = f"{self.adapter}_r{rank}" + (f"_local{self.local_rank}" if self.local_rank else "")
+            run_dir = self.output_dir / "bundle" / (name if kind == "lora" else "full")
             overrides = {
                 "dataset_dir": str(self.config.dataset_dir),
                 "output_dir": str(run_dir),
@@ -168,6 +227,8 @@ class BundleBackend:
                 overrides.update({"adapter_type": "tensor", "tensor_rank": rank})
             elif kind == "lora":
                 overrides["lora_rank"] = rank
+                if self.local_rank:
+                    overrides["lora_local_rank"] = self.local_rank
             wf = make_workflow(kind, overrides)
             wf.initialize()
             wf.trainer.add_event_handler(Events.ITERATION_COMPLETED, self._record_loss)
@@ -180,12 +241,25 @@ class BundleBackend:
         if isinstance(out, Mapping) and "loss" in out:
             self._losses.append(float(out["loss"]))
 
-    def _run(self, wf, weights: Mapping[str, torch.Tensor], epochs: int, seed: int, adapters: bool) -> float:
+    def _run(
+        self,
+        wf,
+        weights: Mapping[str, torch.Tensor],
+        epochs: int,
+        seed: int,
+        adapters: bool,
+        local: Mapping[str, torch.Tensor] | None = None,
+    ) -> float:
         net = wf.parser.get_parsed_content("network")
         load_weights(net, weights)
         torch.manual_seed(seed)
         if adapters:
-            (reset_tensor if self.adapter == "tensor" else reset_lora)(net)
+            (reset_tensor if self.adapter == "tensor" else reset_lora)(net)  # the global pairs only
+            if self.local_rank:  # the local pairs go on from where they were (fresh in a new run)
+                if local is None:
+                    reset_lora_local(net)
+                else:
+                    load_lora_local_state_dict(net, local)
         wf.trainer.optimizer.state.clear()
         self._losses = []
         trainer = wf.trainer
@@ -200,6 +274,17 @@ class BundleBackend:
         loss = self._run(wf, weights, epochs, seed, adapters=True)
         net = wf.parser.get_parsed_content("network")
         return (tensor_state_dict(net) if self.adapter == "tensor" else lora_state_dict(net)), loss
+
+    def train_dual(self, weights, rank, local, epochs, seed):
+        if not self.local_rank:
+            raise ValueError("train_dual needs dual adapters: this backend has local_rank 0.")
+        wf = self._workflow("lora", rank)
+        loss = self._run(wf, weights, epochs, seed, adapters=True, local=local)
+        net = wf.parser.get_parsed_content("network")
+        return lora_state_dict(net), lora_local_state_dict(net), loss
+
+    def local_scalings(self, rank):
+        return lora_local_scalings(self._workflow("lora", rank).parser.get_parsed_content("network"))
 
     def scalings(self, rank):
         if self.adapter == "tensor":
@@ -243,9 +328,11 @@ class SiteRunner:
             :func:`cardiolora.fl.seeds.round_seed` ``(seed, site, t)``.
         tensor_seed: the bundle's ``tensor_seed`` when the job's adapters are tensor cores (their
             deltas need ``θ0``); None for LoRA.
+        local_rank: rank of the local pairs of dual adapters (``dual_lora``); 0 (default): none.
+            With local pairs the backend must implement ``train_dual`` and ``local_scalings``.
 
     Raises:
-        ValueError: if `seed` is not a non-negative int.
+        ValueError: if `seed` is not a non-negative int or `local_rank` not an int >= 0.
     """
 
     def __init__(
@@ -257,9 +344,11 @@ class SiteRunner:
         profile: str,
         seed: int = DEFAULT_SEED,
         tensor_seed: int | None = None,
+        local_rank: int = 0,
     ) -> None:
         self.seed = check_seed(seed)
         self.tensor_seed = tensor_seed
+        self.local_rank = check_local_rank(local_rank)
         self.site = site
         self.backend = backend
         self.output_dir = Path(output_dir)
@@ -331,6 +420,45 @@ class SiteRunner:
     def _write_summary(self) -> None:
         write_json(self.summary, self.output_dir / "site_summary.json")
 
+    # ------------------------------------------------------------------ local pairs (dual adapters)
+    @property
+    def local_path(self) -> Path:
+        """``<output_dir>/local_adapter.pt``: the local pairs between two training runs."""
+        return self.output_dir / LOCAL_ADAPTER_FILE
+
+    def load_local(self) -> dict[str, torch.Tensor] | None:
+        """The saved local pairs, or None before the first training run of this run."""
+        if not self.local_path.is_file():
+            return None
+        return dict(torch.load(self.local_path, map_location="cpu", weights_only=True))
+
+    def _train(
+        self, weights: Mapping[str, torch.Tensor], rank: int, epochs: int, seed: int
+    ) -> tuple[dict, float, dict]:
+        """Train this round's adapter; with local pairs, reload them, train both, save them again.
+
+        Returns:
+            (adapter to send, mean loss, summary fields: checksums of the local pairs before/after).
+        """
+        if not self.local_rank:
+            adapter, loss = self.backend.train_adapter(weights, rank, epochs, seed)
+            return adapter, loss, {}
+        local_in = self.load_local()
+        adapter, local_out, loss = self.backend.train_dual(weights, rank, local_in, epochs, seed)
+        self._save(local_out, LOCAL_ADAPTER_FILE)
+        info = {
+            "local_in": None if local_in is None else rml.state_checksum(local_in),
+            "local_out": rml.state_checksum(local_out),
+        }
+        return adapter, loss, info
+
+    def with_local(self, weights: Mapping[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+        """``W + ΔW_local`` with the saved local pairs (`weights` itself without local pairs or before any)."""
+        local = self.load_local() if self.local_rank else None
+        if local is None:
+            return dict(weights)
+        return rml.apply_delta(weights, local_delta_from_state(local, self.backend.local_scalings(rank)))
+
     # ------------------------------------------------------------------ tasks
     def handle(self, task: str, params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> Reply:
         """Answer one task.
@@ -367,9 +495,18 @@ class SiteRunner:
         return handler(params, meta)
 
     def on_init(self, params: dict, meta: dict) -> Reply:
-        """Load the server's ``W`` (``W_0``, or ``W_t`` when the server resumes) and score it: ``P_0^c``."""
+        """Load the server's ``W`` (``W_0``, or ``W_t`` when the server resumes) and score it: ``P_0^c``.
+
+        With local pairs: a new run (round 0) discards local pairs an earlier run left in the
+        output folder; a resumed run (round > 0) keeps them.
+        """
         self.weights = to_torch(params)
         self.received = {}
+        if self.local_rank and int(meta.get(Meta.ROUND) or 0) == 0 and self.local_path.is_file():
+            logger.info(
+                f"{self.site}: a new run: the local adapter of an earlier run ({self.local_path}) is discarded."
+            )
+            self.local_path.unlink()
         score = self.backend.score(self.weights, "val")
         n = self.backend.n_cases()
         self.summary["init"] = {"round": meta.get(Meta.ROUND), "score": score, "n_cases": n}
@@ -384,11 +521,13 @@ class SiteRunner:
             raise ValueError(f"{self.site}: the train task's `ranks` {ranks} names no rank for this site.")
         self.rank = int(ranks[self.site])
         epochs = int(meta.get(Meta.LOCAL_EPOCHS, self.local_epochs))
-        adapter, loss = self.backend.train_adapter(
+        adapter, loss, local_info = self._train(
             self._need_weights(Task.TRAIN), self.rank, epochs, self._seed(round_index)
         )
         adapter = to_transport(adapter, self._transport_dtype(meta))  # exactly what the server will see
-        self.summary["rounds"].append({"round": round_index, "merge": status, "train_loss": loss, "rank": self.rank})
+        self.summary["rounds"].append(
+            {"round": round_index, "merge": status, "train_loss": loss, "rank": self.rank, **local_info}
+        )
         return Reply(
             params=adapter,
             meta={
@@ -401,12 +540,18 @@ class SiteRunner:
         )
 
     def on_validate(self, params: dict, meta: dict) -> Reply:
-        """Score the equal-rating candidate ``W_{t-1} + Σ |D_c| ΔW_c / Σ|D|`` built from the adapters: ``P_t^c``."""
+        """Score the equal-rating candidate ``W_{t-1} + Σ |D_c| ΔW_c / Σ|D|`` built from the adapters: ``P_t^c``.
+
+        With local pairs the site scores the model it would use, the candidate plus its own local
+        pairs (``+ ΔW_local``); the rating (Eq. 1) then weighs the global adapters by that score.
+        """
         weights = self._need_weights(Task.VALIDATE)
         adapters = {s: from_transport(a) for s, a in unpack_adapters(params).items()}
         coefficients = {s: float(a) for s, a in dict(meta.get(Meta.COEFFICIENTS) or {}).items()}
         scalings = dict(meta.get(Meta.SCALINGS) or {})
         candidate = rml.apply_coefficients(weights, adapters, scalings, coefficients, self.tensor_seed)
+        if self.local_rank and self.rank is not None:
+            candidate = self.with_local(candidate, self.rank)
         score = self.backend.score(candidate, "val")
         self.received = adapters
         self.received_round = meta.get(Meta.ROUND)
@@ -426,6 +571,9 @@ class SiteRunner:
         Writes ``global_model.pt`` (``W_T``) and ``personalised_model.pt`` (``W_T + ΔW_c`` of the
         personal adapter, merged) as plain U-Net weights, and returns the personal adapter so the
         other sites can evaluate this site's personalised model (as an adapter relative to ``W_T``).
+        With local pairs the personalisation epoch trains the personal global pair and the local
+        pairs together, ``personalised_model.pt`` is ``W_T + ΔW_c + ΔW_local`` and only the global
+        pair is returned (the other sites evaluate ``W_T + ΔW_c``).
         """
         status = self.apply_merge(meta.get(Meta.MERGE))
         weights = self._need_weights(Task.FINALIZE)
@@ -434,13 +582,14 @@ class SiteRunner:
         if rank < 1:
             raise ValueError(f"{self.site}: the finalize task names no rank for this site.")
         epochs = int(meta.get(Meta.LOCAL_EPOCHS, 1))
-        adapter, loss = self.backend.train_adapter(weights, rank, epochs, self._seed(round_index))
+        adapter, loss, local_info = self._train(weights, rank, epochs, self._seed(round_index))
         # rounded first: the personalised model is the one the other sites evaluate from the upload
         adapter = to_transport(adapter, self._transport_dtype(meta))
         scaling = self.backend.scalings(rank)
         personal = rml.apply_coefficients(
             weights, {self.site: from_transport(adapter)}, {self.site: scaling}, {self.site: 1.0}, self.tensor_seed
         )
+        personal = self.with_local(personal, rank)
         global_path = self._save(weights, "global_model.pt")
         personal_path = self._save(personal, "personalised_model.pt")
         self.personal_weights = personal
@@ -448,6 +597,7 @@ class SiteRunner:
             "merge": status,
             "checksum": self.checksum(),
             "personalisation_loss": loss,
+            **local_info,
             "global_model": str(global_path),
             "personalised_model": str(personal_path),
         }
@@ -459,7 +609,11 @@ class SiteRunner:
         )
 
     def on_cross_eval(self, params: dict, meta: dict) -> Reply:
-        """Evaluate ``W_T`` and every site's personalised model ``W_T + ΔW_c`` on this site's test split."""
+        """Evaluate ``W_T`` and every site's personalised model ``W_T + ΔW_c`` on this site's test split.
+
+        With local pairs, this site's own model is ``W_T + ΔW_c + ΔW_local`` (its
+        ``personalised_model.pt``); the other sites' local pairs never travel, so theirs are ``W_T + ΔW_c``.
+        """
         weights = self._need_weights(Task.CROSS_EVAL)
         adapters = {s: from_transport(a) for s, a in unpack_adapters(params).items()}
         scalings = dict(meta.get(Meta.SCALINGS) or {})
@@ -468,6 +622,8 @@ class SiteRunner:
             personal = rml.apply_coefficients(
                 weights, {owner: adapters[owner]}, scalings, {owner: 1.0}, self.tensor_seed
             )
+            if owner == self.site and self.local_rank and self.rank is not None:
+                personal = self.with_local(personal, self.rank)
             results[owner] = self.backend.evaluate(personal, "test")
         self.summary["cross_eval"] = results
         self._write_summary()

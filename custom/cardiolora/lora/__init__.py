@@ -18,6 +18,7 @@ from __future__ import annotations
 from cardiolora.lora.adapters import ADAPTER_TYPES, adapter_modules, base_state_dict, unwrap_key, wrap_key
 from cardiolora.lora.layers import (
     BASE,
+    LOCAL_SUFFIX,
     LORA_A,
     LORA_B,
     LORA_B_TRANSPOSED,
@@ -27,8 +28,11 @@ from cardiolora.lora.layers import (
 )
 from cardiolora.lora.model import (
     inject_lora,
+    load_lora_local_state_dict,
     load_lora_state_dict,
     lora_delta_state_dict,
+    lora_local_scalings,
+    lora_local_state_dict,
     lora_modules,
     lora_param_count,
     lora_scalings,
@@ -36,9 +40,10 @@ from cardiolora.lora.model import (
     mark_only_lora_trainable,
     merge_lora,
     reset_lora,
+    reset_lora_local,
     unmerge_lora,
 )
-from cardiolora.lora.state import adapter_delta_from_state, state_bytes
+from cardiolora.lora.state import adapter_delta_from_state, local_delta_from_state, state_bytes
 from cardiolora.lora.tensor import (
     TENSOR_CORES,
     TENSOR_CORES_TRANSPOSED,
@@ -68,10 +73,16 @@ __all__ = [
     "LORA_A",
     "LORA_B",
     "LORA_B_TRANSPOSED",
+    "LOCAL_SUFFIX",
     "SUPPORTED_CONV_TYPES",
     "LoRAConv",
     "lora_delta",
     "adapter_delta_from_state",
+    "local_delta_from_state",
+    "lora_local_state_dict",
+    "load_lora_local_state_dict",
+    "lora_local_scalings",
+    "reset_lora_local",
     "base_state_dict",
     "inject_lora",
     "load_lora_state_dict",

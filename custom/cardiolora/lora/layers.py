@@ -42,6 +42,17 @@ onto the same output grid, hence
 
 which is a transposed convolution with ``ΔW[in, out, k] = Σ_r A[r, in] · B[r, out, k]`` in the
 base's own layout. Both deltas are computed by :func:`lora_delta`.
+
+Dual adapters (Med-DualLoRA, Perramon-Llussà et al., arXiv 2603.10967). A :class:`LoRAConv` built
+with ``local_rank > 0`` holds a second pair beside the first, of the same layout: the *global*
+pair ``(A, B)`` (keys ``lora_A`` / ``lora_B[_T]``, the one a federated site sends) and the *local*
+pair ``(A_l, B_l)`` (keys ``lora_A_local`` / ``lora_B_local`` / ``lora_B_T_local``, which never
+leave the site). The layer computes with
+
+    W = W0 + s_g · ΔW(A, B) + s_l · ΔW(A_l, B_l),   s_g = alpha / r,  s_l = alpha_l / r_l
+
+and both pairs train together (:func:`cardiolora.lora.mark_only_lora_trainable`); the two ranks
+are set apart. ``local_rank = 0`` (the default) is plain LoRA, bit for bit.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ __all__ = [
     "LORA_A",
     "LORA_B",
     "LORA_B_TRANSPOSED",
+    "LOCAL_SUFFIX",
     "BASE",
     "LoRAConv",
     "lora_delta",
@@ -83,6 +95,9 @@ LORA_B = "lora_B"
 #: from ``[out, r, 1, ..]`` by shape alone (1×1 kernel and ``out == r``); the key carries the kind
 #: to a server that has A and B but no model.
 LORA_B_TRANSPOSED = "lora_B_T"
+#: Suffix of the local pair's attributes (dual adapters): ``lora_A_local``, ``lora_B_local``,
+#: ``lora_B_T_local`` (state-dict keys ``<name>.lora_A_local.weight`` …). Never sent by a site.
+LOCAL_SUFFIX = "_local"
 #: Attribute under which the wrapper keeps the base convolution (``<name>.base.weight``).
 BASE = "base"
 
@@ -290,11 +305,15 @@ class LoRAConv(AdapterConv):
         alpha: LoRA alpha > 0; ``None`` means ``alpha = rank`` (scaling 1).
         dropout: dropout probability in ``[0, 1)`` applied to the adapter's input only.
         name: what to call the module in error messages (its dotted name in the model).
+        local_rank: rank ``r_l`` of a second, *local* pair (dual adapters, Med-DualLoRA); 0 (the
+            default) for none. It has the global pair's layout, its own scaling ``alpha_l / r_l``,
+            and starts at ``ΔW = 0`` (A kaiming, B zero) too.
+        local_alpha: alpha of the local pair; ``None`` means ``alpha_l = r_l`` (scaling 1).
 
     Raises:
         ValueError: for an unsupported module type, ``groups != 1``, ``padding_mode != "zeros"``
-            or an uninitialised (lazy) weight, naming the module; for a bad `rank`, `alpha` or
-            `dropout`, naming the argument.
+            or an uninitialised (lazy) weight, naming the module; for a bad `rank`, `alpha`,
+            `dropout`, `local_rank` or `local_alpha`, naming the argument.
 
     Example:
         >>> layer = LoRAConv(nn.Conv2d(3, 8, 3, padding=1), rank=2)
@@ -310,9 +329,18 @@ class LoRAConv(AdapterConv):
         alpha: float | None = None,
         dropout: float = 0.0,
         name: str = "module",
+        local_rank: int = 0,
+        local_alpha: float | None = None,
     ) -> None:
         super().__init__()
         alpha = check_rank_alpha_dropout(rank, alpha, dropout)
+        if isinstance(local_rank, bool) or not isinstance(local_rank, int) or local_rank < 0:
+            raise ValueError(f"`local_rank` must be an int >= 0 (0: no local pair), got {local_rank!r}.")
+        if local_rank:
+            try:
+                local_alpha = check_rank_alpha_dropout(local_rank, local_alpha, dropout)
+            except ValueError as err:
+                raise ValueError(str(err).replace("`alpha`", "`local_alpha`")) from err
         check_supported(base, name)
         self.name = name
         self.rank = rank
@@ -332,19 +360,33 @@ class LoRAConv(AdapterConv):
             "dilation": base.dilation,
             "bias": False,
         }
+        if self.transposed:
+            geometry["output_padding"] = base.output_padding
+        self.lora_A, lora_b = self._pair(rank, geometry, factory)
+        setattr(self, self.b_name, lora_b)
+        self.lora_dropout: nn.Module = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
+        self.reset_adapter()
+        self.local_rank = local_rank
+        self.local_alpha = float(local_alpha) if local_rank else None
+        self.local_scaling = self.local_alpha / local_rank if local_rank else 0.0
+        if local_rank:  # made after the global pair's draws: local_rank = 0 is plain LoRA, bit for bit
+            a_local, b_local = self._pair(local_rank, geometry, factory)
+            setattr(self, LORA_A + LOCAL_SUFFIX, a_local)
+            setattr(self, self.b_name + LOCAL_SUFFIX, b_local)
+            self.reset_local()
+
+    def _pair(self, rank: int, geometry: dict, factory: dict) -> tuple[nn.Module, nn.Module]:
+        """A fresh (A, B) pair of rank `rank` in this layer's layout (see the module docstring)."""
+        base = self.base
         # the plain torch type, not type(base): a subclass may have another constructor
         conv_type = next(t for t in SUPPORTED_CONV_TYPES if isinstance(base, t))
         pointwise = _POINTWISE_CONV[base.weight.dim() - 2]
         if self.transposed:  # kernel on the output side: A pointwise in → r, B transposed r → out
-            geometry["output_padding"] = base.output_padding
-            self.lora_A = pointwise(base.in_channels, rank, kernel_size=1, bias=False, **factory)
-            lora_b = conv_type(rank, base.out_channels, **geometry, **factory)
-        else:  # kernel on the input side: A conv in → r, B pointwise r → out
-            self.lora_A = conv_type(base.in_channels, rank, **geometry, **factory)
-            lora_b = pointwise(rank, base.out_channels, kernel_size=1, bias=False, **factory)
-        setattr(self, self.b_name, lora_b)
-        self.lora_dropout: nn.Module = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
-        self.reset_adapter()
+            a = pointwise(base.in_channels, rank, kernel_size=1, bias=False, **factory)
+            return a, conv_type(rank, base.out_channels, **geometry, **factory)
+        # kernel on the input side: A conv in → r, B pointwise r → out
+        a = conv_type(base.in_channels, rank, **geometry, **factory)
+        return a, pointwise(rank, base.out_channels, kernel_size=1, bias=False, **factory)
 
     @property
     def b_name(self) -> str:
@@ -356,11 +398,22 @@ class LoRAConv(AdapterConv):
         """The up-projection B, whichever attribute name it has."""
         return getattr(self, self.b_name)
 
+    @property
+    def lora_a_local(self) -> nn.Module | None:
+        """A of the local pair (``lora_A_local``), or None without one."""
+        return getattr(self, LORA_A + LOCAL_SUFFIX) if self.local_rank else None
+
+    @property
+    def lora_b_local(self) -> nn.Module | None:
+        """B of the local pair (``lora_B_local`` / ``lora_B_T_local``), or None without one."""
+        return getattr(self, self.b_name + LOCAL_SUFFIX) if self.local_rank else None
+
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling}, merged={self.merged}"
+        local = f", local_rank={self.local_rank}, local_scaling={self.local_scaling}" if self.local_rank else ""
+        return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling}{local}, merged={self.merged}"
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
-        """``base(x) + scaling · B(A(dropout(x)))``, or ``base(x)`` when merged.
+        """``base(x) + s_g · B(A(dropout(x))) [+ s_l · B_l(A_l(dropout(x)))]``, or ``base(x)`` when merged.
 
         Args:
             x: input ``[N, in, *spatial]``.
@@ -375,30 +428,72 @@ class LoRAConv(AdapterConv):
         y = self.base(*self.base_args(x, output_size))
         if self.merged:
             return y
-        h = self.lora_A(self.lora_dropout(x))
-        h = self.lora_b(h, output_size) if self.transposed else self.lora_b(h)
-        return y + h * self.scaling
+        x = self.lora_dropout(x)
+        y = y + self._branch(self.lora_A, self.lora_b, x, output_size) * self.scaling
+        if self.local_rank:
+            y = y + self._branch(self.lora_a_local, self.lora_b_local, x, output_size) * self.local_scaling
+        return y
+
+    def _branch(self, a: nn.Module, b: nn.Module, x: torch.Tensor, output_size: Sequence[int] | None) -> torch.Tensor:
+        """``B(A(x))`` of one pair (the transposed B takes `output_size`)."""
+        h = a(x)
+        return b(h, output_size) if self.transposed else b(h)
 
     def delta_weight(self) -> torch.Tensor:
-        """The full-size ``ΔW = (alpha / r) · B·A`` in the base weight's layout and shape.
+        """The full-size ``ΔW = (alpha / r) · B·A`` (plus the local pair's, if any) in the base weight's layout.
 
         Conv: ``ΔW[o, i, k] = s · Σ_r B[o, r] · A[r, i, k]``, shape ``[out, in, *k]``;
         transposed conv: ``ΔW[i, o, k] = s · Σ_r A[r, i] · B[r, o, k]``, shape ``[in, out, *k]``,
-        with ``s = alpha / r``. The result keeps the autograd graph (detach it to store it).
+        with ``s = alpha / r``. With a local pair: ``ΔW = ΔW_global + ΔW_local``
+        (:meth:`global_delta` + :meth:`local_delta`), so a merge gives ``W0 + global + local``.
+        The result keeps the autograd graph (detach it to store it).
 
         Returns:
             A tensor shaped like ``self.base.weight``.
         """
+        delta = self.global_delta()
+        return delta + self.local_delta() if self.local_rank else delta
+
+    def global_delta(self) -> torch.Tensor:
+        """``s_g · B·A`` of the global pair (the only one a federated site sends)."""
         return lora_delta(self.lora_A.weight, self.lora_b.weight, self.scaling, self.transposed)
 
+    def local_delta(self) -> torch.Tensor:
+        """``s_l · B_l·A_l`` of the local pair; zeros without one."""
+        if not self.local_rank:
+            return torch.zeros_like(self.base.weight)
+        return lora_delta(self.lora_a_local.weight, self.lora_b_local.weight, self.local_scaling, self.transposed)
+
+    def reset_local(self) -> None:
+        """Re-initialise the local pair (A kaiming-uniform, B zero): ``ΔW_local = 0``.
+
+        Raises:
+            ValueError: if the module is merged or has no local pair (naming it).
+        """
+        if not self.local_rank:
+            raise ValueError(f"`{self.name}` has no local pair (local_rank = 0).")
+        if self.merged:
+            raise ValueError(f"`{self.name}` is merged; unmerge it before resetting the local pair.")
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.lora_a_local.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_b_local.weight)
+
     def reset_adapter(self) -> None:
-        """Re-initialise A (kaiming-uniform, ``a=sqrt(5)``) and zero B, so ``ΔW = 0`` again.
+        """Re-initialise the global A (kaiming-uniform, ``a=sqrt(5)``) and zero B: ``ΔW_global = 0``.
+
+        The local pair of a dual adapter is left as it is (:meth:`reset_local` resets it).
 
         Draws from torch's global generator, so it is reproducible under ``torch.manual_seed``.
         If the module is merged, the merge becomes permanent (``W0`` keeps the folded update) and
         the module is unmerged with a fresh adapter: the federated round's update is committed and
-        the next adapter starts from zero.
+        the next adapter starts from zero. A merged dual adapter is refused: ``W0`` would keep the
+        local pair's update while the pair stays active, counting it twice.
+
+        Raises:
+            ValueError: if the module is merged and has a local pair (naming it).
         """
+        if self.merged and self.local_rank:
+            raise ValueError(f"`{self.name}` is a merged dual adapter; unmerge it before resetting the global pair.")
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
             nn.init.zeros_(self.lora_b.weight)

@@ -17,6 +17,12 @@ full-size deltas keyed by the *plain* network's weight key ``<name>.weight`` wit
 the shapes alone (``[out, r, 1, ..]`` and ``[r, out, *k]`` coincide for a 1×1 kernel and
 ``out == r``), so the kind is encoded in B's key (``lora_B`` vs ``lora_B_T``) and the shapes are
 checked against it. The rank is ``A.shape[0]`` in both cases.
+
+Dual adapters (``inject_lora(..., local_rank=r_l)``, Med-DualLoRA): each module also holds a local
+pair, keys ``<name>.lora_A_local.weight`` and ``<name>.lora_B_local.weight`` /
+``<name>.lora_B_T_local.weight``. :func:`lora_state_dict` holds the global pairs only (what a site
+sends); :func:`lora_local_state_dict` the local ones (what it keeps), so the two state dicts never
+share a key; :func:`reset_lora` resets the global pairs only, :func:`reset_lora_local` the local ones.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from cardiolora.lora.adapters import (
     unwrap_key,
     wrap_key,
 )
-from cardiolora.lora.layers import LORA_A, LoRAConv, check_rank_alpha_dropout
+from cardiolora.lora.layers import LOCAL_SUFFIX, LORA_A, LoRAConv, check_rank_alpha_dropout
 
 __all__ = [
     "inject_lora",
@@ -53,6 +59,10 @@ __all__ = [
     "reset_lora",
     "mark_only_lora_trainable",
     "lora_param_count",
+    "lora_local_state_dict",
+    "load_lora_local_state_dict",
+    "lora_local_scalings",
+    "reset_lora_local",
 ]
 
 # base_state_dict, wrap_key and unwrap_key serve every adapter kind (cardiolora.lora.adapters);
@@ -125,8 +135,24 @@ def mark_only_lora_trainable(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     for m in mods.values():
-        for p in (*m.lora_A.parameters(), *m.lora_b.parameters()):
+        for p in _adapter_params(m):
             p.requires_grad_(True)
+
+
+def _adapter_params(m: LoRAConv) -> list[torch.nn.Parameter]:
+    """Parameters of both pairs of `m` (global, then local if any)."""
+    pairs = [m.lora_A, m.lora_b] + ([m.lora_a_local, m.lora_b_local] if m.local_rank else [])
+    return [p for module in pairs for p in module.parameters()]
+
+
+def _require_local(model: nn.Module) -> dict[str, LoRAConv]:
+    mods = _require_lora(model)
+    without = [n for n, m in mods.items() if not m.local_rank]
+    if without:
+        raise ValueError(
+            f"adapters {', '.join(without[:5])} have no local pair; inject with local_rank > 0 for dual adapters."
+        )
+    return mods
 
 
 def inject_lora(
@@ -136,6 +162,8 @@ def inject_lora(
     target_modules: Sequence[str] = ("*",),
     exclude_modules: Sequence[str] = (),
     dropout: float = 0.0,
+    local_rank: int = 0,
+    local_alpha: float | None = None,
 ) -> list[str]:
     """Replace matching convolutions of `model` in place by :class:`LoRAConv` and freeze the rest.
 
@@ -152,6 +180,8 @@ def inject_lora(
         target_modules: fnmatch patterns on dotted module names (not a single str).
         exclude_modules: fnmatch patterns of names to leave alone.
         dropout: dropout probability in ``[0, 1)`` on the adapter input.
+        local_rank: rank of the local pair of dual adapters (Med-DualLoRA); 0 (default): none.
+        local_alpha: alpha of the local pair; ``None`` means ``alpha_l = local_rank``.
 
     Returns:
         The dotted names of the replaced modules, in module order.
@@ -169,9 +199,18 @@ def inject_lora(
         ['0', '1']
     """
     check_rank_alpha_dropout(rank, alpha, dropout)
+    if isinstance(local_rank, bool) or not isinstance(local_rank, int) or local_rank < 0:
+        raise ValueError(f"`local_rank` must be an int >= 0 (0: no local pair), got {local_rank!r}.")
+    if local_rank:
+        check_rank_alpha_dropout(local_rank, local_alpha, dropout)
     convs = select_convs(model, target_modules, exclude_modules, wrapper="LoRAConv")
     matched = list(convs)
-    wrappers = {n: LoRAConv(convs[n], rank=rank, alpha=alpha, dropout=dropout, name=n) for n in matched}
+    wrappers = {
+        n: LoRAConv(
+            convs[n], rank=rank, alpha=alpha, dropout=dropout, name=n, local_rank=local_rank, local_alpha=local_alpha
+        )
+        for n in matched
+    }
     for n, wrapper in wrappers.items():
         parent_name, _, child = n.rpartition(".")
         setattr(model.get_submodule(parent_name), child, wrapper)
@@ -181,6 +220,8 @@ def inject_lora(
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter-only state dict: ``<name>.lora_A.weight`` and ``<name>.lora_B.weight`` (or ``lora_B_T``).
+
+    The global pairs only: a dual adapter's local pairs are in :func:`lora_local_state_dict`.
 
     Args:
         model: a model with adapters.
@@ -335,5 +376,70 @@ def lora_param_count(model: nn.Module) -> dict[str, int | float]:
         26
     """
     mods = _require_lora(model)
-    adapter_params = [p for m in mods.values() for p in (*m.lora_A.parameters(), *m.lora_b.parameters())]
+    adapter_params = [p for m in mods.values() for p in _adapter_params(m)]
     return adapter_counts(model, adapter_params, lora_state_dict(model))
+
+
+def lora_local_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The local pairs of dual adapters: ``<name>.lora_A_local.weight``, ``<name>.lora_B[_T]_local.weight``.
+
+    What a Med-DualLoRA site keeps (and never sends); no key is shared with :func:`lora_state_dict`.
+
+    Args:
+        model: a model with dual adapters (``inject_lora(..., local_rank > 0)``).
+
+    Returns:
+        Detached CPU clones, keyed as in ``model.state_dict()``.
+
+    Raises:
+        ValueError: if `model` has no adapters or some adapter has no local pair.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3))
+        >>> _ = inject_lora(net, rank=2, local_rank=1)
+        >>> {k: tuple(v.shape) for k, v in lora_local_state_dict(net).items()}
+        {'0.lora_A_local.weight': (1, 1, 3, 3), '0.lora_B_local.weight': (4, 1, 1, 1)}
+    """
+    return {k: v.detach().cpu().clone() for k, v in _local_params(_require_local(model)).items()}
+
+
+def _local_params(mods: Mapping[str, LoRAConv]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for name, m in mods.items():
+        out[f"{name}.{LORA_A}{LOCAL_SUFFIX}.weight"] = m.lora_a_local.weight
+        out[f"{name}.{m.b_name}{LOCAL_SUFFIX}.weight"] = m.lora_b_local.weight
+    return out
+
+
+def load_lora_local_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load the local pairs of dual adapters, strictly: all or nothing (as :func:`load_lora_state_dict`).
+
+    Args:
+        model: a model with dual adapters, none merged.
+        state: exactly the keys and shapes of ``lora_local_state_dict(model)``, finite values.
+
+    Raises:
+        ValueError: naming missing / unexpected / non-floating / misshapen / non-finite keys, an
+            adapter without a local pair or a merged adapter; nothing is loaded then.
+    """
+    mods = _require_local(model)
+    load_adapter_params(mods, _local_params(mods), state, "local LoRA")
+
+
+def lora_local_scalings(model: nn.Module) -> dict[str, float]:
+    """``alpha_l / r_l`` of every local pair by module name.
+
+    Raises:
+        ValueError: if `model` has no adapters or some adapter has no local pair.
+    """
+    return {name: m.local_scaling for name, m in _require_local(model).items()}
+
+
+def reset_lora_local(model: nn.Module) -> None:
+    """Re-initialise every local pair (A kaiming-uniform, B zero); reproducible under ``torch.manual_seed``.
+
+    Raises:
+        ValueError: if `model` has no adapters, some adapter has no local pair or is merged.
+    """
+    for m in _require_local(model).values():
+        m.reset_local()

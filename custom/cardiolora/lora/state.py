@@ -13,15 +13,28 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from cardiolora.lora.layers import LORA_A, LORA_B, LORA_B_TRANSPOSED, lora_delta
+from cardiolora.lora.layers import LOCAL_SUFFIX, LORA_A, LORA_B, LORA_B_TRANSPOSED, lora_delta
 
-__all__ = ["adapter_delta_from_state", "state_bytes", "state_problems", "preview_names", "ADAPTER_SUFFIXES"]
+__all__ = [
+    "adapter_delta_from_state",
+    "local_delta_from_state",
+    "state_bytes",
+    "state_problems",
+    "preview_names",
+    "ADAPTER_SUFFIXES",
+    "LOCAL_ADAPTER_SUFFIXES",
+]
 
 #: State-dict key suffix of each adapter factor → the factor's name.
 ADAPTER_SUFFIXES: dict[str, str] = {
     f".{LORA_A}.weight": LORA_A,
     f".{LORA_B}.weight": LORA_B,
     f".{LORA_B_TRANSPOSED}.weight": LORA_B_TRANSPOSED,
+}
+
+#: State-dict key suffix of each factor of a dual adapter's *local* pair → the global factor's suffix.
+LOCAL_ADAPTER_SUFFIXES: dict[str, str] = {
+    f".{part}{LOCAL_SUFFIX}.weight": f".{part}.weight" for part in (LORA_A, LORA_B, LORA_B_TRANSPOSED)
 }
 
 
@@ -196,3 +209,42 @@ def state_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None = N
     return sum(
         v.numel() * (size if size is not None and v.is_floating_point() else v.element_size()) for v in state.values()
     )
+
+
+def local_delta_from_state(
+    state: Mapping[str, torch.Tensor], scaling: float | Mapping[str, float]
+) -> dict[str, torch.Tensor]:
+    """Full-size deltas of a dual adapter's local pairs: ``ΔW_local = s_l · B_l A_l``, keyed ``<name>.weight``.
+
+    The local pair has the global pair's layout, so this is :func:`adapter_delta_from_state` on the
+    keys with ``_local`` taken off (``<name>.lora_A_local.weight`` → ``<name>.lora_A.weight``).
+
+    Args:
+        state: the local pairs (:func:`cardiolora.lora.lora_local_state_dict`).
+        scaling: ``alpha_l / r_l`` for every module, or ``{module: alpha_l / r_l}``.
+
+    Returns:
+        ``{"<name>.weight": ΔW_local}``.
+
+    Raises:
+        ValueError: naming keys that are not local adapter keys, or as :func:`adapter_delta_from_state`.
+
+    Example:
+        >>> s = {"c.lora_A_local.weight": torch.ones(1, 2, 1, 1), "c.lora_B_local.weight": torch.ones(3, 1, 1, 1)}
+        >>> local_delta_from_state(s, 1.0)["c.weight"].shape
+        torch.Size([3, 2, 1, 1])
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        suffix = next((s for s in LOCAL_ADAPTER_SUFFIXES if isinstance(key, str) and key.endswith(s)), None)
+        if suffix is None or len(key) == len(suffix):
+            unknown.append(str(key))
+            continue
+        renamed[key[: -len(suffix)] + LOCAL_ADAPTER_SUFFIXES[suffix]] = value
+    if unknown:
+        raise ValueError(
+            f"`state` has keys that are not local adapter keys (<name>.lora_A_local.weight, "
+            f"<name>.lora_B_local.weight, <name>.lora_B_T_local.weight): {preview_names(unknown)}."
+        )
+    return adapter_delta_from_state(renamed, scaling)

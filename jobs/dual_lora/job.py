@@ -1,0 +1,157 @@
+"""Med-DualLoRA as an NVIDIA FLARE job (Perramon-Llussà et al., arXiv 2603.10967).
+
+Every adapted convolution of each site's U-Net holds two LoRA pairs: a *global* pair (the bundle's
+dual_global_rank), trained afresh every round, sent, aggregated by the server and merged into W
+(as in the Rate-My-LoRA protocol), and a *local* pair (dual_local_rank) that never leaves the site:
+it is saved in the site's output folder after every round and reloaded for the next, and the
+site's model is W_t + local. Both pairs train together in every round. The server aggregates the
+global adapters by dataset size (`--aggregation size`, the default: Eq. 2 with λ = 0) or with the
+Rate-My-LoRA rating (`--aggregation rated`: Eq. 1 with λ_0 = 0.2 on the global adapters, then
+Eq. 2), a combination no paper has measured. The sites' result filter refuses any local key.
+See jobs/README.md, "Med-DualLoRA (`dual_lora`)".
+
+    python jobs/dual_lora/job.py --export                      # writes jobs/dual_lora/exported (size)
+    python jobs/dual_lora/job.py --export-dir /tmp/dual_rated --aggregation rated
+    python jobs/dual_lora/job.py --export-dir /tmp/dual --global-rank 8 --local-rank 4
+    python -m cardiolora.fl.run --job dual_lora --aggregation rated ...   # the simulator
+
+`build` is also what the package builds for this job (`cardiolora.fl.jobs.build_job`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
+from nvflare.job_config.api import FedJob
+from nvflare.job_config.defs import FilterType
+
+from cardiolora.fl import jobs
+from cardiolora.fl.controller import RateMyLoRAController
+from cardiolora.fl.filters import AdapterOnlyFilter
+from cardiolora.fl.persistor import BundleModelPersistor
+from cardiolora.fl.protocol import TRANSPORT_DTYPES, Task
+from cardiolora.profiles import PROFILES
+
+NAME = "dual_lora"
+
+
+def build(
+    num_rounds: int = jobs.DEFAULT_ROUNDS,
+    profile: str = jobs.DEFAULT_PROFILE,
+    local_epochs: int | None = None,
+    min_clients: int = jobs.DEFAULT_MIN_CLIENTS,
+    task_timeout: int = jobs.DEFAULT_TASK_TIMEOUT,
+    straggler_grace: int = jobs.DEFAULT_STRAGGLER_GRACE,
+    ranks: tuple[int, int] | None = None,
+    seed: int = jobs.DEFAULT_SEED,
+    transport_dtype: str = jobs.DEFAULT_TRANSPORT_DTYPE,
+    adapter: str = jobs.DEFAULT_ADAPTER,
+    aggregation: str = jobs.DEFAULT_AGGREGATION,
+    local_rank: int | None = None,
+) -> FedJob:
+    """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`.
+
+    `ranks` are the global pairs' (small site, large site; default the bundle's
+    ``dual_global_rank`` for every site), `local_rank` the local pairs' (default the bundle's
+    ``dual_local_rank``), `aggregation` ``"size"`` or ``"rated"`` (:func:`cardiolora.fl.jobs.dual_settings`).
+
+    Raises:
+        ValueError: as :func:`cardiolora.fl.jobs.check_settings`, for an unknown `aggregation`, a
+            `local_rank` < 1, or ``adapter != "lora"`` (dual adapters are LoRA pairs).
+    """
+    if adapter != "lora":
+        raise ValueError(f"`adapter` {adapter!r}: the dual_lora job's global and local adapters are LoRA pairs.")
+    local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
+    ranks, local_rank, lambda0 = jobs.dual_settings(profile, aggregation, ranks, local_rank)
+    job = FedJob(name=NAME, min_clients=min_clients)
+    job.set_app_packages(["cardiolora"])  # installed on every participant, never copied into the job
+
+    # server: W_0, the rounds on the global adapters (train -> validate -> [rate, Eq. 1] -> merge,
+    # Eq. 2), TensorBoard scalars; it never sees a local adapter
+    job.to_server(BundleModelPersistor(profile=profile), id="persistor")
+    controller = RateMyLoRAController(
+        num_rounds=num_rounds,
+        lambda0=lambda0,
+        profile=profile,
+        local_epochs=local_epochs,
+        ranks=tuple(ranks),
+        min_clients=min_clients,
+        task_timeout=task_timeout,
+        straggler_grace=straggler_grace,
+        state_name=NAME,
+        transport_dtype=transport_dtype,
+        adapter=adapter,
+        label=f"{NAME}_{aggregation}",
+    )
+    job.to_server(controller, id="controller")
+    job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
+
+    # sites: the Client API script with --local-rank: a local pair beside every global one
+    job.to_clients(
+        jobs.site_executor("rml", NAME, profile, local_epochs, seed, adapter, local_rank=local_rank), tasks=["*"]
+    )
+    job.add_file_to_clients(str(jobs.SITE_SCRIPT))
+    # only global adapters, counts and scalar metrics leave a site (a local key is refused); FLARE
+    # 2.9 keys result filters by the exact task name, so every task of the protocol is listed
+    job.to_clients(AdapterOnlyFilter(), tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
+    return job
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export the job (``--export`` / ``--export-dir``), or say what it is."""
+    p = argparse.ArgumentParser(prog=f"python jobs/{NAME}/job.py", description=jobs.DESCRIPTIONS[NAME])
+    p.add_argument("--export", action="store_true", help=f"write the job folder jobs/{NAME}/exported")
+    p.add_argument("--export-dir", type=Path, help="write the job folder here instead (implies --export)")
+    p.add_argument("--rounds", type=int, default=jobs.DEFAULT_ROUNDS, help="federated rounds")
+    p.add_argument("--profile", choices=list(PROFILES), default=jobs.DEFAULT_PROFILE, help="run profile of the bundle")
+    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: the profile's)")
+    p.add_argument("--min-clients", type=int, default=jobs.DEFAULT_MIN_CLIENTS, help="fewer sites stop the job")
+    p.add_argument("--task-timeout", type=int, default=jobs.DEFAULT_TASK_TIMEOUT, help="seconds a task may take")
+    p.add_argument(
+        "--straggler-grace",
+        type=int,
+        default=jobs.DEFAULT_STRAGGLER_GRACE,
+        help="seconds to wait for the other sites once min_clients answered",
+    )
+    p.add_argument("--seed", type=int, default=jobs.DEFAULT_SEED, help="job seed of the sites' local training")
+    p.add_argument(
+        "--transport-dtype",
+        choices=sorted(TRANSPORT_DTYPES),
+        default=jobs.DEFAULT_TRANSPORT_DTYPE,
+        help="dtype the global adapters travel in, both ways (float16: half the bytes of float32)",
+    )
+    p.add_argument(
+        "--aggregation",
+        choices=list(jobs.DUAL_AGGREGATIONS),
+        default=jobs.DEFAULT_AGGREGATION,
+        help="size: global adapters averaged by dataset size; rated: Rate-My-LoRA rating (Eq. 1) first",
+    )
+    p.add_argument("--global-rank", type=int, help="rank of the global pairs (default: the bundle's dual_global_rank)")
+    p.add_argument("--local-rank", type=int, help="rank of the local pairs (default: the bundle's dual_local_rank)")
+    args = p.parse_args(argv)
+    job = build(
+        num_rounds=args.rounds,
+        profile=args.profile,
+        local_epochs=args.local_epochs,
+        min_clients=args.min_clients,
+        task_timeout=args.task_timeout,
+        straggler_grace=args.straggler_grace,
+        ranks=None if args.global_rank is None else (args.global_rank, args.global_rank),
+        seed=args.seed,
+        transport_dtype=args.transport_dtype,
+        aggregation=args.aggregation,
+        local_rank=args.local_rank,
+    )
+    if args.export or args.export_dir:
+        dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")
+        print(f"exported {NAME} to {dest}; submit it with `submit_job {dest}` from the admin console")
+    else:
+        print(jobs.usage(NAME))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
