@@ -48,6 +48,7 @@ def build(
     seed: int = jobs.DEFAULT_SEED,
     transport_dtype: str = jobs.DEFAULT_TRANSPORT_DTYPE,
     adapter: str = jobs.DEFAULT_ADAPTER,
+    fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
     local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
@@ -70,6 +71,7 @@ def build(
         state_name=NAME,
         transport_dtype=transport_dtype,
         adapter=adapter,
+        fresh=fresh,
     )
     job.to_server(controller, id="controller")
     job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
@@ -112,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         default=jobs.DEFAULT_ADAPTER,
         help="lora: LoRA of rank 16/32 by site size; tensor: TenVOO cores of the bundle's tensor_rank",
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from W_0 even if an unfinished run of this job left a saved state (it is archived)",
+    )
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         transport_dtype=args.transport_dtype,
         adapter=args.adapter,
+        fresh=args.fresh,
     )
     if args.export or args.export_dir:
         dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")

@@ -138,6 +138,7 @@ def build_job(
     seed: int = DEFAULT_SEED,
     transport_dtype: str = DEFAULT_TRANSPORT_DTYPE,
     adapter: str = DEFAULT_ADAPTER,
+    fresh: bool = False,
 ) -> FedJob:
     """Build the FedJob of one method: ``jobs/<name>/job.py``'s ``build`` with the settings it takes.
 
@@ -158,6 +159,8 @@ def build_job(
             ``"float32"``; ``fedavg_full`` ships full float32 weights (the name is still checked).
         adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO
             cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default).
+        fresh: the adapter jobs archive an unfinished saved state instead of resuming it
+            (``fedavg_full`` keeps no state and refuses it).
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
@@ -176,6 +179,8 @@ def build_job(
     if name == "fedavg_full":
         if adapter != DEFAULT_ADAPTER:
             raise ValueError(f"`adapter` {adapter!r}: fedavg_full trains the full network, it has no adapters.")
+        if fresh:
+            raise ValueError("`fresh`: fedavg_full keeps no resumable state, there is nothing to start afresh from.")
         return build(**settings, n_clients=n_clients)
     return build(
         **settings,
@@ -184,6 +189,7 @@ def build_job(
         ranks=None if ranks is None else tuple(ranks),
         transport_dtype=transport_dtype,
         adapter=adapter,
+        fresh=fresh,
     )
 
 

@@ -94,6 +94,9 @@ class Meta:
     SCORE = "score"  # P^c (mean case Dice on the validation split, `evaluation.mean_case_dice`)
     TRAIN_LOSS = "train_loss"
     TRANSPORT_DTYPE = "transport_dtype"  # dtype adapters travel in ("float16" / "float32")
+    ERROR = "error"  # why the site could not do the task (it is then dropped; the reason is in the summary)
+    SEED = "seed"  # the job seed the site runs with (`init` answer)
+    VERSIONS = "versions"  # {package: version} of the site (`init` answer)
 
 
 #: Dtypes adapters may travel in, by the name a job gives.

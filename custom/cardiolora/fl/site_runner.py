@@ -34,6 +34,7 @@ from cardiolora.bundle import make_workflow
 from cardiolora.data.dataset import load_datalist
 from cardiolora.evaluation import evaluate_records, mean_case_dice
 from cardiolora.fl import rml
+from cardiolora.fl.job_info import mark_latest, versions
 from cardiolora.fl.network import bundle_network, bundle_tensor_seed
 from cardiolora.fl.protocol import (
     Meta,
@@ -243,6 +244,10 @@ class SiteRunner:
             :func:`cardiolora.fl.seeds.round_seed` ``(seed, site, t)``.
         tensor_seed: the bundle's ``tensor_seed`` when the job's adapters are tensor cores (their
             deltas need ``θ0``); None for LoRA.
+        job_id: FLARE's job id. When given, `output_dir` is this job's own folder
+            (:func:`cardiolora.fl.job_info.job_output_dir`) and ``finalize`` points the ``latest``
+            link next to it at it (:func:`cardiolora.fl.job_info.mark_latest`); it is recorded in
+            ``site_summary.json``.
 
     Raises:
         ValueError: if `seed` is not a non-negative int.
@@ -257,8 +262,10 @@ class SiteRunner:
         profile: str,
         seed: int = DEFAULT_SEED,
         tensor_seed: int | None = None,
+        job_id: str | None = None,
     ) -> None:
         self.seed = check_seed(seed)
+        self.job_id = job_id
         self.tensor_seed = tensor_seed
         self.site = site
         self.backend = backend
@@ -269,7 +276,7 @@ class SiteRunner:
         self.rank: int | None = None
         self.received: dict[str, dict[str, torch.Tensor]] = {}
         self.received_round: int | None = None
-        self.summary: dict[str, Any] = {"site": site, "seed": self.seed, "rounds": []}
+        self.summary: dict[str, Any] = {"site": site, "job_id": job_id, "seed": self.seed, "rounds": []}
 
     # ------------------------------------------------------------------ helpers
     def _seed(self, round_index: int) -> int:
@@ -367,13 +374,18 @@ class SiteRunner:
         return handler(params, meta)
 
     def on_init(self, params: dict, meta: dict) -> Reply:
-        """Load the server's ``W`` (``W_0``, or ``W_t`` when the server resumes) and score it: ``P_0^c``."""
+        """Load the server's ``W`` (``W_0``, or ``W_t`` when the server resumes) and score it: ``P_0^c``.
+
+        The answer also names the site's job seed and versions (:func:`cardiolora.fl.job_info.versions`)
+        for the server's job summary.
+        """
         self.weights = to_torch(params)
         self.received = {}
         score = self.backend.score(self.weights, "val")
         n = self.backend.n_cases()
         self.summary["init"] = {"round": meta.get(Meta.ROUND), "score": score, "n_cases": n}
-        return Reply(meta={Meta.N_CASES: n, Meta.CHECKSUM: self.checksum()}, metrics={Meta.SCORE: score})
+        reply_meta = {Meta.N_CASES: n, Meta.CHECKSUM: self.checksum(), Meta.SEED: self.seed, Meta.VERSIONS: versions()}
+        return Reply(meta=reply_meta, metrics={Meta.SCORE: score})
 
     def on_train(self, params: dict, meta: dict) -> Reply:
         """Apply the previous round's merge, then train a fresh adapter of this site's rank on ``W_{t-1}``."""
@@ -452,6 +464,8 @@ class SiteRunner:
             "personalised_model": str(personal_path),
         }
         self._write_summary()
+        if self.job_id is not None:  # this job's models are now the newest ones
+            mark_latest(self.output_dir)
         return Reply(
             params=adapter,
             meta={Meta.CHECKSUM: self.checksum(), Meta.STATUS: status, Meta.RANK: rank},
