@@ -103,6 +103,7 @@ def test_provisioned_deployment_runs_a_job(tiny_sites, tmp_path):
     # `cat server <job id>/job_summary.json` worked while the job ran
     running = outcome["summary_while_running"]
     assert running["job_id"] == outcome["job_id"] and running["status"] == "running"
+    assert outcome["progress_lines"]  # and `grep server progress <job id>/log.txt` found the round lines
     # clean stop: nothing had to be killed, nothing left running; the checkout is untouched
     assert outcome["leftovers"] == [] and outcome["killed"] == []
     assert not demo._interpreters(outcome["kits"]["root"])

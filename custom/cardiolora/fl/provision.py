@@ -326,8 +326,10 @@ def run_job(session, job_folder: str | os.PathLike, download_to: str | os.PathLi
 
     Returns:
         ``{"job_id", "status", "result" (the downloaded folder or None), "stats" (the distinct
-        ``cardiolora`` stats seen while the job ran), "summary_while_running" (the last
-        ``job_summary.json`` read with ``cat server <job id>/job_summary.json``, or None), "seconds"}``.
+        ``cardiolora`` stats seen while the job ran), "summary_while_running" (the first
+        ``job_summary.json`` read with ``cat server <job id>/job_summary.json``, or None),
+        "progress_lines" (the controller's ``progress {...}`` lines found by ``grep server progress <job
+        id>/log.txt``), "seconds"}``.
 
     Raises:
         TimeoutError: if the job does not end in time (it is aborted first).
@@ -336,27 +338,34 @@ def run_job(session, job_folder: str | os.PathLike, download_to: str | os.PathLi
     job_id = session.submit_job(str(job_folder))
     seen: list[dict] = []
     summary_seen = None
+    progress_lines: list[str] = []
     status = ""
     while time.monotonic() - start < timeout:
         status = session.get_job_meta(job_id).get("status", "")
         if status.startswith("FINISHED"):
             break
         if status == "RUNNING":
-            try:  # the admin console's `cat server <job id>/job_summary.json`
-                text = session.cat_target("server", file=f"{job_id}/{SUMMARY_FILE}")
-                summary_seen = json.loads(text) if text.lstrip().startswith("{") else summary_seen
-            except Exception:  # not written yet (before `init` ends), or the job is ending
-                pass
+            if summary_seen is None:  # the admin console's `cat server <job id>/job_summary.json`
+                try:
+                    text = session.cat_target("server", file=f"{job_id}/{SUMMARY_FILE}")
+                    summary_seen = json.loads(text) if text.lstrip().startswith("{") else None
+                except Exception:  # not written yet (before `init` ends), or the job is ending
+                    pass
             # show_stats only once the controller runs: FLARE 2.9's job process answers it with an
             # error (logged in the server's job log) while its engine is still starting
             stats = None
             if summary_seen is not None:
                 try:
-                    stats = session.show_stats(job_id, "server").get("cardiolora")
+                    stats = session.show_stats(job_id, "server").get("server", {}).get("cardiolora")
                 except Exception:  # the job process is ending
                     stats = None
             if stats and (not seen or stats != seen[-1]):
                 seen.append(stats)
+                try:  # the admin console's `grep server progress <job id>/log.txt`
+                    found = session.grep_target("server", pattern="progress", file=f"{job_id}/log.txt")
+                    progress_lines = [line for line in found.splitlines() if "progress {" in line]
+                except Exception:
+                    pass
         time.sleep(2)
     else:
         session.abort_job(job_id)
@@ -369,6 +378,7 @@ def run_job(session, job_folder: str | os.PathLike, download_to: str | os.PathLi
         "result": result,
         "stats": seen,
         "summary_while_running": summary_seen,
+        "progress_lines": progress_lines,
         "seconds": round(time.monotonic() - start, 1),
     }
 
