@@ -247,7 +247,11 @@ class RateMyLoRAController(SiteExchangeController):
         if event_type == InfoCollector.EVENT_TYPE_GET_STATS:
             collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
             if isinstance(collector, GroupInfoCollector):
-                collector.add_info(group_name="cardiolora", info=self.progress())
+                try:  # FLARE asks from another thread while the rounds change the records
+                    info = self.progress()
+                except RuntimeError as err:  # a record changed while it was read: the next call gets it
+                    info = {"job_id": self.current_job_id(), "round": self.round, "busy": str(err)}
+                collector.add_info(group_name="cardiolora", info=info)
 
     # ------------------------------------------------------------------ the workflow
     def run(self) -> None:
