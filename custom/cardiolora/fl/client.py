@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", required=True, help="run profile of the bundle (quick, paper)")
     p.add_argument("--local-epochs", type=int, required=True, help="local epochs per round")
-    p.add_argument("--job-name", required=True, help="folder of this job in the site's output_dir (<output_dir>/<job name>/<job id>)")
+    p.add_argument(
+        "--job-name",
+        required=True,
+        help="folder of this job in the site's output_dir (<output_dir>/<job name>/<job id>)",
+    )
     p.add_argument(
         "--seed",
         type=_seed_arg,
