@@ -219,3 +219,10 @@ def test_fresh_option_reaches_the_exported_controller(name, tmp_path):
         (REPO / "jobs" / name / "exported" / "app" / "config" / "config_fed_server.json").read_text()
     )
     assert "fresh" not in committed["workflows"][0]["args"]  # default: resume an unfinished run
+
+
+def test_job_info_doctests():
+    import doctest
+
+    result = doctest.testmod(job_info, verbose=False)
+    assert result.failed == 0 and result.attempted >= 2
