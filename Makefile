@@ -11,7 +11,7 @@ WORKDIR ?= runs/demo
 # warns about the unreachable index and goes on).
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test lint bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
+.PHONY: demo test lint provision-demo bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
 
 venv: $(STAMP)
 
@@ -29,8 +29,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# A provisioned FLARE deployment on this machine (mTLS on loopback, free ports): startup kits in
+# runs/provision/provision/, the participants on a wheel of this checkout, the quick-profile
+# rate_my_lora job submitted through the admin API; prints per-site Dice and bytes (jobs/README.md).
+# PRETRAINED=runs/demo/pretrain/model.pt for a pretrained base model; ROUNDS=3 for more rounds.
+PRETRAINED ?=
+ROUNDS ?= 1
+provision-demo: $(STAMP)
+	$(PY) deploy/provision_demo.py --workdir runs/provision --rounds $(ROUNDS) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check custom tests benchmarks jobs inference
+	$(VENV)/bin/ruff check custom tests benchmarks jobs inference deploy
 
 bench-bundle: $(STAMP)
 	$(PY) benchmarks/bundle_bench.py $(if $(wildcard runs/demo/pretrain/model.pt),--weights runs/demo/pretrain/model.pt --sites runs/demo/phantoms/sites) $(if $(wildcard runs/acdc-pretrain/model.pt),--acdc-weights runs/acdc-pretrain/model.pt --acdc-data runs/acdc-pretrain/data)

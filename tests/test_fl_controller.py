@@ -126,8 +126,9 @@ class Harness(RateMyLoRAController):
         self._dropped: set[str] = set()
         self.plot = plot
 
-    def _write_outputs(self, final=False):
-        super()._write_outputs(final=final and self.plot)  # the PNG costs ~1 s: drawn in one test only
+    def _write_outputs(self, final=False, status="running"):
+        # the PNG costs ~1 s: drawn in one test only
+        super()._write_outputs(final=final and self.plot, status=status)
 
     def server_root(self):
         return self.root

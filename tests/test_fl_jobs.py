@@ -47,8 +47,13 @@ from cardiolora.fl.site_config import SITE_CONFIG_ENV, SiteConfig, load_site_con
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: What FLARE's submit_job writes into a submitted job folder (ignored by git: .gitignore).
+SIGNATURE_FILES = (".__nvfl_sig.json", ".__nvfl_submitter.crt")
+
+
 def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """The files of a job folder, without the signature files a submission leaves there."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in SIGNATURE_FILES)
 
 
 def _same_tree(a: Path, b: Path) -> list[str]:
@@ -242,6 +247,7 @@ class _FakeFlare:
 
         monkeypatch.setattr(flare, "init", lambda *a, **k: None)
         monkeypatch.setattr(flare, "get_site_name", lambda: self.site)
+        monkeypatch.setattr(flare, "get_job_id", lambda: "job-1")
         monkeypatch.setattr(flare, "is_running", lambda: bool(self.tasks))
         monkeypatch.setattr(flare, "get_task_name", lambda: self.task)
         monkeypatch.setattr(flare, "send", self.sent.append)
@@ -283,8 +289,8 @@ def test_job_seed_reaches_the_site_training(name, tmp_path, monkeypatch):
     assert backend.train_seeds != [round_seed(0, site, 2)]
     assert len(flare.sent) == len(tasks)
     if name == "fedavg_full":
-        summary = json.loads((tmp_path / "cfg" / "out" / name / "site_summary.json").read_text())
-        assert summary["seed"] == 5
+        summary = json.loads((tmp_path / "cfg" / "out" / name / "job-1" / "site_summary.json").read_text())
+        assert summary["seed"] == 5 and summary["job_id"] == "job-1"
 
 
 def test_bundle_backend_passes_the_job_seed_to_the_bundle(tmp_path, monkeypatch):

@@ -76,18 +76,48 @@ def _check_audit(path: Path) -> None:
 
 
 def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
+    """Three sites, plus a fourth whose data folder is missing: it fails at start and says why."""
     root, base = fl_sites
-    summary = run_simulation("rate_my_lora", root, base, tmp_path, rounds=1, timeout=900)
+    sites_root = tmp_path / "sites_root"
+    for site in SITES:
+        (sites_root / site).mkdir(parents=True)
+        shutil.copy2(root / site / "datalist.json", sites_root / site / "datalist.json")
+    shutil.copytree(root / "site-1", sites_root / "site-4")
+    missing = {"site-4": {"dataset_dir": str(tmp_path / "no_such_data")}}  # the site admin's mistake
+    summary = run_simulation(
+        "rate_my_lora",
+        sites_root,
+        base,
+        tmp_path,
+        rounds=1,
+        timeout=900,
+        sites=[*SITES, "site-4"],
+        extra_site_config=missing,
+    )
     res = {k: Path(v) for k, v in summary["results"].items()}
     h = json.loads(res["rml_history.json"].read_text())
     rounds = {(r["round"], r.get("task")): r for r in h["rounds"]}
     init, r1 = rounds[(0, "init")], rounds[(1, None)]
     assert h["ranks"] == {"site-1": 32, "site-2": 16, "site-3": 32}  # site-2 holds half the cases
-    assert set(init["sites"]) == set(SITES) and all(s["score"] is not None for s in init["sites"].values())
+    assert set(init["sites"]) == {*SITES, "site-4"} and all(init["sites"][s]["score"] is not None for s in SITES)
+    # the failed site: its reason is in the server's log and in the job summary; the job went on
+    job = json.loads(res["job_summary.json"].read_text())
+    failed = job["failed_sites"]["site-4"]
+    assert failed["task"] == Task.INIT and "no_such_data" in failed["reason"] and "dataset_dir" in failed["reason"]
+    logs = [tmp_path / "simulator.log", *(tmp_path / "simulate" / "server").rglob("log.txt")]
+    server_log = "".join(p.read_text(errors="replace") for p in logs)
+    assert "site-4 failed at `init`" in server_log and "no_such_data" in server_log
+    assert job["status"] == "finished" and job["job_id"] == "simulate_job" and job["seed"] == 0
+    assert job["versions"]["sites"]["site-1"]["cardiolora"] == job["versions"]["server"]["cardiolora"]
+    assert job["bytes"]["site-1"]["up"] == sum(r["sites"]["site-1"]["bytes_up"] for r in h["rounds"])
+    for site in SITES:  # each site's job folder is what `latest` points at
+        folder = Path(summary["sites"][site])
+        assert (folder.parent / "latest").resolve() == folder.resolve() and folder.name == "simulate_job"
     # round 1: P_t^c, w_t(c), λ, bytes
     assert r1["lambda"] == pytest.approx(0.2)
-    prev = {s: v["score"] for s, v in init["sites"].items()}
+    prev = {s: init["sites"][s]["score"] for s in SITES}
     cur = {s: v["score"] for s, v in r1["sites"].items()}
+    assert set(r1["sites"]) == set(SITES)
     assert {s: v["rating"] for s, v in r1["sites"].items()} == pytest.approx(rml.rate_sites(prev, cur, 0.2))
     up = {s: v["bytes_up"] for s, v in r1["sites"].items()}
     assert up["site-1"] == up["site-3"] == 2 * up["site-2"] > 0  # adapter size ∝ rank
@@ -111,7 +141,9 @@ def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
     from lib.paired import in_client_models, per_case_scores
 
     models = in_client_models("rate_my_lora", tmp_path, SITES)
-    assert models == {s: Path(summary["sites"][s]) / "personalised_model.pt" for s in SITES}
+    assert {s: p.resolve() for s, p in models.items()} == {
+        s: (Path(summary["sites"][s]) / "personalised_model.pt").resolve() for s in SITES
+    }
     rows = per_case_scores({"site-1": models["site-1"]}, root, "quick")["site-1"]
     assert len(rows) == 1
     job_dice = table["mean_over_structures"]["dice"]["site-1"]["site-1"]
@@ -212,7 +244,7 @@ def test_rate_my_lora_in_poc(fl_sites, tmp_path):
         assert all(is_adapter_key(k) for keys in h["received_keys"].values() for k in keys)
         assert set(json.loads((result / "cross_site_eval.json").read_text())["in_client"]) == set(SITES)
         for site in SITES:
-            _check_site_models(tmp_path / "out" / site / "rate_my_lora", final["checksum"])
+            _check_site_models(tmp_path / "out" / site / "rate_my_lora" / job_id, final["checksum"])
             audits = list((prod / site).glob(f"{job_id}/outgoing_audit.jsonl"))
             assert audits, f"no audit file for {site}"
             _check_audit(audits[0])

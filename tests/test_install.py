@@ -343,7 +343,7 @@ def test_installed_runs_a_poc_job(installed, tiny_sites, tmp_path):
         assert (result / name).is_file(), result / name
     assert list((result / "tb_events").rglob("events.out.tfevents*"))
     for site in sites:
-        out = tmp_path / "out" / site / "rate_my_lora"
+        out = tmp_path / "out" / site / "rate_my_lora" / outcome["job_id"]
         for name in ("global_model.pt", "personalised_model.pt", "site_summary.json"):
             assert (out / name).is_file(), out / name
     assert _checkout_state() == before, "the POC run wrote into the source checkout"

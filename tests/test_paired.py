@@ -78,7 +78,7 @@ def test_rating_events_only_training_rounds_below_one():
 
 def test_in_client_models_names_missing_file(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match=r"sites/site-1/rate_my_lora/personalised_model.pt: the rate_my_lora model"
+        FileNotFoundError, match=r"sites/site-1/rate_my_lora/latest/personalised_model.pt: the rate_my_lora model"
     ):
         paired.in_client_models("rate_my_lora", tmp_path, ["site-1"])
     with pytest.raises(ValueError, match="`method` 'nope' unknown"):

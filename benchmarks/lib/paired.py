@@ -50,7 +50,8 @@ STRUCTURES: tuple[str, ...] = tuple(STRUCTURE_NAMES.values())
 
 
 def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str]) -> dict[str, Path]:
-    """Where each site's in-client model of one finished method run is.
+    """Where each site's in-client model of one finished method run is (the adapter methods: the
+    site's newest finished job, ``sites/<site>/<method>/latest/``).
 
     Args:
         method: ``local``, ``fedavg_full``, ``fedpetuning``, ``rate_my_lora`` or ``centralised``.
@@ -70,7 +71,7 @@ def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str
     elif method == "fedavg_full":
         paths = {s: folder / "results" / "fedavg_full" / "global_model.pt" for s in sites}
     elif method in ("fedpetuning", "rate_my_lora"):
-        paths = {s: folder / "sites" / s / method / "personalised_model.pt" for s in sites}
+        paths = {s: folder / "sites" / s / method / "latest" / "personalised_model.pt" for s in sites}  # newest job
     elif method == "centralised":
         paths = {s: folder / "model.pt" for s in sites}
     else:

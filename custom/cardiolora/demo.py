@@ -86,7 +86,7 @@ def federation_table(results: Path, base: dict[str, float]) -> dict[str, dict[st
     )
     print(f"bytes sent up by all sites over the job: {up / 1e6:.2f} MB")
     print(f"round curves: {results / 'rml_curves.png'}; tables: {results / 'cross_site_eval.json'}")
-    print(f"site models: {results.parents[1] / 'sites'}/<site>/rate_my_lora/personalised_model.pt")
+    print(f"site models: {results.parents[1] / 'sites'}/<site>/rate_my_lora/latest/personalised_model.pt")
     return after
 
 
@@ -261,7 +261,9 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
     _stage(f"4/5 Rate-My-LoRA in the FLARE simulator ({len(FL_SITES)} sites, {rounds} rounds)")
     fl_dir = workdir / "fl"
     results = fl_dir / "results" / "rate_my_lora"
-    if (results / "cross_site_eval.json").is_file():
+    # each site's newest finished job (<site>/<job>/latest, cardiolora.fl.job_info.mark_latest)
+    site_model = fl_dir / "sites" / DEMO_SITE / "rate_my_lora" / "latest" / "personalised_model.pt"
+    if (results / "cross_site_eval.json").is_file() and site_model.is_file():
         print(f"reusing {results}")
     else:
         out = run_simulation(
@@ -278,7 +280,6 @@ def run_demo(workdir: Path, profile: str = "quick", progress: bool = True, round
     after = federation_table(results, base)
 
     _stage(f"5/5 site inference: a new {DEMO_SITE} DICOM cine study with {DEMO_SITE}'s personalised model")
-    site_model = fl_dir / "sites" / DEMO_SITE / "rate_my_lora" / "personalised_model.pt"
     inference = site_inference(workdir, site_model, profile, DEMO_SITE, progress=progress)
     print_site_inference(inference)
 

@@ -51,6 +51,7 @@ def build(
     adapter: str = jobs.DEFAULT_ADAPTER,
     aggregation: str = jobs.DEFAULT_AGGREGATION,
     local_rank: int | None = None,
+    fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`.
 
@@ -85,6 +86,7 @@ def build(
         transport_dtype=transport_dtype,
         adapter=adapter,
         label=f"{NAME}_{aggregation}",
+        fresh=fresh,
     )
     job.to_server(controller, id="controller")
     job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
@@ -131,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--global-rank", type=int, help="rank of the global pairs (default: the bundle's dual_global_rank)")
     p.add_argument("--local-rank", type=int, help="rank of the local pairs (default: the bundle's dual_local_rank)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from W_0 even if an unfinished run of this job left a saved state (it is archived)",
+    )
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         transport_dtype=args.transport_dtype,
         aggregation=args.aggregation,
         local_rank=args.local_rank,
+        fresh=args.fresh,
     )
     if args.export or args.export_dir:
         dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")

@@ -50,6 +50,7 @@ def build(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = jobs.DEFAULT_DELTA,
+    fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
     dp = jobs.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
@@ -74,6 +75,7 @@ def build(
         transport_dtype=transport_dtype,
         adapter=adapter,
         **dp,
+        fresh=fresh,
     )
     job.to_server(controller, id="controller")
     job.to_server(TBAnalyticsReceiver(tb_folder="tb_events"), id="tb_receiver")
@@ -119,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         help="lora: LoRA of rank 16/32 by site size; tensor: TenVOO cores of the bundle's tensor_rank",
     )
     jobs.add_dp_arguments(p)
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from W_0 even if an unfinished run of this job left a saved state (it is archived)",
+    )
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         dp_clip=args.dp_clip,
         dp_noise_multiplier=args.dp_noise_multiplier,
         dp_delta=args.dp_delta,
+        fresh=args.fresh,
     )
     if args.export or args.export_dir:
         dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")

@@ -23,7 +23,11 @@
 * :mod:`cardiolora.fl.aggregators` — FedAvg weighted by dataset size (the full-weight baseline);
 * :mod:`cardiolora.fl.history` — strict JSON and the curves of the round records;
 * :mod:`cardiolora.fl.jobs` — the FedJob builders behind ``jobs/<name>/job.py``;
-* :mod:`cardiolora.fl.run` — run a job in the FLARE simulator on phantom (or any) sites.
+* :mod:`cardiolora.fl.run` — run a job in the FLARE simulator on phantom (or any) sites;
+* :mod:`cardiolora.fl.job_info` — what the admin reads: the job summary, ``show_stats`` progress,
+  versions, the sites' per-job folders with their ``latest`` pointer;
+* :mod:`cardiolora.fl.provision` — a provisioned deployment: ``project.yml``, ``nvflare provision``,
+  the participants started from their kits, the admin's session.
 """
 
 from __future__ import annotations

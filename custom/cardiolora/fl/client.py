@@ -33,7 +33,8 @@ import nvflare.client as flare
 import torch
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
-from cardiolora.fl.protocol import ADAPTER_TYPES, Task
+from cardiolora.fl.job_info import error_reason, job_output_dir
+from cardiolora.fl.protocol import ADAPTER_TYPES, Meta, Task
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.fl.site_config import load_site_config
 from cardiolora.fl.site_runner import BundleBackend, SiteRunner
@@ -81,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", required=True, help="run profile of the bundle (quick, paper)")
     p.add_argument("--local-epochs", type=int, required=True, help="local epochs per round")
-    p.add_argument("--job-name", required=True, help="sub-folder of the site's output_dir for this job")
+    p.add_argument(
+        "--job-name",
+        required=True,
+        help="folder of this job in the site's output_dir (<output_dir>/<job name>/<job id>)",
+    )
     p.add_argument(
         "--seed",
         type=_seed_arg,
@@ -103,13 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_tasks(reason: str) -> None:
+    """Answer every task of the job with `reason` (``Meta.ERROR``): the server logs it, drops the site
+    and writes the reason into the job summary, instead of waiting for a site that never answers."""
+    while flare.is_running():
+        received = flare.receive()
+        if received is None:
+            break
+        flare.send(FLModel(metrics={}, meta={Meta.ERROR: reason}))
+
+
 def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner] = SiteRunner) -> None:
     """Run the site until the server ends the job.
+
+    The site's outputs go to ``<output_dir>/<job name>/<job id>/`` (:func:`cardiolora.fl.job_info.job_output_dir`).
+    A site that cannot start (no or a bad site config, a missing data folder) or fails at a task of
+    the Rate-My-LoRA protocol answers the server with the reason (``Meta.ERROR``) and from then on
+    answers every task with it; the server drops it and records the reason.
 
     Args:
         argv: the script arguments (:func:`build_parser`; default ``sys.argv[1:]``).
         runner_factory: makes the site's runner, called as ``runner_factory(site, backend, output_dir,
-            local_epochs, profile, seed=seed, tensor_seed=backend.tensor_seed)`` and, with
+            local_epochs, profile, seed=seed, tensor_seed=backend.tensor_seed, job_id=job_id)`` and, with
             ``--local-rank r_l > 0``, ``local_rank=r_l`` too (default :class:`~cardiolora.fl.site_runner.SiteRunner`).
 
     Raises:
@@ -118,18 +138,35 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
     args = build_parser().parse_args(argv)
     flare.init()
     site = flare.get_site_name()
-    cfg = load_site_config(site, required=("dataset_dir", "output_dir"))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    out = cfg.output_dir / args.job_name
+    job_id = flare.get_job_id()
     dual = {"local_rank": args.local_rank} if args.local_rank else {}  # only the dual_lora job names it
-    backend = BundleBackend(cfg, args.profile, out, seed=args.seed, adapter=args.adapter, **dual)
-    runner = runner_factory(
-        site, backend, out, args.local_epochs, args.profile, seed=args.seed, tensor_seed=backend.tensor_seed, **dual
-    )
+    try:
+        cfg = load_site_config(site, required=("dataset_dir", "output_dir"))
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        out = job_output_dir(cfg.output_dir, args.job_name, job_id)
+        backend = BundleBackend(cfg, args.profile, out, seed=args.seed, adapter=args.adapter, **dual)
+        runner = runner_factory(
+            site,
+            backend,
+            out,
+            args.local_epochs,
+            args.profile,
+            seed=args.seed,
+            tensor_seed=backend.tensor_seed,
+            job_id=job_id,
+            **dual,
+        )
+    except Exception as err:
+        if args.method == "fedavg":  # FLARE's FedAvg has no error answer: the site stops as it always did
+            raise
+        reason = error_reason(f"{site}: cannot start job {job_id}", err)
+        logger.error(reason)
+        _refuse_tasks(reason)
+        return
     logger.info(
-        f"{site}: config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, seed {args.seed}, "
-        f"adapter {args.adapter}" + (f", local rank {args.local_rank}" if args.local_rank else "")
+        f"{site}: job {job_id}, config {cfg.path}, data {cfg.dataset_dir}, output {out}, method {args.method}, "
+        f"seed {args.seed}, adapter {args.adapter}" + (f", local rank {args.local_rank}" if args.local_rank else "")
     )
     while flare.is_running():
         received = flare.receive()
@@ -143,7 +180,15 @@ def main(argv: list[str] | None = None, runner_factory: Callable[..., SiteRunner
             meta.setdefault("current_round", received.current_round)
             reply = runner.on_fedavg_train(dict(received.params or {}), meta)
         else:
-            reply = runner.handle(task, received.params, received.meta)
+            try:
+                reply = runner.handle(task, received.params, received.meta)
+            except Exception as err:
+                round_index = (received.meta or {}).get(Meta.ROUND)
+                reason = error_reason(f"{site}: `{task}` of round {round_index} failed", err)
+                logger.exception(reason)
+                flare.send(FLModel(metrics={}, meta={Meta.ERROR: reason}))
+                _refuse_tasks(reason)
+                return
         logger.info(f"{site}: `{task}` done: meta {reply.meta}, metrics {sorted(reply.metrics or {})}")
         # the task's round travels back as the result's `current_round` header (the DP filter's round)
         current = received.current_round

@@ -30,18 +30,30 @@ model after one more local epoch, and returns its personal adapter) and ``cross_
 site scores ``W_T`` and every personalised model — shipped as adapters relative to ``W_T`` — on its
 test split: Dice, VOE, HD, HD95, ASSD), saved as ``cross_site_eval.json`` in the run folder.
 
-A job that stops (too few sites left, a server crash) keeps the state of its last completed round
-on disk; submitting the job again resumes from it.
+A job that stops (too few sites left, a server crash, ``abort_job``) keeps the state of its last
+completed round on disk; submitting the job again resumes from it (the log and the job summary name
+the job id it continues), unless the job says ``fresh: true`` (``job.py --fresh``): then the saved
+state is archived and the run starts from ``W_0``.
+
+What the admin sees: ``job_summary.json`` in the run folder (job id, seed, versions, bytes per site,
+last Dice per site, the failed sites and their reasons; :func:`cardiolora.fl.job_info.job_summary`),
+rewritten after every round; ``show_stats <job id> server`` in the admin console returns the round in
+progress under ``cardiolora`` (:func:`cardiolora.fl.job_info.progress`), and the server's log has
+one ``progress {...}`` JSON line per round.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
+from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.fl_model import FLModel
+from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
-from cardiolora.fl import privacy, rml, state
+from cardiolora.atomic import write_json
+from cardiolora.fl import job_info, privacy, rml, state
 from cardiolora.fl.cross_eval import write_cross_site_table
 from cardiolora.fl.exchange import SiteExchangeController
 from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, Meta, Task, to_numpy, to_torch
@@ -81,6 +93,7 @@ class RateMyLoRAController(SiteExchangeController):
             (default) names it by ``λ_0`` (``rate_my_lora`` / ``fedpetuning``). The ``dual_lora``
             job sets ``dual_lora_size`` / ``dual_lora_rated``: the same controller aggregates the
             sites' global adapters (their local ones never reach it).
+        fresh: archive a saved unfinished state instead of resuming it (:func:`cardiolora.fl.state.archive_state`).
 
         ``min_clients``, ``max_delta_ratio``, ``task_timeout``, ``straggler_grace``, ``state_name``,
         ``persistor_id``, ``transport_dtype``, ``adapter`` and the ``dp_*`` settings go to
@@ -130,6 +143,7 @@ class RateMyLoRAController(SiteExchangeController):
         dp_noise_multiplier: float | None = None,
         dp_delta: float = privacy.DEFAULT_DELTA,
         label: str = "",
+        fresh: bool = False,
     ) -> None:
         super().__init__(
             num_rounds=num_rounds,
@@ -165,6 +179,11 @@ class RateMyLoRAController(SiteExchangeController):
         if not isinstance(label, str):
             raise ValueError(f"`label` must be a string, got {label!r}.")
         self.label = label
+        if not isinstance(fresh, bool):
+            raise ValueError(f"`fresh` must be true or false, got {fresh!r}.")
+        self.fresh = fresh
+        self.site_info: dict[str, dict] = {}  # {site: {"seed", "versions"}} from `init`
+        self.resumed_from: dict | None = None
         # run state (with the exchange's: weights, checksum, round, site ranks, active sites, ledger)
         self.sizes: dict[str, int] = {}
         self.scores: dict[str, float] = {}
@@ -196,10 +215,11 @@ class RateMyLoRAController(SiteExchangeController):
             self.site_ranks,
             self.scores,
             self.ledger.rounds,
+            job_id=self.current_job_id(),
         )
 
-    def _write_outputs(self, final: bool = False) -> None:
-        """``rml_history.json`` and ``rml_curves.png`` (:meth:`cardiolora.fl.ledger.RunLedger.write`)."""
+    def _header(self) -> dict:
+        """The run's description at the top of ``rml_history.json`` and ``job_summary.json``."""
         header = {
             "method": self.method,
             "adapter": self.adapter,
@@ -211,16 +231,58 @@ class RateMyLoRAController(SiteExchangeController):
         }
         if self.dp is not None:
             header["dp"] = self.dp_summary()
+        return header
+
+    def _write_outputs(self, final: bool = False, status: str = "running") -> None:
+        """``rml_history.json``, ``rml_curves.png`` (:meth:`cardiolora.fl.ledger.RunLedger.write`) and
+        ``job_summary.json`` (:func:`cardiolora.fl.job_info.job_summary`) with `status`."""
+        header = self._header()
         self.ledger.write(self.output_dir(), header, f"{self.method} ({self.profile})", final=final, warn=self.warning)
+        summary = job_info.job_summary(
+            self.current_job_id(),
+            self.state_name,
+            status,
+            header,
+            self.ledger.rounds,
+            self.site_info,
+            self.failures,
+            self.resumed_from,
+            self._saved_round,
+        )
+        write_json(summary, self.output_dir() / job_info.SUMMARY_FILE)
+
+    def progress(self) -> dict:
+        """The round in progress (:func:`cardiolora.fl.job_info.progress`): what ``show_stats`` returns."""
+        return job_info.progress(
+            self.current_job_id(),
+            self.method,
+            self.round,
+            self.num_rounds,
+            self.ledger.rounds,
+            self.active,
+            self.failures,
+        )
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        """Add :meth:`progress` under ``cardiolora`` to FLARE's stats (the admin's ``show_stats``)."""
+        super().handle_event(event_type, fl_ctx)
+        if event_type == InfoCollector.EVENT_TYPE_GET_STATS:
+            collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
+            if isinstance(collector, GroupInfoCollector):
+                try:  # FLARE asks from another thread while the rounds change the records
+                    info = self.progress()
+                except RuntimeError as err:  # a record changed while it was read: the next call gets it
+                    info = {"job_id": self.current_job_id(), "round": self.round, "busy": str(err)}
+                collector.add_info(group_name="cardiolora", info=info)
 
     # ------------------------------------------------------------------ the workflow
     def run(self) -> None:
         try:
             self._run()
-        except BaseException:
-            if self.ledger.rounds:  # what was done so far stays readable (JSON + curves)
+        except BaseException as err:
+            if self.ledger.rounds:  # what was done so far stays readable (JSON + curves + summary)
                 try:
-                    self._write_outputs(final=True)
+                    self._write_outputs(final=True, status=f"failed: {type(err).__name__}: {err}")
                 except Exception as err:
                     self.warning(f"could not write the outputs after the failure: {err}")
             raise
@@ -230,6 +292,8 @@ class RateMyLoRAController(SiteExchangeController):
             f"{self.method}: {self.num_rounds} rounds, λ_0 = {self.lambda0}, profile {self.profile}, "
             f"adapter {self.adapter}"
         )
+        if self.fresh:
+            state.archive_state(self.state_dir(), f"replaced-by-{self.current_job_id()}", log=self.info)
         saved = state.load_state(self.state_dir(), self._config(), log=self.info)
         if saved is None:
             model = self.load_model()
@@ -241,8 +305,11 @@ class RateMyLoRAController(SiteExchangeController):
             self.weights, self.round = saved["weights"], int(saved["round"])
             self.sizes, self.site_ranks, self.scores = dict(saved["sizes"]), dict(saved["ranks"]), dict(saved["scores"])
             self.ledger.rounds = list(saved["history"])
-            self.info(
-                f"resuming after round {self.round} from {self.state_dir()} (W checksum {saved['checksum'][:12]})"
+            self.resumed_from = {"job_id": saved.get("job_id"), "round": self.round}
+            self.warning(
+                f"resuming after round {self.round} of job {saved.get('job_id')} from {self.state_dir()} "
+                f"(W checksum {saved['checksum'][:12]}); submit the job with fresh: true (job.py --fresh) to "
+                "start from W_0 instead"
             )
         self.checksum = rml.state_checksum(self.weights)
         self._saved_round = self.round
@@ -256,7 +323,7 @@ class RateMyLoRAController(SiteExchangeController):
         if self.cross_eval and personal:
             self._cross_eval(personal)
         self.save_state("done")
-        self._write_outputs(final=True)
+        self._write_outputs(final=True, status="finished")
         self.info(f"{self.method} finished; outputs in {self.output_dir()}")
 
     def _init(self, resumed: bool) -> None:
@@ -266,6 +333,9 @@ class RateMyLoRAController(SiteExchangeController):
         results = self._send(Task.INIT, self._model(to_numpy(self.weights)), list(self.active))
         mismatched = self._verify(results, Task.INIT)
         self._resync(mismatched)
+        for site, r in results.items():
+            meta = r.meta or {}
+            self.site_info[site] = {"seed": meta.get(Meta.SEED), "versions": meta.get(Meta.VERSIONS)}
         sizes = self._dataset_sizes(results)
         for site, n in sizes.items():
             score = None if site in mismatched else self._finite_metric(results[site], Meta.SCORE)
@@ -282,6 +352,7 @@ class RateMyLoRAController(SiteExchangeController):
         self.ledger.close()
         self._write_outputs()
         self._track_round()
+        self.info("progress " + json.dumps(self.progress(), default=str))
 
     def _round(self, t: int) -> None:
         """Train → validate the equal-rating candidate → Eq. 1 and Eq. 2 → save."""
@@ -339,6 +410,7 @@ class RateMyLoRAController(SiteExchangeController):
             self.save_model(FLModel(params=to_numpy(self.weights), meta={"round": t}))
         self._write_outputs()
         self._track_round()
+        self.info("progress " + json.dumps(self.progress(), default=str))
 
     def _finalize(self) -> dict[str, dict[str, torch.Tensor]]:
         """Merge round T at the sites, personalise, collect the personal adapters."""

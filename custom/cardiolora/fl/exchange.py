@@ -14,6 +14,10 @@ not answer (or answers with an error) is dropped for the rest of the job (logged
 ``min_clients`` sites remain, the job stops — the state of the last completed round is on disk,
 and submitting the job again resumes from it.
 
+A site that answers with ``Meta.ERROR`` (it could not start the job, e.g. a missing data folder,
+or a task failed there) is dropped the same way; its reason is logged as an error in the server's
+log and kept in :attr:`SiteExchangeController.failures` (the job summary lists it).
+
 Checksums: a site whose ``W`` differs from the server's is logged as an error and sent the full
 ``W`` (``sync``); if its checksum still differs, the job stops (server and sites must hold
 identical ``W_t``).
@@ -134,6 +138,8 @@ class SiteExchangeController(ModelController):
         self.site_ranks: dict[str, int] = {}
         self.active: list[str] = []
         self.ledger = RunLedger()
+        #: ``{site: {"task", "round", "reason"}}`` of the sites that answered with an error.
+        self.failures: dict[str, dict] = {}
         self.reference = AdapterReference(profile, adapter)  # expected adapter keys, shapes and scalings per rank
         self.tensor_seed = self.reference.tensor_seed  # the bundle's θ0 seed of tensor adapters (None: LoRA)
         self._saved_round = 0
@@ -142,6 +148,10 @@ class SiteExchangeController(ModelController):
     def server_root(self) -> Path:
         """The server's workspace root."""
         return Path(self.engine.get_workspace().get_root_dir())
+
+    def current_job_id(self) -> str | None:
+        """FLARE's id of the running job (None outside a FLARE run)."""
+        return self.fl_ctx.get_job_id() if self.fl_ctx is not None else None
 
     def output_dir(self) -> Path:
         """The job's run folder on the server (history, curves, cross-site tables)."""
@@ -182,9 +192,16 @@ class SiteExchangeController(ModelController):
         out: dict[str, FLModel] = {}
         for r in results or []:
             site = (r.meta or {}).get("client_name")
-            if site in targets:
-                out[site] = r
-                self.ledger.received(site, r.params)
+            if site not in targets:
+                continue
+            self.ledger.received(site, r.params)
+            reason = (r.meta or {}).get(Meta.ERROR)
+            if reason:
+                self.error(f"{site} failed at `{task}` (round {self.round}): {reason}")
+                self.failures[site] = {"task": task, "round": self.round, "reason": str(reason)}
+                self.ledger.site(site)["error"] = str(reason)
+                continue
+            out[site] = r
         missing = [s for s in targets if s not in out]
         if missing:
             self.warning(

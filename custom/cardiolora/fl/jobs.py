@@ -175,6 +175,7 @@ def build_job(
     dp_delta: float = DEFAULT_DELTA,
     aggregation: str = DEFAULT_AGGREGATION,
     local_rank: int | None = None,
+    fresh: bool = False,
 ) -> FedJob:
     """Build the FedJob of one method: ``jobs/<name>/job.py``'s ``build`` with the settings it takes.
 
@@ -194,18 +195,19 @@ def build_job(
         transport_dtype: dtype the LoRA jobs' adapters travel in, ``"float16"`` (default) or
             ``"float32"``; ``fedavg_full`` ships full float32 weights (the name is still checked).
         adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO
-            cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default).
+            cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default),
+            ``dual_lora`` only ``"lora"`` too (dual adapters are LoRA pairs).
         dp_clip: site-level DP of the adapter jobs: ``C``, the L2 bound of each site's update per
             release (:mod:`cardiolora.fl.privacy`); None (default) with `dp_noise_multiplier` None: off,
             and the job is exactly the one without DP.
         dp_noise_multiplier: ``z``: Gaussian noise of std ``z·C`` per coordinate.
         dp_delta: ``δ`` of the ``ε`` the accountant reports (default 1e-5).
-            cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default),
-            ``dual_lora`` only ``"lora"`` too (dual adapters are LoRA pairs).
         aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (:data:`DUAL_AGGREGATIONS`);
             the other jobs take only the default.
         local_rank: ``dual_lora`` only: rank of the sites' local pairs (None: the bundle's
             ``dual_local_rank``); for ``dual_lora``, `ranks` default to the bundle's ``dual_global_rank``.
+        fresh: the adapter jobs archive an unfinished saved state instead of resuming it
+            (``fedavg_full`` keeps no state and refuses it).
 
     Returns:
         The job (export it with :func:`export_job` or run ``job.simulator_run``).
@@ -240,6 +242,7 @@ def build_job(
             adapter=adapter,
             aggregation=aggregation,
             local_rank=local_rank,
+            fresh=fresh,
         )
     if aggregation != DEFAULT_AGGREGATION or local_rank is not None:
         raise ValueError(
@@ -254,6 +257,8 @@ def build_job(
             raise ValueError(f"`adapter` {adapter!r}: fedavg_full trains the full network, it has no adapters.")
         if dp:
             raise ValueError("`dp_clip` / `dp_noise_multiplier`: fedavg_full has no DP option (adapter jobs only).")
+        if fresh:
+            raise ValueError("`fresh`: fedavg_full keeps no resumable state, there is nothing to start afresh from.")
         return build(**settings, n_clients=n_clients)
     return build(
         **settings,
@@ -263,6 +268,7 @@ def build_job(
         transport_dtype=transport_dtype,
         adapter=adapter,
         **dp,  # only when DP is on: a job's build without DP options still works without it
+        fresh=fresh,
     )
 
 

@@ -98,6 +98,9 @@ class Meta:
     TRAIN_LOSS = "train_loss"
     TRANSPORT_DTYPE = "transport_dtype"  # dtype adapters travel in ("float16" / "float32")
     DP = "dp"  # {"epsilon", "delta", "steps", ...} of a privatised adapter (cardiolora.fl.privacy)
+    ERROR = "error"  # why the site could not do the task (it is then dropped; the reason is in the summary)
+    SEED = "seed"  # the job seed the site runs with (`init` answer)
+    VERSIONS = "versions"  # {package: version} of the site (`init` answer)
 
 
 #: Dtypes adapters may travel in, by the name a job gives.

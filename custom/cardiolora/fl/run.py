@@ -11,8 +11,9 @@ It writes each participant's local config (``<workdir>/site_config/<site>.json``
 simulator through ``$CARDIOLORA_SITE_CONFIG``), exports the job with the requested rounds and
 profile to ``<workdir>/job``, runs ``nvflare simulator`` with one client per site and copies the
 server's results (``rml_history.json``, ``rml_curves.png``, ``cross_site_eval.json``,
-``tb_events/``, ``global_model.pt``) to ``<workdir>/results``. Each site's models are in
-``<workdir>/sites/<site>/<job>/``. The server state (for resuming) is in ``<workdir>/server_state``.
+``tb_events/``, ``global_model.pt``, ``job_summary.json``) to ``<workdir>/results``. Each site's
+models are in ``<workdir>/sites/<site>/<job>/simulate_job/`` (the simulator's job id;
+``<job>/latest`` points at it). The server state (for resuming) is in ``<workdir>/server_state``.
 :func:`simulate_job` runs a job folder that is already exported (e.g. a committed ``jobs/<name>/exported``)
 with the site configs of :func:`write_site_configs`.
 """
@@ -28,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+from nvflare.private.fed.simulator.simulator_const import SimulatorConstants
+
+from cardiolora.fl.job_info import job_output_dir
 from cardiolora.fl.jobs import (
     DEFAULT_AGGREGATION,
     DEFAULT_DELTA,
@@ -43,7 +47,14 @@ from cardiolora.profiles import PROFILES
 
 __all__ = ["run_simulation", "simulate_job", "write_site_configs", "main"]
 
-RESULT_FILES = ("rml_history.json", "rml_curves.png", "cross_site_eval.json", "global_model.pt", "tb_events")
+RESULT_FILES = (
+    "rml_history.json",
+    "rml_curves.png",
+    "cross_site_eval.json",
+    "global_model.pt",
+    "tb_events",
+    "job_summary.json",
+)
 
 
 def write_site_configs(
@@ -249,7 +260,8 @@ def simulate_job(
         "workdir": str(workdir),
         "log": str(log),
         "results": results,
-        "sites": {s: str(workdir / "sites" / s / job) for s in sites},
+        # each site's folder of this job (the simulator's job id; <job>/latest points at the newest)
+        "sites": {s: str(job_output_dir(workdir / "sites" / s, job, SimulatorConstants.JOB_NAME)) for s in sites},
     }
     if rc != 0:
         raise RuntimeError(f"the simulator exited with {rc}; see {log} and {ws}/server/log.txt")

@@ -42,6 +42,7 @@ from cardiolora.bundle import make_workflow
 from cardiolora.data.dataset import load_datalist
 from cardiolora.evaluation import evaluate_records, mean_case_dice
 from cardiolora.fl import rml
+from cardiolora.fl.job_info import mark_latest, versions
 from cardiolora.fl.network import bundle_network, bundle_tensor_seed
 from cardiolora.fl.protocol import (
     Meta,
@@ -330,6 +331,10 @@ class SiteRunner:
             deltas need ``θ0``); None for LoRA.
         local_rank: rank of the local pairs of dual adapters (``dual_lora``); 0 (default): none.
             With local pairs the backend must implement ``train_dual`` and ``local_scalings``.
+        job_id: FLARE's job id. When given, `output_dir` is this job's own folder
+            (:func:`cardiolora.fl.job_info.job_output_dir`) and ``finalize`` points the ``latest``
+            link next to it at it (:func:`cardiolora.fl.job_info.mark_latest`); it is recorded in
+            ``site_summary.json``.
 
     Raises:
         ValueError: if `seed` is not a non-negative int or `local_rank` not an int >= 0.
@@ -345,8 +350,10 @@ class SiteRunner:
         seed: int = DEFAULT_SEED,
         tensor_seed: int | None = None,
         local_rank: int = 0,
+        job_id: str | None = None,
     ) -> None:
         self.seed = check_seed(seed)
+        self.job_id = job_id
         self.tensor_seed = tensor_seed
         self.local_rank = check_local_rank(local_rank)
         self.site = site
@@ -358,7 +365,7 @@ class SiteRunner:
         self.rank: int | None = None
         self.received: dict[str, dict[str, torch.Tensor]] = {}
         self.received_round: int | None = None
-        self.summary: dict[str, Any] = {"site": site, "seed": self.seed, "rounds": []}
+        self.summary: dict[str, Any] = {"site": site, "job_id": job_id, "seed": self.seed, "rounds": []}
 
     # ------------------------------------------------------------------ helpers
     def _seed(self, round_index: int) -> int:
@@ -499,6 +506,8 @@ class SiteRunner:
 
         With local pairs: a new run (round 0) discards local pairs an earlier run left in the
         output folder; a resumed run (round > 0) keeps them.
+        The answer also names the site's job seed and versions (:func:`cardiolora.fl.job_info.versions`)
+        for the server's job summary.
         """
         self.weights = to_torch(params)
         self.received = {}
@@ -510,7 +519,8 @@ class SiteRunner:
         score = self.backend.score(self.weights, "val")
         n = self.backend.n_cases()
         self.summary["init"] = {"round": meta.get(Meta.ROUND), "score": score, "n_cases": n}
-        return Reply(meta={Meta.N_CASES: n, Meta.CHECKSUM: self.checksum()}, metrics={Meta.SCORE: score})
+        reply_meta = {Meta.N_CASES: n, Meta.CHECKSUM: self.checksum(), Meta.SEED: self.seed, Meta.VERSIONS: versions()}
+        return Reply(meta=reply_meta, metrics={Meta.SCORE: score})
 
     def on_train(self, params: dict, meta: dict) -> Reply:
         """Apply the previous round's merge, then train a fresh adapter of this site's rank on ``W_{t-1}``."""
@@ -602,6 +612,8 @@ class SiteRunner:
             "personalised_model": str(personal_path),
         }
         self._write_summary()
+        if self.job_id is not None:  # this job's models are now the newest ones
+            mark_latest(self.output_dir)
         return Reply(
             params=adapter,
             meta={Meta.CHECKSUM: self.checksum(), Meta.STATUS: status, Meta.RANK: rank},

@@ -4,7 +4,10 @@ After every round the controller saves the round ``t``, ``W_t`` and its checksum
 dataset sizes and ranks, their last scores ``P_t^c`` and the history of the run, together with the
 configuration that produced them (profile, ``λ_0``, decay, ranks, rank threshold, method).
 Submitting the job again resumes after the last saved round, if the configuration is the same; a
-state whose run finished is archived (``state.done-<time>.pt``) and a new run starts.
+state whose run finished is archived (``state.done-<time>.pt``) and a new run starts. The state
+names the job id that saved it, so a resumed job says which job it continues; a job with
+``fresh: true`` archives an unfinished state (:func:`archive_state`, ``state.replaced-by-<job id>-<time>.pt``)
+instead of resuming it.
 
 ``state.pt`` is written atomically (:func:`cardiolora.atomic.atomic_torch_save`);
 ``state.json`` holds the same fields without ``W_t``, for people and tests.
@@ -24,7 +27,7 @@ from cardiolora.atomic import atomic_torch_save, write_json
 from cardiolora.fl import rml
 from cardiolora.fl.site_config import load_site_config
 
-__all__ = ["STATE_VERSION", "STATE_FILE", "state_dir", "run_config", "save_state", "load_state"]
+__all__ = ["STATE_VERSION", "STATE_FILE", "state_dir", "run_config", "save_state", "load_state", "archive_state"]
 
 #: Version of the state file's layout; a state of another version is refused.
 STATE_VERSION = 1
@@ -94,6 +97,7 @@ def save_state(
     ranks: Mapping[str, int],
     scores: Mapping[str, float],
     history: Sequence[dict],
+    job_id: str | None = None,
 ) -> Path:
     """Persist the server state (atomically) to ``<folder>/state.pt`` and, without ``W``, ``state.json``.
 
@@ -108,6 +112,7 @@ def save_state(
         ranks: ``{site: r_c}``.
         scores: ``{site: P_t^c}``.
         history: the round records (:mod:`cardiolora.fl.ledger`).
+        job_id: FLARE's id of the job that saved the state (None outside FLARE).
 
     Returns:
         The path of ``state.pt``.
@@ -124,6 +129,7 @@ def save_state(
         "ranks": dict(ranks),
         "scores": dict(scores),
         "history": list(history),
+        "job_id": job_id,
     }
     path = atomic_torch_save(state, folder / STATE_FILE)
     write_json({k: v for k, v in state.items() if k != "weights"}, folder / "state.json")
@@ -173,3 +179,27 @@ def load_state(
     if rml.state_checksum(state["weights"]) != state["checksum"]:
         raise RuntimeError(f"{path}: the saved W_t does not match its checksum; the state is corrupt.")
     return state
+
+
+def archive_state(folder: str | os.PathLike, tag: str, log: Callable[[str], None] | None = None) -> Path | None:
+    """Move ``state.pt`` (and ``state.json``) aside as ``state.<tag>-<YYYYmmdd-HHMMSS>.pt``, so no run resumes it.
+
+    Args:
+        folder: the state folder (:func:`state_dir`).
+        tag: what the name says about it (e.g. ``replaced-by-<job id>``).
+        log: where to say what was archived (default: nowhere).
+
+    Returns:
+        The archived ``.pt`` path, or None if there was no state.
+    """
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    archived = path.with_name(f"state.{tag}-{stamp}.pt")
+    os.replace(path, archived)
+    if path.with_suffix(".json").is_file():
+        os.replace(path.with_suffix(".json"), archived.with_suffix(".json"))
+    if log is not None:
+        log(f"{path}: archived as {archived.name}; this job starts afresh (fresh: true).")
+    return archived
