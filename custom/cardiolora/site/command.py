@@ -115,7 +115,10 @@ def add_dicomweb_arguments(q: Any) -> None:
     g.add_argument(
         "--study", action="append", default=None, metavar="UID", help="StudyInstanceUID to process (repeatable)"
     )
-    g.add_argument("--patient-id", help="process the studies of this PatientID (QIDO-RS; wildcards * ?)")
+    g.add_argument(
+        "--patient-id",
+        help="process the studies of this PatientID (QIDO-RS; whether * ? are wildcards is up to the server)",
+    )
     g.add_argument(
         "--study-date",
         metavar="RANGE",

@@ -231,13 +231,46 @@ class DicomWebServer:
         except (ValueError, requests.RequestException) as err:  # a garbled answer (bad JSON, bad multipart)
             raise ServerError(self.url, study_uid, None, f"{what}: unreadable answer ({err})") from None
 
+    def _search(
+        self, study_uid: str | None, what: str, key: str, search: Callable[[int], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """All results of a QIDO-RS search, page by page (``offset``) until a page brings nothing new.
+
+        A server may answer a search in pages; one that ignores ``offset`` repeats its answer, which
+        ends the loop too (``dicomweb-client``'s own ``get_remaining`` would loop for ever).
+
+        Args:
+            study_uid: the study concerned (for errors).
+            what: the search, in words (for errors).
+            key: the keyword identifying a result (``StudyInstanceUID`` ...).
+            search: one request, given the offset.
+
+        Returns:
+            The results, each once.
+
+        Raises:
+            DicomWebError: a request failed.
+        """
+        results: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            page = self._call(study_uid, what, lambda o=offset: search(o))
+            new = [i for i in page if _value(i, key) is not None and str(_value(i, key)) not in seen]
+            if not new:
+                return results
+            results += new
+            seen.update(str(_value(i, key)) for i in new)
+            offset += len(page)
+
     def find_studies(
         self, patient_id: str | None = None, study_date: str | None = None, study_uids: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
         """The studies that match, by QIDO-RS.
 
         Args:
-            patient_id: PatientID to match (QIDO-RS matching: ``*`` and ``?`` are wildcards).
+            patient_id: PatientID to match (QIDO-RS; Orthanc 1.10's DICOMweb plugin matches it exactly,
+                no ``*`` / ``?`` wildcards).
             study_date: a StudyDate or range (:func:`check_date_range`).
             study_uids: StudyInstanceUIDs to restrict to (none: any).
 
@@ -255,10 +288,11 @@ class DicomWebServer:
         if study_uids:
             filters["StudyInstanceUID"] = ",".join(study_uids)
         fields = ["PatientID", "StudyDate", "ModalitiesInStudy"]
-        found = self._call(
+        found = self._search(
             None,
             f"QIDO-RS search for studies {filters}",
-            lambda: self.client.search_for_studies(search_filters=filters, fields=fields, get_remaining=True),
+            "StudyInstanceUID",
+            lambda offset: self.client.search_for_studies(search_filters=filters, fields=fields, offset=offset),
         )
         out = []
         for item in found:
@@ -290,10 +324,11 @@ class DicomWebServer:
             PartialStudyError: QIDO-RS lists no instance but WADO-RS holds the study.
             DicomWebError: a request failed.
         """
-        found = self._call(
+        found = self._search(
             study_uid,
-            "QIDO-RS search for instances",
-            lambda: self.client.search_for_series(study_instance_uid=study_uid, get_remaining=True),
+            "QIDO-RS search for series",
+            "SeriesInstanceUID",
+            lambda offset: self.client.search_for_series(study_instance_uid=study_uid, offset=offset),
         )
         series: dict[str, dict[str, Any]] = {}
         for item in found:
@@ -301,11 +336,12 @@ class DicomWebServer:
             if uid:
                 series[str(uid)] = {"modality": str(_value(item, "Modality") or ""), "instances": set()}
         for uid in series:
-            instances = self._call(
+            instances = self._search(
                 study_uid,
                 f"QIDO-RS search for the instances of series {uid}",
-                lambda uid=uid: self.client.search_for_instances(
-                    study_instance_uid=study_uid, series_instance_uid=uid, get_remaining=True
+                "SOPInstanceUID",
+                lambda offset, uid=uid: self.client.search_for_instances(
+                    study_instance_uid=study_uid, series_instance_uid=uid, offset=offset
                 ),
             )
             series[uid]["instances"] = {

@@ -69,7 +69,7 @@ class PacsQuery:
 
     Attributes:
         study_uids: StudyInstanceUIDs (``--study``, repeatable).
-        patient_id: PatientID (``--patient-id``; QIDO-RS wildcards ``*`` ``?``).
+        patient_id: PatientID (``--patient-id``; whether ``*`` ``?`` are wildcards is up to the server).
         study_date: StudyDate or range (``--study-date``, :func:`~cardiolora.site.dicomweb.check_date_range`).
     """
 
@@ -325,6 +325,7 @@ def run_pacs(
     root = Path(out)
     state = PacsState(state_file if state_file is not None else root / STATE_FILE, server.url)
     state.data["query"] = query.describe()
+    state.save()  # the run's query is on record from its start
     if retry_failed:
         released = state.release_not_done()
         logger.info("--retry-failed: %d studies recorded as not done are processed again", len(released))
