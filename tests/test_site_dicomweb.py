@@ -222,7 +222,7 @@ def test_a_refused_stow_makes_the_study_partial_never_done(orthanc, phantoms, tm
         entry = json.loads((out / STATE_FILE).read_text())["studies"][uid]
         assert entry["status"] == "partial" and entry["stored"] == {}
         report = json.loads((Path(entry["output"]) / "report.json").read_text())
-        assert report["status"] == "partial" and "dicomweb_store" in report["missing_outputs"]
+        assert report["status"] == "partial" and "HTTP 500" in report["missing_outputs"]["dicomweb_store"]
         assert (Path(entry["output"]) / "seg" / "seg.dcm").exists(), "the local outputs stay"
     finally:
         proxy.stop()
@@ -298,8 +298,9 @@ def test_a_failed_study_search_is_named_and_exits_1(phantoms, tmp_path, capsys):
         (["--dicomweb", "http://127.0.0.1:9/x", "--study-date", "2024"], "--study-date '2024': expected YYYYMMDD"),
         (["--dicomweb", "http://127.0.0.1:9/x", "--study", "1.2", "--once"], "--once / --max-polls go with --watch"),
         (["--dicomweb", "http://127.0.0.1:9/x", "--study", "1.2", "study-folder"], "and --dicomweb exclude"),
+        (["--dicomweb", "http://127.0.0.1:9/x", "--study", "../1.2"], "--study '../1.2' is not a valid UID"),
     ],
-    ids=["no-url", "no-query", "bad-url", "bad-date", "once-without-watch", "input-too"],
+    ids=["no-url", "no-query", "bad-url", "bad-date", "once-without-watch", "input-too", "bad-uid"],
 )
 def test_bad_pacs_flags_exit_2_naming_the_flag(phantoms, tmp_path, capsys, extra, message):
     assert _segment(phantoms, tmp_path / "out", *extra) == 2

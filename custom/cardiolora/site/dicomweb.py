@@ -391,19 +391,19 @@ class DicomWebServer:
         n = 0
         try:
             for i, (series_uid, s) in enumerate(sorted(wanted.items())):
-                got: set[str] = set()
                 sub = tmp / f"series_{i:03d}"
                 sub.mkdir()
 
-                def fetch(series_uid: str = series_uid) -> list[pydicom.Dataset]:
-                    return list(self.client.iter_series(study_uid, series_uid))
+                def fetch(series_uid: str = series_uid, sub: Path = sub) -> set[str]:
+                    got: set[str] = set()
+                    for ds in self.client.iter_series(study_uid, series_uid):  # streamed: one instance at a time
+                        sop = str(ds.SOPInstanceUID)
+                        if sop not in got:
+                            got.add(sop)
+                            ds.save_as(sub / f"{_safe(sop)}.dcm", enforce_file_format=True)
+                    return got
 
-                for ds in self._call(study_uid, f"WADO-RS of series {series_uid}", fetch):
-                    sop = str(ds.SOPInstanceUID)
-                    if sop in got:
-                        continue
-                    got.add(sop)
-                    ds.save_as(sub / f"{_safe(sop)}.dcm", enforce_file_format=True)
+                got = self._call(study_uid, f"WADO-RS of series {series_uid}", fetch)
                 missing = s["instances"] - got
                 if missing:
                     raise PartialStudyError(

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom.uid
+
 from cardiolora.atomic import write_json
 from cardiolora.site.dicomweb import DicomWebError, DicomWebServer
 from cardiolora.site.report import now_iso
@@ -80,6 +82,9 @@ class PacsQuery:
     def __post_init__(self) -> None:
         if not (self.study_uids or self.patient_id or self.study_date):
             raise ValueError("--dicomweb needs --study UID or a query (--patient-id, --study-date).")
+        bad = [u for u in self.study_uids if not pydicom.uid.UID(u).is_valid]
+        if bad:
+            raise ValueError(f"--study {bad[0]!r} is not a valid UID (digits and dots, at most 64 characters).")
 
     def describe(self) -> dict[str, Any]:
         """The query as the state file records it."""
@@ -214,7 +219,7 @@ def process_study(
     from cardiolora.site.studies import find_studies
 
     root = Path(out)
-    work = root / INPUT_FOLDER / study_uid
+    work = root / INPUT_FOLDER / _folder_name(study_uid)
     shutil.rmtree(work, ignore_errors=True)  # a left-over of a killed run: retrieved again, whole
     try:
         try:
@@ -238,7 +243,7 @@ def process_study(
         report = json.loads(report_path.read_text())
         files = _promised_files(outcome.output, report)
         stored: dict[str, Any] = {}
-        status, reason = outcome.status, outcome.reason
+        status, reason, store_error = outcome.status, outcome.reason, ""
         block: dict[str, Any] = {
             "url": server.url,
             "study_instance_uid": study_uid,
@@ -253,14 +258,15 @@ def process_study(
                 if report["outputs"].get("dicom_sr"):
                     stored["sr"] = uids[-1]
             except DicomWebError as err:
+                store_error = str(err)
                 status = "partial"
                 reason = "; ".join(r for r in (reason, f"dicomweb_store not done: {err}") if r)
                 logger.error("partial %s: %s", study_uid, reason)
         block["stored"] = stored
         report["dicomweb"] = block
-        if status != report.get("status"):
+        if store_error:
             report["status"], report["reason"] = status, reason
-            report.setdefault("missing_outputs", {})["dicomweb_store"] = reason
+            report.setdefault("missing_outputs", {})["dicomweb_store"] = store_error
         write_json(report, report_path, indent=1, trailing_newline=True)
         return PacsOutcome(study_uid, status, reason, outcome.output, stored)
     finally:
