@@ -5,7 +5,10 @@ The options (their keys, types, help and the one default of each) are declared i
 site-inference bundle, ``inference/configs/inference.json`` (``segment_options`` and the top-level
 keys); the flags are built from that declaration and passed to the bundle as overrides, the site
 config file (``--config``) uses the same keys. The work itself is the bundle's workflow run by
-:func:`cardiolora.site.app.run_segment`; exit codes are documented there.
+:func:`cardiolora.site.app.run_segment`; exit codes are documented there. The PACS flags
+(``--dicomweb`` ..., :func:`add_dicomweb_arguments`) are the command's own: they choose where the
+studies come from and where SEG and SR go (:mod:`cardiolora.site.pacs`), not how the bundle
+processes one.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def add_dicomweb_arguments(q: Any) -> None:
     Args:
         q: the parser.
     """
-    g = q.add_argument_group("PACS over DICOMweb (inference/README.md)")
+    g = q.add_argument_group("PACS over DICOMweb (inference/docs/README.md)")
     g.add_argument(
         "--dicomweb",
         metavar="URL",
