@@ -5,7 +5,10 @@ The options (their keys, types, help and the one default of each) are declared i
 site-inference bundle, ``inference/configs/inference.json`` (``segment_options`` and the top-level
 keys); the flags are built from that declaration and passed to the bundle as overrides, the site
 config file (``--config``) uses the same keys. The work itself is the bundle's workflow run by
-:func:`cardiolora.site.app.run_segment`; exit codes are documented there.
+:func:`cardiolora.site.app.run_segment`; exit codes are documented there. The PACS flags
+(``--dicomweb`` ..., :func:`add_dicomweb_arguments`) are the command's own: they choose where the
+studies come from and where SEG and SR go (:mod:`cardiolora.site.pacs`), not how the bundle
+processes one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from cardiolora.paths import inference_bundle_dir
 from cardiolora.site_file import read_section
 
 __all__ = ["add_segment_arguments", "segment_command", "segment_options"]
+
+#: The PACS state file's default name (:data:`cardiolora.site.pacs.STATE_FILE`; here to keep torch out).
+_STATE_FILE = "dicomweb_state.json"
+#: PACS flags that need --dicomweb.
+_PACS_FLAGS = ("study", "patient_id", "study_date", "watch", "max_polls", "once", "state", "retry_failed")
 
 #: Declaration types -> argparse types (``path`` values in a site config are relative to the file).
 _TYPES: dict[str, Any] = {"str": str, "path": str, "int": int, "float": float}
@@ -70,8 +78,8 @@ def add_segment_arguments(q: Any) -> None:
     for key, decl in options.items():
         default = decl["default"]
         shown = "" if default is None else f" (default {default})"
-        if decl.get("positional"):
-            q.add_argument(key, help=decl["help"])
+        if decl.get("positional"):  # optional: --dicomweb takes its place
+            q.add_argument(key, nargs="?", help=decl["help"] + " (not with --dicomweb)")
             continue
         flag = "--" + key.replace("_", "-")
         if decl["type"] == "bool":
@@ -89,6 +97,54 @@ def add_segment_arguments(q: Any) -> None:
         help="the site file (cardiolora_site.json): its `inference` section, keys "
         + ", ".join(keys)
         + " (a file without sections: those keys at the top level); flags win",
+    )
+    add_dicomweb_arguments(q)
+
+
+def add_dicomweb_arguments(q: Any) -> None:
+    """The PACS flags of ``segment`` (:mod:`cardiolora.site.pacs`): where studies come from and
+    results go to, not options of the bundle's workflow (so not declared in the bundle).
+
+    Args:
+        q: the parser.
+    """
+    g = q.add_argument_group("PACS over DICOMweb (inference/docs/README.md)")
+    g.add_argument(
+        "--dicomweb",
+        metavar="URL",
+        help="DICOMweb root of the PACS (e.g. http://host:8042/dicom-web): "
+        "retrieve the studies by QIDO-RS / WADO-RS, store SEG and SR back by STOW-RS",
+    )
+    g.add_argument(
+        "--study", action="append", default=None, metavar="UID", help="StudyInstanceUID to process (repeatable)"
+    )
+    g.add_argument(
+        "--patient-id",
+        help="process the studies of this PatientID (QIDO-RS; whether * ? are wildcards is up to the server)",
+    )
+    g.add_argument(
+        "--study-date",
+        metavar="RANGE",
+        help="process the studies of this StudyDate: YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD",
+    )
+    g.add_argument(
+        "--watch",
+        action="store_true",
+        default=None,
+        help="poll the PACS for new studies matching the query until SIGINT / SIGTERM",
+    )
+    g.add_argument("--interval", type=float, default=60.0, help="seconds between polls in --watch (default 60)")
+    g.add_argument("--max-polls", type=int, help="--watch: stop after this many polls")
+    g.add_argument("--once", action="store_true", default=None, help="--watch: one poll (= --max-polls 1)")
+    g.add_argument("--state", metavar="FILE", help=f"state file of processed studies (default OUT/{_STATE_FILE})")
+    g.add_argument(
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="process once more the studies the state file records as not done",
+    )
+    g.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the PACS per request (default 30; 3 attempts)"
     )
 
 
@@ -139,10 +195,18 @@ def segment_command(args: Any) -> int:
     from cardiolora.site.workflow import load_workflow
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # one INFO line per request
     s = _settings(args)
     if not s.get("out"):
         raise ValueError("--out is required (or `out` in --config).")
     load_workflow(s, key="reader")  # bad reader options are refused before the input and the model are looked at
+    if getattr(args, "dicomweb", None):
+        return _dicomweb_command(args, s)
+    given = [f"--{k.replace('_', '-')}" for k in _PACS_FLAGS if getattr(args, k, None)]
+    if given:
+        raise ValueError(f"{', '.join(given)} need --dicomweb URL.")
+    if not s.get("input"):
+        raise ValueError("give a study or folder of studies (INPUT), or --dicomweb URL with --study / a query.")
     if not Path(s["input"]).exists():
         raise ValueError(f"{s['input']}: no such file or folder.")
     workflow = load_workflow(s)
@@ -169,3 +233,69 @@ def segment_command(args: Any) -> int:
     if not result.outcomes:
         print(f"cardiolora segment: no study found in {s['input']}", file=sys.stderr)
     return result.exit_code
+
+
+def _dicomweb_command(args: Any, s: dict[str, Any]) -> int:
+    """``segment --dicomweb``: the studies of a PACS (:func:`cardiolora.site.pacs.run_pacs`).
+
+    Returns:
+        The exit code: as for local studies; a failed study search (server down ...) is 1.
+
+    Raises:
+        ValueError: bad PACS flags (with INPUT, a bad date range, --max-polls without --watch).
+    """
+    import signal
+    import threading
+
+    from cardiolora.site.dicomweb import DicomWebError, DicomWebServer, check_date_range
+    from cardiolora.site.pacs import PacsQuery, exit_status, run_pacs, summary_line
+    from cardiolora.site.workflow import load_workflow
+
+    if s.get("input"):
+        raise ValueError(f"INPUT {s['input']!r} and --dicomweb exclude each other: the studies come from the PACS.")
+    watch = bool(args.watch)
+    max_polls = 1 if args.once else args.max_polls
+    if (args.once or args.max_polls is not None) and not watch:
+        raise ValueError("--once / --max-polls go with --watch.")
+    query = PacsQuery(tuple(args.study or ()), args.patient_id, check_date_range(args.study_date))
+    server = DicomWebServer(args.dicomweb, timeout=args.timeout)
+    workflow = load_workflow(s)
+    stop = threading.Event()
+    previous = {}
+    if watch:  # a signal ends the watch after the current study; the state file stays consistent
+
+        def _stop(signum: int, _frame: Any) -> None:
+            print(
+                f"cardiolora segment: {signal.Signals(signum).name}: stopping after the current study", file=sys.stderr
+            )
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _stop)
+
+    def _print(outcome: Any) -> None:
+        print(summary_line(outcome), file=sys.stdout if outcome.status == "done" else sys.stderr, flush=True)
+
+    try:
+        outcomes = run_pacs(
+            server,
+            query,
+            workflow,
+            s["out"],
+            args.state,
+            watch=watch,
+            interval=args.interval,
+            max_polls=max_polls,
+            retry_failed=bool(args.retry_failed),
+            stop=stop,
+            report=_print,
+        )
+    except DicomWebError as err:
+        print(f"cardiolora segment: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not outcomes and not watch:
+        print(f"cardiolora segment: no study of {args.dicomweb} matches {query.describe()}", file=sys.stderr)
+    return exit_status(outcomes, watch)
