@@ -42,8 +42,6 @@ from cardiolora.data.records import CaseRecord
 from cardiolora.paths import bundle_dir
 from cardiolora.transforms import PathSafeSpacingd, non_meta_entries
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def keep_root_logging():
@@ -260,6 +258,7 @@ def _infer_like_monailabel(bundle: Path, image: str) -> torch.Tensor:
     return torch.as_tensor(data["pred"])
 
 
+@pytest.mark.slow
 def test_monailabel_overrides_train_then_infer_as_the_bundle_runs(tiny_sites, tmp_path, keep_root_logging):
     """One epoch on three plain items, again from the saved model on ACDC-style labels, then inference
     the MONAI Label way equals ``monai.bundle run`` of inference.json voxel for voxel."""
