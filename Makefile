@@ -11,16 +11,17 @@ WORKDIR ?= runs/demo
 # warns about the unreachable index and goes on).
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test lint provision-demo bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
+.PHONY: demo test test-monailabel lint provision-demo bench-bundle acdc-pretrain clinical-pretrain bench-robustness compare-acdc-clinical clean-runs venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch first: otherwise pip resolves a multi-GB CUDA build.
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,onnx]'
+	# pyproject.toml holds ranges; constraints.txt the exact versions verified together.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,onnx]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -37,6 +38,27 @@ PRETRAINED ?=
 ROUNDS ?= 1
 provision-demo: $(STAMP)
 	$(PY) deploy/provision_demo.py --workdir runs/provision --rounds $(ROUNDS) $(if $(PRETRAINED),--pretrained $(PRETRAINED))
+
+# MONAI Label 0.8.5's own BundleTrainTask / BundleInferTask on the bundle, in a separate venv:
+# monailabel needs numpy<2 (numpymaxflow) and pydicom<3 (pydicom-seg), the DICOM side of the
+# project pydicom>=3, so the project goes in with --no-deps plus what the bundle imports (h5py).
+# tests/monailabel_env/constraints.txt holds the versions pip resolved (the lock of this venv).
+# monailabel imports torchvision: ML_TORCH installs torch and torchvision together (the CPU wheels
+# from TORCH_INDEX_URL; PyPI's torchvision is a CUDA build that does not load on a CPU torch).
+ML_VENV ?= .venv-monailabel
+ML_PY := $(ML_VENV)/bin/python
+ML_STAMP := $(ML_VENV)/.installed-stamp
+ML_TORCH ?= $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0 torchvision==0.28.0
+$(ML_STAMP): tests/monailabel_env/constraints.txt
+	$(PYTHON3) -m venv $(ML_VENV)
+	$(ML_PY) -m pip install --quiet --upgrade pip
+	$(ML_PY) -m pip install --quiet $(ML_TORCH)
+	SAM2_BUILD_CUDA=0 $(ML_PY) -m pip install --quiet -c tests/monailabel_env/constraints.txt monailabel==0.8.5 monai h5py pytest
+	$(ML_PY) -m pip install --quiet --no-deps -e .
+	touch $(ML_STAMP)
+
+test-monailabel: $(ML_STAMP)
+	$(ML_PY) -m pytest -c tests/monailabel_env/pytest.ini tests/monailabel_env
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check custom tests benchmarks jobs inference deploy

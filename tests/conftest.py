@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+#: tests/monailabel_env runs in its own environment (monailabel, numpy < 2): `make test-monailabel`.
+collect_ignore = ["monailabel_env"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

@@ -30,10 +30,10 @@ from monai.transforms import (
     MapTransform,
     ScaleIntensityRangePercentiles,
     ScaleIntensityRangePercentilesd,
-    Spacingd,
 )
 
 from cardiolora.profiles import Profile, get_profile
+from cardiolora.transforms import PathSafeSpacingd
 
 __all__ = [
     "NumpyPercentileScaled",
@@ -81,15 +81,17 @@ def volume_transforms(profile: str | Profile, keys: str = "image") -> list[MapTr
         keys: the image key.
 
     Returns:
-        ``[NumpyPercentileScaled, Spacingd]``: percentiles → [0, 1] clipped (MONAI's
+        ``[NumpyPercentileScaled, PathSafeSpacingd]``: percentiles → [0, 1] clipped (MONAI's
         ``ScaleIntensityRangePercentilesd`` with faster percentiles), then in-plane resampling to
-        ``profile.pixel_spacing`` (slice spacing kept: pixdim -1).
+        ``profile.pixel_spacing`` (slice spacing kept: pixdim -1) by MONAI's ``Spacingd`` that
+        leaves string entries such as MONAI Label's ``image_path`` alone
+        (`cardiolora.transforms.PathSafeSpacingd`).
     """
     prof = get_profile(profile)
     lo, hi = prof.intensity_percentiles
     return [
         NumpyPercentileScaled(keys=keys, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True),
-        Spacingd(keys=keys, pixdim=[prof.pixel_spacing, prof.pixel_spacing, -1.0], mode="bilinear"),
+        PathSafeSpacingd(keys=keys, pixdim=[prof.pixel_spacing, prof.pixel_spacing, -1.0], mode="bilinear"),
     ]
 
 

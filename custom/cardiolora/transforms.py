@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, Spacingd, Transform
 
-__all__ = ["SpacingFromPixdim", "SpacingFromPixdimd", "affine_with_spacing"]
+__all__ = ["PathSafeSpacingd", "SpacingFromPixdim", "SpacingFromPixdimd", "affine_with_spacing", "non_meta_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +103,53 @@ class SpacingFromPixdimd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.fixer(d[key])
         return d
+
+
+def non_meta_entries(data: Mapping[Hashable, object], keys: Sequence[Hashable]) -> list[Hashable]:
+    """The entries named ``f"{key}_..."`` for a `key` in `keys` that are not metadata dicts.
+
+    MONAI 1.6's ``Spacingd`` takes every entry whose name starts with ``f"{key}_"`` for a
+    metadata dict of `key` and calls ``.update`` on it; MONAI Label's ``BasicInferTask`` puts the
+    string ``image_path`` there.
+
+    Args:
+        data: the data dictionary.
+        keys: the image keys a transform works on.
+
+    Returns:
+        The names of such entries whose value is not a mutable mapping, in the dict's order.
+    """
+    prefixes = tuple(f"{k}_" for k in keys if isinstance(k, str))
+    return [
+        name
+        for name, value in data.items()
+        if isinstance(name, str) and name.startswith(prefixes) and not isinstance(value, MutableMapping)
+    ]
+
+
+class PathSafeSpacingd(Spacingd):
+    """MONAI's ``Spacingd`` that leaves ``f"{key}_*"`` entries which are not dicts alone.
+
+    MONAI 1.6 ``Spacingd`` updates every entry starting with ``f"{key}_"`` with the image's
+    metadata (for NIfTI inputs). MONAI Label 0.8.5's ``BasicInferTask`` adds the request's image
+    path as the string ``data["image_path"]``, so the bundle's inference failed under MONAI Label
+    with ``AttributeError: 'str' object has no attribute 'update'`` (docs/README.md, "MONAI Label",
+    has the minimal reproduction). This subclass sets those entries aside (`non_meta_entries`),
+    runs ``Spacingd`` unchanged, and puts them back: same resampling, same inverse, same results
+    as ``Spacingd`` on data without such entries (tests/test_monailabel_contract.py).
+
+    Args:
+        keys, pixdim, ...: as ``monai.transforms.Spacingd``.
+
+    Example:
+        >>> t = PathSafeSpacingd("image", pixdim=(2.0, 2.0, -1.0))  # doctest: +SKIP
+        >>> t({"image": loaded_nifti, "image_path": "/data/case.nii.gz"})["image_path"]  # doctest: +SKIP
+        '/data/case.nii.gz'
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        held = {name: d.pop(name) for name in non_meta_entries(d, self.keys)}
+        out = super().__call__(d, lazy=lazy)
+        out.update(held)
+        return out

@@ -53,7 +53,7 @@ from cardiolora.labels import NUM_CLASSES, remap_labels
 __all__ = ["detect_layout", "index_dataset", "load_case", "load_many"]
 
 #: Label convention of each source, as a key of :data:`cardiolora.labels.SOURCE_TO_PROJECT`.
-_LABEL_CONVENTION: dict[str, str] = {"acdc": "acdc", "acdc_h5": "acdc", "mnms2": "mnms"}
+_LABEL_CONVENTION: dict[str, str] = {"acdc": "acdc", "acdc_h5": "acdc", "mnms2": "mnms", "nifti": "project"}
 
 #: Geometry tolerance between an image and its label file (mm).
 _GEOMETRY_ATOL_MM = 1e-3

@@ -40,8 +40,10 @@ __all__ = [
     "read_csv",
 ]
 
-#: Data sources a :class:`CaseRecord` may come from (also the layout names of :func:`index_dataset`).
-SOURCES: tuple[str, ...] = ("acdc", "acdc_h5", "mnms2")
+#: Data sources a :class:`CaseRecord` may come from: the layout names of :func:`index_dataset`
+#: (``"acdc"``, ``"acdc_h5"``, ``"mnms2"``) and ``"nifti"``, a plain NIfTI image/label pair in the
+#: project label convention (a MONAI Label datastore item, :func:`cardiolora.data.dataset.case_record`).
+SOURCES: tuple[str, ...] = ("acdc", "acdc_h5", "mnms2", "nifti")
 #: Cardiac phases that carry labels.
 PHASES: tuple[str, ...] = ("ED", "ES")
 #: Accepted values of every ``on_error`` argument.
@@ -100,12 +102,14 @@ class CaseRecord:
         case_id: unique name of the case, ``f"{patient_id}_{phase}"`` (e.g. ``"patient001_ED"``).
         patient_id: the patient (``"patient001"`` for ACDC, the zero-padded subject code
             ``"001"`` for M&Ms-2). Splits are made on this key.
-        phase: ``"ED"`` or ``"ES"``.
+        phase: ``"ED"`` or ``"ES"``, or ``None`` when unknown (a plain ``{"image", "label"}`` item
+            such as MONAI Label sends carries no phase).
         image: path of the image file (NIfTI, or HDF5 holding an ``image`` dataset).
         label: path of the label file (for HDF5 the same file, holding a ``label`` dataset), or
             ``None`` when there is no ground truth.
-        source: one of :data:`SOURCES` (``"acdc"``, ``"acdc_h5"``, ``"mnms2"``); decides how the
-            files are read and which label convention they use.
+        source: one of :data:`SOURCES` (``"acdc"``, ``"acdc_h5"``, ``"mnms2"``, ``"nifti"``); decides
+            how the files are read and which label convention they use (``"nifti"``: NIfTI in the
+            project convention).
         group: ACDC ``Group`` / M&Ms-2 ``DISEASE`` (e.g. ``"DCM"``), or ``None``.
         vendor: M&Ms-2 ``VENDOR`` (e.g. ``"SIEMENS"``), or ``None``.
         meta: JSON-able extra information: ``frame`` (1-based frame number, ACDC), ``n_frames``,
@@ -123,7 +127,7 @@ class CaseRecord:
 
     case_id: str
     patient_id: str
-    phase: str
+    phase: str | None
     image: str
     label: str | None
     source: str
@@ -136,8 +140,8 @@ class CaseRecord:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"`{name}` must be a non-empty string, got {value!r}.")
-        if self.phase not in PHASES:
-            raise ValueError(f"`phase` of {self.case_id} must be one of {PHASES}, got {self.phase!r}.")
+        if self.phase is not None and self.phase not in PHASES:
+            raise ValueError(f"`phase` of {self.case_id} must be one of {PHASES} or None, got {self.phase!r}.")
         if self.source not in SOURCES:
             raise ValueError(f"`source` of {self.case_id} must be one of {SOURCES}, got {self.source!r}.")
         if self.label is not None and not isinstance(self.label, str):
