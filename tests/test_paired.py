@@ -81,6 +81,13 @@ def test_in_client_models_names_missing_file(tmp_path):
         FileNotFoundError, match=r"sites/site-1/rate_my_lora/personalised_model.pt: the rate_my_lora model"
     ):
         paired.in_client_models("rate_my_lora", tmp_path, ["site-1"])
+    # a row that varies a job setting finds its models under its job's name
+    with pytest.raises(FileNotFoundError, match=r"sites/site-1/dual_lora/personalised_model.pt: the dual_lora_rated"):
+        paired.in_client_models("dual_lora_rated", tmp_path, ["site-1"])
+    model = tmp_path / "sites" / "site-1" / "rate_my_lora" / "personalised_model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"")
+    assert paired.in_client_models("rate_my_lora_tensor", tmp_path, ["site-1"]) == {"site-1": model}
     with pytest.raises(ValueError, match="`method` 'nope' unknown"):
         paired.in_client_models("nope", tmp_path, ["site-1"])
 

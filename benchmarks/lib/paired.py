@@ -32,6 +32,8 @@ from cardiolora.evaluation import evaluate_records
 from cardiolora.labels import STRUCTURE_NAMES
 from cardiolora.networks import load_weights, lora_unet
 
+from .methods import DP_NOISE_MULTIPLIERS, method_spec
+
 __all__ = [
     "STRUCTURES",
     "in_client_models",
@@ -53,7 +55,9 @@ def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str
     """Where each site's in-client model of one finished method run is.
 
     Args:
-        method: ``local``, ``fedavg_full``, ``fedpetuning``, ``rate_my_lora`` or ``centralised``.
+        method: a method of `lib.methods.METHOD_SPECS`: the local runs' models, FedAvg's global
+            model, the centralised model, or any other FLARE job's personalised models
+            (``sites/<site>/<job>/personalised_model.pt``).
         folder: the method's run folder (``<workdir>/seed<s>/<method>``).
         sites: the sites.
 
@@ -65,16 +69,15 @@ def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str
         FileNotFoundError: if a model file is missing (the path is named).
     """
     folder = Path(folder)
-    if method == "local":
+    spec = method_spec(method)
+    if spec.runner == "local":
         paths = {s: folder / s / "model.pt" for s in sites}
-    elif method == "fedavg_full":
-        paths = {s: folder / "results" / "fedavg_full" / "global_model.pt" for s in sites}
-    elif method in ("fedpetuning", "rate_my_lora"):
-        paths = {s: folder / "sites" / s / method / "personalised_model.pt" for s in sites}
-    elif method == "centralised":
+    elif spec.runner == "centralised":
         paths = {s: folder / "model.pt" for s in sites}
+    elif spec.job == "fedavg_full":
+        paths = {s: folder / "results" / "fedavg_full" / "global_model.pt" for s in sites}
     else:
-        raise ValueError(f"`method` {method!r} unknown.")
+        paths = {s: folder / "sites" / s / spec.job / "personalised_model.pt" for s in sites}
     for site, p in paths.items():
         if not p.is_file():
             raise FileNotFoundError(f"{p}: the {method} model of {site} is missing (was the run finished?).")
@@ -259,6 +262,11 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("rate_my_lora", "local"),
     ("rate_my_lora", "fedavg_full"),
     ("rate_my_lora", "centralised"),
+    ("rate_my_lora_tensor", "rate_my_lora"),
+    ("dual_lora_rated", "dual_lora_size"),
+    ("dual_lora_rated", "rate_my_lora"),
+    ("dual_lora_size", "fedpetuning"),
+    *((f"rate_my_lora_dp_{level}", "rate_my_lora") for level in DP_NOISE_MULTIPLIERS),
 )
 
 
