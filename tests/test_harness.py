@@ -538,3 +538,28 @@ def test_run_comparison_refuses_unseeded_federated_results(tmp_path, monkeypatch
         harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], methods=["fedavg_full"])
     with pytest.raises(ValueError, match="`seeds` must be a non-negative int"):
         harness.run_comparison("phantoms", tmp_path / "w", seeds=[-1])
+
+
+def test_run_comparison_records_the_dp_rows_epsilon(tmp_path, monkeypatch):
+    """A DP row's ε (from its run) goes into results.json and the Privacy table; a run without one says so."""
+    sites = ["site-1", "site-2"]
+    monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
+    monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
+    monkeypatch.setattr(harness, "unavailable_reason", lambda spec: None)  # as once the DP job exists
+
+    def fake_run(method, folder, **kw):
+        out = {"matrix": _matrix(0.0), "per_case": {}, "bandwidth": tables.fedavg_bandwidth(4, sites, 2)}
+        if kw["seed"] == 0:
+            out["privacy"] = {"epsilon": 7.5, "delta": 1e-5, "records": 4}
+        return out
+
+    monkeypatch.setattr(harness, "_run_method", fake_run)
+    summary = harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], methods=["rate_my_lora_dp_low"])
+    saved = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert (
+        saved["privacy"]
+        == summary["privacy"]
+        == {"rate_my_lora_dp_low": {"0": {"epsilon": 7.5, "delta": 1e-5, "records": 4}, "1": None}}
+    )
+    md = (tmp_path / "w" / "results.md").read_text()
+    assert "| Rate-My-LoRA + DP (z = 0.5) | 1 | 0.5 | 1e-05 | 7.50 | not recorded |" in md
