@@ -61,7 +61,7 @@ def plot_bandwidth_dice(
     ax.set_title("Upload vs Dice")
     ax.grid(True, which="both", alpha=0.3)
     if i:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
