@@ -1,11 +1,11 @@
-"""Compare local LoRA, FedAvg (full weights), FedPETuning, Rate-My-LoRA and centralised training.
+"""Compare local LoRA, FedAvg (full weights), FedPETuning, Rate-My-LoRA (LoRA, tensor, DP), Med-DualLoRA, centralised.
 
 ::
 
     .venv/bin/python benchmarks/compare.py --source phantoms --profile quick --seeds 0 --rounds 2 \\
         --workdir runs/compare
 
-Writes ``<workdir>/results.json``, ``results.md`` and ``curves.png`` and the block
+Writes ``<workdir>/results.json``, ``results.md``, ``curves.png`` and ``bandwidth_dice.png`` and the block
 ``compare-<source>`` of ``benchmarks/README.md`` (unless ``--no-readme``). Finished method runs
 (``<workdir>/seed<s>/<method>/done.json``) are reused. The logic is in `lib.harness`
 (``benchmarks/lib``).
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cardiolora.profiles import PROFILES
 from lib.harness import run_comparison
+from lib.methods import available_methods
 from lib.tables import METHODS
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -45,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--workdir", default="runs/compare")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(available_methods()),
+        choices=list(METHODS),
+        help="default: every method whose FLARE job and job arguments this installation has",
+    )
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")

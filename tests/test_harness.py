@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cardiolora.data.dataset import load_datalist, write_datalist
-from lib import harness, runners, tables
+from lib import harness, methods, plots, runners, tables
 from lib import sites as lib_sites
 
 
@@ -272,13 +273,22 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- compare-phantoms:start -->\nold\n<!-- compare-phantoms:end -->\ntail\n")
     summary = harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD", readme=readme)
-    assert len(calls) == 2 * len(tables.METHODS)
-    for name in ("results.json", "results.md", "curves.png"):
+    default = methods.available_methods()  # every method whose job and job arguments exist here
+    assert {"local", "rate_my_lora", "rate_my_lora_tensor", "centralised"} <= set(default)
+    assert len(calls) == 2 * len(default) and [m for m, _ in calls[: len(default)]] == list(default)
+    for name in ("results.json", "results.md", "curves.png", "bandwidth_dice.png"):
         assert (tmp_path / "w" / name).is_file()
     text = readme.read_text()
     assert text.startswith("# x\n<!-- compare-phantoms:start -->\n`CMD` (") and text.endswith("end -->\ntail\n")
     assert "results/compare_phantoms_curves.png" in text and "old" not in text
-    assert (tmp_path / "results" / "compare_phantoms_curves.png").is_file()
+    assert "![upload vs Dice](results/compare_phantoms_bandwidth_dice.png)" in text
+    for name in ("curves", "bandwidth_dice"):
+        assert (tmp_path / "results" / f"compare_phantoms_{name}.png").is_file()
+    # one point per method: centralised has no federation, the others their bytes (the stubs' records)
+    points = summary["bandwidth_dice"]
+    assert points["local"]["up_per_round"] == 8.0 and points["centralised"]["up_per_round"] is None
+    assert points["rate_my_lora"]["up_per_round"] == 3.0
+    assert points["rate_my_lora"]["dice"] == pytest.approx({"mean": 0.905, "std": 0.005, "n": 2})
     assert summary["in_client"]["local"]["site-1"]["dice"]["mean"] == pytest.approx(0.905, abs=1e-5)
     # the per-patient part: 6 patients (3 per site), Rate-My-LoRA +0.02 on each, the rating acted in round 1
     paired = summary["paired"]["rate_my_lora_vs_fedpetuning"]
@@ -289,31 +299,227 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     md = (tmp_path / "w" / "results.md").read_text()
     assert "Table 3" in md and "| Rate-My-LoRA vs FedPETuning | +0.0200" in md and "round 1 site-1 w = 0.50" in md
     harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], command="CMD")
-    assert len(calls) == 2 * len(tables.METHODS)  # every method folder has its done.json
+    assert len(calls) == 2 * len(default)  # every method folder has its done.json
 
 
-def test_run_federated_gives_the_job_the_seed(tmp_path, monkeypatch):
-    """The harness seed is the FLARE job's seed (the sites' per-round seeds depend on it)."""
-    calls = []
+def _fake_simulation(history: dict | list, summaries: dict | None = None):
+    """A stand-in for the simulator run only (the job is built and exported for real): result files."""
 
-    def fake_simulation(job, sites_root, pretrained, workdir, **kw):
-        calls.append((job, kw))
-        results = tmp_path / "f" / "results" / job
+    def simulate(job_dir, workdir, sites, cfg_dir, *a, **k):
+        job = json.loads((Path(job_dir) / "meta.json").read_text())["name"]
+        results = Path(workdir) / "results" / job
         results.mkdir(parents=True)
         (results / "cross_site_eval.json").write_text("{}")
-        (results / "rml_history.json").write_text("[]")
+        (results / "rml_history.json").write_text(json.dumps(history))
+        for site, summary in (summaries or {}).items():
+            (Path(workdir) / "sites" / site / job).mkdir(parents=True)
+            (Path(workdir) / "sites" / site / job / "site_summary.json").write_text(json.dumps(summary))
         return {"seconds": 1.0}
 
-    monkeypatch.setattr(runners, "run_simulation", fake_simulation)
+    return simulate
+
+
+def _two_sites(root) -> list[str]:
+    for name in ("site-1", "site-2"):
+        _site(root / "sites", name, {"train": 2, "val": 1, "test": 1})
+    (root / "base.pt").write_bytes(b"w0")
+    return ["site-1", "site-2"]
+
+
+def test_run_federated_builds_the_job_with_seed_and_job_kwargs(tmp_path, monkeypatch):
+    """The harness seed and the method's job arguments reach build_job; the exported job carries them."""
+    sites = _two_sites(tmp_path)
+    calls = []
+    real_build = runners.build_job
+
+    def recording_build(name, **kw):
+        calls.append((name, kw))
+        return real_build(name, **kw)
+
+    monkeypatch.setattr(runners, "build_job", recording_build)
+    monkeypatch.setattr(runners, "simulate_job", _fake_simulation({"rounds": []}))
     monkeypatch.setattr(runners, "matrix_from_cross_eval", lambda cross, sites: _matrix(0.0))
-    out = runners.run_federated(tmp_path / "f", "rate_my_lora", tmp_path, ["site-1", "site-2"], tmp_path, "quick", 2, 3)
+    spec = methods.METHOD_SPECS["rate_my_lora_tensor"]
+    out = runners.run_federated(
+        tmp_path / "f", spec.job, tmp_path / "sites", sites, tmp_path / "base.pt", "quick", 2, 3, spec.job_kwargs
+    )
     assert calls == [
         (
             "rate_my_lora",
-            {"rounds": 2, "profile": "quick", "sites": ["site-1", "site-2"], "min_clients": 2, "seed": 3},
+            {"num_rounds": 2, "profile": "quick", "n_clients": 2, "min_clients": 2, "seed": 3, "adapter": "tensor"},
         )
     ]
-    assert out["seed"] == 3 and "seed_note" not in out
+    assert out["seed"] == 3 and out["job_kwargs"] == {"adapter": "tensor"} and "seed_note" not in out
+    assert "privacy" not in out  # no job summary holds an ε
+    client = json.loads(
+        (tmp_path / "f" / "job" / "rate_my_lora" / "app" / "config" / "config_fed_client.json").read_text()
+    )
+    args = client["executors"][0]["executor"]["args"]["task_script_args"]
+    assert "--adapter tensor" in args and "--seed 3" in args
+    cfg = json.loads((tmp_path / "f" / "site_config" / "site-1.json").read_text())
+    assert cfg["dataset_dir"] == str((tmp_path / "sites" / "site-1").resolve())
+
+
+@pytest.mark.parametrize("method", [m for m in tables.FEDERATED_METHODS])
+def test_every_federated_method_spec_reaches_build_job(tmp_path, monkeypatch, method):
+    """Dispatch by spec: each federated row builds its job with exactly its own job arguments."""
+    sites = _two_sites(tmp_path)
+    calls = []
+
+    class Built(Exception):
+        pass
+
+    def recording_build(name, **kw):
+        calls.append((name, kw))
+        raise Built
+
+    monkeypatch.setattr(runners, "build_job", recording_build)
+    spec = methods.METHOD_SPECS[method]
+    with pytest.raises(Built):
+        harness._run_method(
+            method,
+            tmp_path / "f",
+            sites_root=tmp_path / "sites",
+            sites=sites,
+            base=tmp_path / "base.pt",
+            profile="quick",
+            rounds=2,
+            seed=1,
+        )
+    common = {"num_rounds": 2, "profile": "quick", "n_clients": 2, "min_clients": 2, "seed": 1}
+    assert calls == [(spec.job, {**common, **spec.job_kwargs})]
+
+
+def test_method_specs():
+    specs = methods.METHOD_SPECS
+    assert tables.METHODS[:4] == ("local", "fedavg_full", "fedpetuning", "rate_my_lora")
+    assert tables.METHODS[-1] == "centralised"
+    assert specs["rate_my_lora_tensor"].job_kwargs == {"adapter": "tensor"}
+    assert (specs["dual_lora_size"].job, specs["dual_lora_rated"].job_kwargs) == ("dual_lora", {"aggregation": "rated"})
+    zs = [specs[f"rate_my_lora_dp_{k}"].job_kwargs["dp_noise_multiplier"] for k in ("low", "high")]
+    assert zs == list(methods.DP_NOISE_MULTIPLIERS.values()) and zs[0] < zs[1]
+    for k in ("low", "high"):
+        kw = specs[f"rate_my_lora_dp_{k}"].job_kwargs
+        assert (kw["dp_clip"], kw["dp_delta"]) == (methods.DP_CLIP, methods.DP_DELTA)
+    assert tables.METHOD_TITLES["rate_my_lora_dp_high"] == "Rate-My-LoRA + DP (z = 1.0)"
+    assert set(tables.FEDERATED_METHODS) == {m for m, s in specs.items() if s.runner == "federated"}
+    with pytest.raises(TypeError):
+        specs["rate_my_lora"].job_kwargs["adapter"] = "tensor"  # read-only: specs are shared
+    with pytest.raises(ValueError, match="runner"):
+        methods.MethodSpec("x", "nope")
+    with pytest.raises(ValueError, match="job"):
+        methods.MethodSpec("x", "federated")
+    with pytest.raises(ValueError, match="job_kwargs"):
+        methods.MethodSpec("x", "local", job_kwargs={"adapter": "tensor"})
+    with pytest.raises(ValueError, match="'nope' unknown"):
+        methods.method_spec("nope")
+
+
+def test_unavailable_reason_names_the_missing_job_or_argument():
+    def build_old(name, num_rounds=3, seed=0, adapter="lora"):
+        """A build_job without the DP arguments."""
+
+    def build_open(name, **kw):
+        """A build_job that passes any setting on."""
+
+    specs = methods.METHOD_SPECS
+    jobs = ("rate_my_lora", "fedpetuning", "fedavg_full")
+    assert methods.unavailable_reason(specs["rate_my_lora_tensor"], jobs, build_old) is None
+    assert methods.unavailable_reason(specs["local"], (), build_old) is None
+    reason = methods.unavailable_reason(specs["dual_lora_rated"], jobs, build_old)
+    assert "Med-DualLoRA (rated)" in reason and "no FLARE job 'dual_lora'" in reason
+    reason = methods.unavailable_reason(specs["rate_my_lora_dp_low"], jobs, build_old)
+    assert "takes no `dp_clip`, `dp_delta`, `dp_noise_multiplier`" in reason
+    assert methods.unavailable_reason(specs["rate_my_lora_dp_low"], jobs, build_open) is None
+    assert methods.available_methods(jobs, build_old) == (
+        "local",
+        "fedavg_full",
+        "fedpetuning",
+        "rate_my_lora",
+        "rate_my_lora_tensor",
+        "centralised",
+    )
+    assert methods.available_methods((*jobs, "dual_lora"), build_open) == tables.METHODS
+
+
+def test_run_comparison_refuses_an_unavailable_method_before_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "unavailable_reason", lambda spec: f"{spec.title}: no such job here.")
+    monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: pytest.fail("prepared sites"))
+    with pytest.raises(ValueError, match=r"cannot run Med-DualLoRA \(size\): no such job here."):
+        harness.run_comparison("phantoms", tmp_path / "w", methods=["dual_lora_size"])
+
+
+def test_dp_budget_takes_the_largest_epsilon_of_history_and_site_summaries():
+    history = {"rounds": [{"round": 1, "dp": {"epsilon": 3.5, "delta": 1e-5}}, {"round": 2, "dp": {"epsilon": 5.0}}]}
+    site = {"site": "site-1", "rounds": [{"round": 2, "privacy": {"epsilon": 5.25, "delta": 1e-5, "sigma": 1.0}}]}
+    assert tables.dp_budget(history, site) == {"epsilon": 5.25, "delta": 1e-5, "records": 3}
+    assert tables.dp_budget({"rounds": [{"round": 1, "sites": {"a": {"bytes_up": 3}}}]}, []) is None
+    assert tables.dp_budget({"epsilon": True}) is None  # a flag is no budget
+
+
+def _points_results() -> tuple[dict, dict]:
+    results = {
+        "local": {"0": _matrix(-0.1), "1": _matrix(-0.1)},
+        "fedavg_full": {"0": _matrix(-0.05)},
+        "rate_my_lora": {"0": _matrix(0.0), "1": _matrix(0.02)},
+        "rate_my_lora_tensor": {"0": _matrix(-0.01), "1": _matrix(0.01)},
+        "centralised": {"0": _matrix(0.03)},
+    }
+    rec = lambda up: {"up_per_round": up, "down_per_round": 0.0, "up_total": 0, "down_total": 0, "rounds": 2}  # noqa: E731
+    bandwidth = {
+        "local": {"site-1": rec(0.0), "site-2": rec(0.0)},
+        "fedavg_full": {"site-1": rec(800_000.0), "site-2": rec(800_000.0)},
+        "rate_my_lora": {"site-1": rec(200_000.0), "site-2": rec(100_000.0)},
+        "rate_my_lora_tensor": {"site-1": rec(6_000.0), "site-2": rec(6_000.0)},
+        "centralised": {"site-1": None, "site-2": None},
+    }
+    return results, bandwidth
+
+
+def test_bandwidth_dice_points():
+    points = tables.bandwidth_dice_points(*_points_results())
+    assert list(points) == ["local", "fedavg_full", "rate_my_lora", "rate_my_lora_tensor", "centralised"]
+    assert points["rate_my_lora"]["up_per_round"] == 150_000.0  # mean over sites
+    assert points["rate_my_lora"]["dice"] == pytest.approx({"mean": 0.91, "std": 0.01, "n": 2})
+    assert points["rate_my_lora_tensor"]["dice"]["mean"] == pytest.approx(0.9)
+    assert points["local"]["up_per_round"] == 0.0 and points["centralised"]["up_per_round"] is None
+    assert points["centralised"]["dice"] == pytest.approx({"mean": 0.93, "std": 0.0, "n": 1})
+
+
+def test_plot_bandwidth_dice_writes_png(tmp_path):
+    import matplotlib.image
+
+    points = tables.bandwidth_dice_points(*_points_results())
+    path = plots.plot_bandwidth_dice(points, tmp_path / "sub" / "bd.png", tables.METHOD_TITLES)
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] == 450 and image.shape[1] == 700  # 7 × 4.5 in at 100 dpi
+    assert image[..., :3].std() > 0.05  # something drawn
+    empty = {"m": {"up_per_round": 1.0, "dice": tables.mean_std([None])}}
+    assert plots.plot_bandwidth_dice(empty, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_render_markdown_new_rows_privacy_and_upload_vs_dice():
+    results, bandwidth = _points_results()
+    results["rate_my_lora_dp_high"] = {"0": _matrix(-0.02), "1": _matrix(-0.02)}
+    bandwidth["rate_my_lora_dp_high"] = bandwidth["rate_my_lora"]
+    summary = {
+        "seeds": [0, 1],
+        "in_client": tables.in_client_table(results),
+        "cross_client": tables.cross_client_table(results),
+        "bandwidth": bandwidth,
+        "privacy": {"rate_my_lora_dp_high": {"0": {"epsilon": 12.345, "delta": 1e-5, "records": 2}, "1": None}},
+        "bandwidth_dice": tables.bandwidth_dice_points(results, bandwidth),
+        "bandwidth_dice_plot": "/w/bandwidth_dice.png",
+    }
+    md = tables.render_markdown(summary)
+    assert "| Rate-My-LoRA (tensor) | 0.900 ± 0.010 |" in md  # Table 1
+    assert "| Rate-My-LoRA (tensor) | site-2 | 0.01 MB | 0.00 MB |" in md  # bandwidth
+    assert "| Rate-My-LoRA + DP (z = 1.0) | 1 | 1 | 1e-05 | 12.35 | not recorded |" in md
+    assert "| Rate-My-LoRA (tensor) | 0.01 MB | 0.8 % | 0.900 ± 0.010 |" in md  # 6 kB of 800 kB
+    assert "| Centralised (upper bound) | — | — | 0.930 |" in md
+    assert "Upload per round against mean in-client Dice: `/w/bandwidth_dice.png`." in md
+    # table order: the new rows between Rate-My-LoRA and the centralised model
+    assert md.index("| Rate-My-LoRA | 0.910") < md.index("| Rate-My-LoRA (tensor) | 0.900") < md.index("| Centralised")
 
 
 def test_run_comparison_refuses_unseeded_federated_results(tmp_path, monkeypatch):
@@ -332,3 +538,28 @@ def test_run_comparison_refuses_unseeded_federated_results(tmp_path, monkeypatch
         harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], methods=["fedavg_full"])
     with pytest.raises(ValueError, match="`seeds` must be a non-negative int"):
         harness.run_comparison("phantoms", tmp_path / "w", seeds=[-1])
+
+
+def test_run_comparison_records_the_dp_rows_epsilon(tmp_path, monkeypatch):
+    """A DP row's ε (from its run) goes into results.json and the Privacy table; a run without one says so."""
+    sites = ["site-1", "site-2"]
+    monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
+    monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
+    monkeypatch.setattr(harness, "unavailable_reason", lambda spec: None)  # as once the DP job exists
+
+    def fake_run(method, folder, **kw):
+        out = {"matrix": _matrix(0.0), "per_case": {}, "bandwidth": tables.fedavg_bandwidth(4, sites, 2)}
+        if kw["seed"] == 0:
+            out["privacy"] = {"epsilon": 7.5, "delta": 1e-5, "records": 4}
+        return out
+
+    monkeypatch.setattr(harness, "_run_method", fake_run)
+    summary = harness.run_comparison("phantoms", tmp_path / "w", seeds=[0, 1], methods=["rate_my_lora_dp_low"])
+    saved = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert (
+        saved["privacy"]
+        == summary["privacy"]
+        == {"rate_my_lora_dp_low": {"0": {"epsilon": 7.5, "delta": 1e-5, "records": 4}, "1": None}}
+    )
+    md = (tmp_path / "w" / "results.md").read_text()
+    assert "| Rate-My-LoRA + DP (z = 0.5) | 1 | 0.5 | 1e-05 | 7.50 | not recorded |" in md

@@ -81,6 +81,21 @@ def test_in_client_models_names_missing_file(tmp_path):
         FileNotFoundError, match=r"sites/site-1/rate_my_lora/latest/personalised_model.pt: the rate_my_lora model"
     ):
         paired.in_client_models("rate_my_lora", tmp_path, ["site-1"])
+    # a row that varies a job setting finds its models under its job's name
+    with pytest.raises(
+        FileNotFoundError, match=r"sites/site-1/dual_lora/latest/personalised_model.pt: the dual_lora_rated"
+    ):
+        paired.in_client_models("dual_lora_rated", tmp_path, ["site-1"])
+    # a run made before site outputs were kept per job id: the model in the job folder itself
+    model = tmp_path / "sites" / "site-1" / "rate_my_lora" / "personalised_model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"")
+    assert paired.in_client_models("rate_my_lora_tensor", tmp_path, ["site-1"]) == {"site-1": model}
+    # the newest finished job (`latest`) wins over it
+    newest = model.parent / "latest" / "personalised_model.pt"
+    newest.parent.mkdir()
+    newest.write_bytes(b"")
+    assert paired.in_client_models("rate_my_lora", tmp_path, ["site-1"]) == {"site-1": newest}
     with pytest.raises(ValueError, match="`method` 'nope' unknown"):
         paired.in_client_models("nope", tmp_path, ["site-1"])
 

@@ -1,20 +1,24 @@
 """The experiment harness behind ``benchmarks/compare.py``: the paper's Tables 1 and 2.
 
-On the same sites, splits and seeds it runs five methods and compares them:
+On the same sites, splits and seeds it runs the methods of `lib.methods.METHOD_SPECS` and compares them:
 
 * ``local`` — LoRA fine-tuning of the base at each site alone (the bundle's ``lora`` workflow), for
   the same number of local epochs a site spends in a federated run (``rounds × local_epochs + 1``:
   the federated sites train one more epoch for their personal adapter at ``finalize``);
 * ``fedavg_full`` — the ``fedavg_full`` FLARE job (full weights travel); its final global model is
   scored on every site's test split with `cardiolora.evaluation.evaluate_records`;
-* ``fedpetuning`` and ``rate_my_lora`` — the FLARE jobs of the same names (their own cross-site
-  evaluation, ``cross_site_eval.json``);
+* ``fedpetuning``, ``rate_my_lora`` and the rows that vary a job setting (``rate_my_lora_tensor``:
+  ``adapter="tensor"``; ``dual_lora_size`` / ``dual_lora_rated``: the ``dual_lora`` job with
+  ``aggregation="size"`` / ``"rated"``; ``rate_my_lora_dp_low`` / ``_high``: DP on the adapter
+  updates at two noise multipliers) — FLARE jobs with their own cross-site evaluation
+  (``cross_site_eval.json``);
 * ``centralised`` — the upper bound: the train/val splits of all sites pooled into one datalist,
   full-weight fine-tuning of the base with the bundle's ``train`` workflow (``load_pretrain``) for
   the same number of epochs.
 
 Every method runs through the existing entry points (`cardiolora.bundle.run_workflow`,
-`cardiolora.fl.run.run_simulation`): there is no training or federation loop here. The seed of a
+`cardiolora.fl.jobs.build_job`, `cardiolora.fl.run.simulate_job`): there is no training or
+federation loop here. The seed of a
 run is the bundle ``seed`` of the local and centralised workflows and the job ``seed`` of the FLARE
 jobs (each site seeds its round-t training with `cardiolora.fl.seeds.round_seed` of seed, site, t). A method's
 folder ``<workdir>/seed<s>/<method>/`` gets a ``done.json`` when it finished; a rerun reuses it.
@@ -23,8 +27,9 @@ The result of one method and seed is a *score matrix* ``{owner: {evaluator: {met
 the model of site ``owner`` scored on the test split of site ``evaluator`` (mean over LV, MYO and RV
 of the per-case means). A single-model method (FedAvg, centralised) gives every site the same model.
 
-The parts: the sites in `lib.sites`, the method runners in `lib.runners`, the tables, Markdown and
-curves in `lib.tables`, the per-patient statistics in `lib.paired`.
+The parts: the methods in `lib.methods`, the sites in `lib.sites`, the method runners in
+`lib.runners`, the tables, Markdown and curves in `lib.tables`, the upload/Dice plot in
+`lib.plots`, the per-patient statistics in `lib.paired`.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from typing import Any
 from cardiolora.atomic import write_json
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 
+from .methods import available_methods, method_spec, unavailable_reason
 from .paired import in_client_models, paired_summary, per_case_scores, rating_events, render_paired_markdown
+from .plots import plot_bandwidth_dice
 from .readme_blocks import machine_line, replace_block
 from .runners import _total_epochs, pretrain_base, reuse_or_run, run_centralised, run_federated, run_local
 from .sites import prepare_acdc, prepare_mnms2, prepare_phantoms
@@ -49,6 +56,7 @@ from .tables import (
     FEDERATED_METHODS,
     METHOD_TITLES,
     METHODS,
+    bandwidth_dice_points,
     cross_client_table,
     in_client_table,
     plot_curves,
@@ -61,12 +69,16 @@ logger = logging.getLogger(__name__)
 
 
 def _run_method(method: str, folder: Path, **kw: Any) -> dict:
-    """Dispatch one method to its runner (`run_local`, `run_centralised` or `run_federated`)."""
-    if method == "local":
+    """Dispatch one method to its runner (`run_local`, `run_centralised` or `run_federated`) by its spec.
+
+    A federated method's job and job arguments come from `lib.methods.METHOD_SPECS`.
+    """
+    spec = method_spec(method)
+    if spec.runner == "local":
         return run_local(folder, **kw)
-    if method == "centralised":
+    if spec.runner == "centralised":
         return run_centralised(folder, **kw)
-    return run_federated(folder, method, **kw)
+    return run_federated(folder, spec.job, **kw, job_kwargs=spec.job_kwargs)
 
 
 def _check_reusable(folder: Path, method: str, seed: int) -> None:
@@ -110,22 +122,33 @@ def run_comparison(
     rounds: int = 2,
     profile: str = "quick",
     data: str | os.PathLike | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     command: str = "",
     readme: str | os.PathLike | None = None,
 ) -> dict:
     """Prepare the sites, pretrain the base, run every method and seed, write the summary files.
 
-    Writes ``<workdir>/results.json``, ``results.md``, ``curves.png`` and, when `readme` is given,
-    the block ``compare-<source>`` of that Markdown file.
+    Writes ``<workdir>/results.json``, ``results.md``, ``curves.png``, ``bandwidth_dice.png`` and,
+    when `readme` is given, the block ``compare-<source>`` of that Markdown file (the PNGs copied to
+    ``<readme folder>/results/compare_<source>_{curves,bandwidth_dice}.png``).
+
+    Args:
+        methods: keys of `lib.methods.METHOD_SPECS`; None: every method this installation can run
+            (`lib.methods.available_methods`).
 
     Raises:
-        ValueError: for an unknown source or method (named), a seed that is not a non-negative int,
-            or a FLARE result to reuse that was made before the jobs took the seed (`_check_reusable`).
+        ValueError: for an unknown source or method (named), a method whose FLARE job or job
+            arguments do not exist here (`lib.methods.unavailable_reason`, before anything runs), a
+            seed that is not a non-negative int, or a FLARE result to reuse that was made before the
+            jobs took the seed (`_check_reusable`).
     """
+    methods = list(available_methods() if methods is None else methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"`methods` {unknown} unknown; known: {list(METHODS)}.")
+    missing = [r for r in (unavailable_reason(method_spec(m)) for m in methods) if r]
+    if missing:
+        raise ValueError("`methods`: cannot run " + " ".join(missing))
     seeds = [check_seed(s, "seeds") for s in seeds]
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +169,7 @@ def run_comparison(
     bandwidth: dict = {}
     histories: dict = {}
     seconds: dict = {}
+    privacy: dict = {}
     for seed in seeds:
         for method in methods:
             folder = workdir / f"seed{seed}" / method
@@ -164,6 +188,8 @@ def run_comparison(
             res = reuse_or_run(folder, fn)
             results[method][str(seed)] = res["matrix"]
             seconds.setdefault(method, {})[str(seed)] = res.get("seconds")
+            if method_spec(method).job_kwargs.get("dp_noise_multiplier") is not None:
+                privacy.setdefault(method, {})[str(seed)] = res.get("privacy")
             per_case.setdefault(method, {})[str(seed)] = _per_case(folder, method, res, sites_root, sites, profile)
             if method == "rate_my_lora" and res.get("history"):
                 rating[str(seed)] = rating_events(res["history"])
@@ -174,6 +200,8 @@ def run_comparison(
             if res.get("history"):
                 histories.setdefault(method, res["history"])
     curves = plot_curves(histories, workdir / "curves.png")
+    points = bandwidth_dice_points(results, bandwidth)
+    bd_plot = plot_bandwidth_dice(points, workdir / "bandwidth_dice.png", METHOD_TITLES)
     summary = {
         "command": command,
         "machine": machine_line(),
@@ -185,6 +213,9 @@ def run_comparison(
         "in_client": in_client_table(results),
         "cross_client": cross_client_table(results),
         "bandwidth": bandwidth,
+        "privacy": privacy,
+        "bandwidth_dice": points,
+        "bandwidth_dice_plot": str(bd_plot) if bd_plot else None,
         "seconds": seconds,
         "raw": results,
         **paired_summary(per_case, rating),
@@ -202,12 +233,13 @@ def run_comparison(
     (workdir / "results.md").write_text(md)
     if readme is not None:
         body = md
-        if curves:
-            dest = Path(readme).parent / "results" / f"compare_{source}_curves.png"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(curves, dest)
-            body = md.replace(
-                f"`{curves}`", f"![curves](results/{dest.name}) (`{dest.relative_to(Path(readme).parent)}`)"
-            )
+        for png, name, alt in ((curves, "curves", "curves"), (bd_plot, "bandwidth_dice", "upload vs Dice")):
+            if png:
+                dest = Path(readme).parent / "results" / f"compare_{source}_{name}.png"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(png, dest)
+                body = body.replace(
+                    f"`{png}`", f"![{alt}](results/{dest.name}) (`{dest.relative_to(Path(readme).parent)}`)"
+                )
         replace_block(readme, f"compare-{source}", body)
     return summary

@@ -32,6 +32,8 @@ from cardiolora.evaluation import evaluate_records
 from cardiolora.labels import STRUCTURE_NAMES
 from cardiolora.networks import load_weights, lora_unet
 
+from .methods import DP_NOISE_MULTIPLIERS, method_spec
+
 __all__ = [
     "STRUCTURES",
     "in_client_models",
@@ -51,10 +53,13 @@ STRUCTURES: tuple[str, ...] = tuple(STRUCTURE_NAMES.values())
 
 def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str]) -> dict[str, Path]:
     """Where each site's in-client model of one finished method run is (the adapter methods: the
-    site's newest finished job, ``sites/<site>/<method>/latest/``).
+    site's newest finished job, ``sites/<site>/<job>/latest/``, or ``sites/<site>/<job>/`` for a run
+    made before site outputs were kept per job id).
 
     Args:
-        method: ``local``, ``fedavg_full``, ``fedpetuning``, ``rate_my_lora`` or ``centralised``.
+        method: a method of `lib.methods.METHOD_SPECS`: the local runs' models, FedAvg's global
+            model, the centralised model, or any other FLARE job's personalised models
+            (``sites/<site>/<job>/latest/personalised_model.pt``).
         folder: the method's run folder (``<workdir>/seed<s>/<method>``).
         sites: the sites.
 
@@ -66,16 +71,20 @@ def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str
         FileNotFoundError: if a model file is missing (the path is named).
     """
     folder = Path(folder)
-    if method == "local":
+    spec = method_spec(method)
+    if spec.runner == "local":
         paths = {s: folder / s / "model.pt" for s in sites}
-    elif method == "fedavg_full":
-        paths = {s: folder / "results" / "fedavg_full" / "global_model.pt" for s in sites}
-    elif method in ("fedpetuning", "rate_my_lora"):
-        paths = {s: folder / "sites" / s / method / "latest" / "personalised_model.pt" for s in sites}  # newest job
-    elif method == "centralised":
+    elif spec.runner == "centralised":
         paths = {s: folder / "model.pt" for s in sites}
-    else:
-        raise ValueError(f"`method` {method!r} unknown.")
+    elif spec.job == "fedavg_full":
+        paths = {s: folder / "results" / "fedavg_full" / "global_model.pt" for s in sites}
+    else:  # the site's newest finished job (`latest`), or the job folder of a run made before job ids
+        paths = {}
+        for s in sites:
+            job_dir = folder / "sites" / s / spec.job
+            latest = job_dir / "latest" / "personalised_model.pt"
+            before_job_ids = job_dir / "personalised_model.pt"
+            paths[s] = before_job_ids if before_job_ids.is_file() and not latest.is_file() else latest
     for site, p in paths.items():
         if not p.is_file():
             raise FileNotFoundError(f"{p}: the {method} model of {site} is missing (was the run finished?).")
@@ -260,6 +269,11 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("rate_my_lora", "local"),
     ("rate_my_lora", "fedavg_full"),
     ("rate_my_lora", "centralised"),
+    ("rate_my_lora_tensor", "rate_my_lora"),
+    ("dual_lora_rated", "dual_lora_size"),
+    ("dual_lora_rated", "rate_my_lora"),
+    ("dual_lora_size", "fedpetuning"),
+    *((f"rate_my_lora_dp_{level}", "rate_my_lora") for level in DP_NOISE_MULTIPLIERS),
 )
 
 

@@ -1,7 +1,7 @@
 """The method runners of the federated comparison (`lib.harness`): base, local, FLARE job, centralised.
 
 Every method runs through the project's entry points (`cardiolora.bundle.run_workflow`,
-`cardiolora.fl.run.run_simulation`); each runner returns the method's score matrix
+`cardiolora.fl.jobs.build_job` and `cardiolora.fl.run.simulate_job`); each runner returns the method's score matrix
 ``{owner: {evaluator: {metric: value}}}`` (`evaluate_matrix`, `matrix_from_cross_eval`) and its
 bandwidth (`lib.tables`).
 """
@@ -20,13 +20,13 @@ from cardiolora.atomic import write_json
 from cardiolora.bundle import run_workflow
 from cardiolora.data.dataset import DATALIST_NAME, load_datalist, write_datalist
 from cardiolora.evaluation import evaluate_records
-from cardiolora.fl.privacy import DEFAULT_DELTA
-from cardiolora.fl.run import run_simulation
+from cardiolora.fl.jobs import build_job, export_job
+from cardiolora.fl.run import simulate_job, write_site_configs
 from cardiolora.metrics import METRICS, aggregate_scores
 from cardiolora.networks import load_weights, lora_unet, rank_for_dataset_size, read_state_dict
 from cardiolora.profiles import get_profile
 
-from .tables import bandwidth_from_history, fedavg_bandwidth, state_dict_bytes
+from .tables import bandwidth_from_history, dp_budget, fedavg_bandwidth, state_dict_bytes
 
 __all__ = [
     "pretrain_base",
@@ -212,49 +212,67 @@ def run_federated(
     profile: str,
     rounds: int,
     seed: int,
-    dp_clip: float | None = None,
-    dp_noise_multiplier: float | None = None,
-    dp_delta: float = DEFAULT_DELTA,
+    job_kwargs: Mapping[str, Any] | None = None,
 ) -> dict:
-    """One FLARE job in the simulator; personalised models (LoRA jobs) or the global model (FedAvg) scored.
+    """One FLARE job in the simulator; personalised models (adapter jobs) or the global model (FedAvg) scored.
 
-    `seed` is the job's ``seed`` (`cardiolora.fl.run.run_simulation`), so every site's local training
-    depends on it. `dp_clip`, `dp_noise_multiplier` and `dp_delta` are the adapter jobs' site-level
-    DP options (`cardiolora.fl.privacy`; off when both are None); with DP the result's ``dp`` holds
-    the history's settings and ε per round.
+    The job is built by `cardiolora.fl.jobs.build_job` with the run's rounds, profile, sites and
+    `seed` (every site's local training depends on it) and `job_kwargs` (the method's own job
+    settings, `lib.methods.MethodSpec.job_kwargs`), exported to ``<folder>/job/<job>`` and run
+    with `cardiolora.fl.run.simulate_job` — the steps of `cardiolora.fl.run.run_simulation`, whose
+    signature holds a fixed set of job settings, so any setting `build_job` takes can be a row.
+
+    Args:
+        folder: the run folder (``<workdir>/seed<s>/<method>``).
+        job: the FLARE job (`cardiolora.fl.jobs.JOB_NAMES`).
+        sites_root: folder of ``<site>/datalist.json``.
+        sites: the sites (all of them must answer: ``min_clients = len(sites)``).
+        base: the base model ``W_0``.
+        profile: run profile.
+        rounds: federated rounds.
+        seed: the job seed.
+        job_kwargs: more keyword arguments of `build_job` (e.g. ``{"adapter": "tensor"}``).
+
+    Returns:
+        ``{"job", "job_kwargs", "seconds_simulator", "seed", "matrix", "bandwidth", "history"}`` and,
+        when the job recorded a privacy budget (`lib.tables.dp_budget`), ``"privacy"``.
+
+    Raises:
+        TypeError: if `build_job` does not take one of `job_kwargs` (the job is not built yet).
+        RuntimeError: if the simulator fails.
     """
-    dp = (
-        {}
-        if dp_clip is None and dp_noise_multiplier is None
-        else {"dp_clip": dp_clip, "dp_noise_multiplier": dp_noise_multiplier, "dp_delta": dp_delta}
-    )
-    run = run_simulation(
+    kwargs = dict(job_kwargs or {})
+    folder = Path(folder).resolve()
+    cfg_dir = write_site_configs(folder, Path(sites_root), list(sites), Path(base))
+    fed_job = build_job(
         job,
-        sites_root,
-        base,
-        folder,
-        rounds=rounds,
+        num_rounds=rounds,
         profile=profile,
-        sites=list(sites),
+        n_clients=len(sites),
         min_clients=len(sites),
         seed=seed,
-        **dp,
+        **kwargs,
     )
+    run = simulate_job(export_job(fed_job, folder / "job" / job), folder, list(sites), cfg_dir)
     results = folder / "results" / job
-    out: dict = {"job": job, "seconds_simulator": run["seconds"], "seed": seed}
-    if "dp" in run:
+    out: dict = {"job": job, "job_kwargs": kwargs, "seconds_simulator": run["seconds"], "seed": seed}
+    if "dp" in run:  # the DP jobs: settings and ε per round from the history
         out["dp"] = run["dp"]
     if job == "fedavg_full":
         g = results / "global_model.pt"
         out["matrix"] = evaluate_matrix({s: g for s in sites}, sites_root, sites, profile)
         out["bandwidth"] = fedavg_bandwidth(state_dict_bytes(read_state_dict(g)), sites, rounds)
         out["history"] = []
-    else:
-        cross = json.loads((results / "cross_site_eval.json").read_text())
-        history = json.loads((results / "rml_history.json").read_text())
-        out["matrix"] = matrix_from_cross_eval(cross, sites)
-        out["bandwidth"] = bandwidth_from_history(history)
-        out["history"] = history
+        return out
+    cross = json.loads((results / "cross_site_eval.json").read_text())
+    history = json.loads((results / "rml_history.json").read_text())
+    out["matrix"] = matrix_from_cross_eval(cross, sites)
+    out["bandwidth"] = bandwidth_from_history(history)
+    out["history"] = history
+    summaries = [folder / "sites" / s / job / "site_summary.json" for s in sites]
+    privacy = dp_budget(history, *(json.loads(p.read_text()) for p in summaries if p.is_file()))
+    if privacy is not None:
+        out["privacy"] = privacy
     return out
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .methods import METHOD_SPECS
+
 __all__ = [
     "METHODS",
     "FEDERATED_METHODS",
@@ -25,21 +27,17 @@ __all__ = [
     "bandwidth_from_history",
     "fedavg_bandwidth",
     "state_dict_bytes",
+    "dp_budget",
+    "bandwidth_dice_points",
     "render_markdown",
     "plot_curves",
 ]
 
-#: The methods in table order.
-METHODS: tuple[str, ...] = ("local", "fedavg_full", "fedpetuning", "rate_my_lora", "centralised")
+#: The methods in table order (`lib.methods.METHOD_SPECS`).
+METHODS: tuple[str, ...] = tuple(METHOD_SPECS)
 #: The methods that run as FLARE jobs (`run_federated`).
-FEDERATED_METHODS: tuple[str, ...] = ("fedavg_full", "fedpetuning", "rate_my_lora")
-METHOD_TITLES: dict[str, str] = {
-    "local": "Local only (LoRA)",
-    "fedavg_full": "FedAvg (full weights)",
-    "fedpetuning": "FedPETuning",
-    "rate_my_lora": "Rate-My-LoRA",
-    "centralised": "Centralised (upper bound)",
-}
+FEDERATED_METHODS: tuple[str, ...] = tuple(m for m, s in METHOD_SPECS.items() if s.runner == "federated")
+METHOD_TITLES: dict[str, str] = {m: s.title for m, s in METHOD_SPECS.items()}
 #: The metrics of the tables, as the paper reports them (HD95 is in the JSON too).
 TABLE_METRICS: tuple[str, ...] = ("dice", "voe", "hd", "assd")
 _METRIC_TITLES = {"dice": "DICE", "voe": "VOE (%)", "hd": "HD (mm)", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
@@ -170,6 +168,70 @@ def fedavg_bandwidth(model_bytes: int, sites: Sequence[str], rounds: int) -> dic
     }
 
 
+def dp_budget(*documents: Any) -> dict | None:
+    """The privacy budget a DP job recorded: the largest ε found in its history or site summaries.
+
+    Looks at any depth of the JSON documents for a mapping with a numeric ``epsilon`` key (the
+    accountant's ε spent so far; it only grows over rounds, so the largest is the job's total) and
+    takes ``delta`` from the same mapping.
+
+    Args:
+        documents: parsed JSON documents (``rml_history.json``, each site's ``site_summary.json``).
+
+    Returns:
+        ``{"epsilon", "delta", "records"}`` (``records``: how many ε values were found), or None
+        when no document holds one (a job without DP).
+    """
+    found: list[tuple[float, Any]] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, Mapping):
+            eps = obj.get("epsilon")
+            if isinstance(eps, (int, float)) and not isinstance(eps, bool):
+                found.append((float(eps), obj.get("delta")))
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v)
+
+    for doc in documents:
+        walk(doc)
+    if not found:
+        return None
+    eps, delta = max(found, key=lambda e: e[0])
+    return {"epsilon": eps, "delta": delta, "records": len(found)}
+
+
+def bandwidth_dice_points(
+    results: Mapping[str, Mapping[str, Mapping]], bandwidth: Mapping[str, Mapping[str, Any]]
+) -> dict:
+    """One point per method: upload bytes per round against mean in-client Dice.
+
+    ``up = mean_c up_per_round(c)`` over the sites with a byte record (``None`` when the method
+    sends nothing through a federation: no record at all, e.g. centralised); per seed
+    ``dice = mean_c S[c][c]["dice"]`` (each site's model on its own test split), then mean ± std
+    over seeds (`mean_std`).
+
+    Args:
+        results: ``{method: {seed: score matrix}}``.
+        bandwidth: ``{method: {site: bandwidth_from_history record or None}}``.
+
+    Returns:
+        ``{method: {"up_per_round": float or None, "dice": {"mean", "std", "n"}}}`` in the order of `results`.
+    """
+    out: dict = {}
+    for method, by_seed in results.items():
+        per_seed = []
+        for m in by_seed.values():
+            vals = [(m.get(s) or {}).get(s, {}).get("dice") for s in m]
+            vals = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+            per_seed.append(float(np.mean(vals)) if vals else None)
+        ups = [b["up_per_round"] for b in (bandwidth.get(method) or {}).values() if b is not None]
+        out[method] = {"up_per_round": float(np.mean(ups)) if ups else None, "dice": mean_std(per_seed)}
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # rendering
 # ------------------------------------------------------------------------------------------------
@@ -226,13 +288,70 @@ def _wall_time_lines(seconds: Mapping[str, Mapping[str, float | None]], seeds: S
     return lines
 
 
+def _privacy_lines(privacy: Mapping[str, Mapping[str, Mapping | None]], seeds: Sequence[int]) -> list[str]:
+    """Markdown rows of the DP methods: clip C, noise multiplier z, δ and the ε each run reported.
+
+    Args:
+        privacy: ``{method: {seed (str): dp_budget result or None}}``.
+        seeds: the seeds, in column order.
+
+    Returns:
+        The lines (empty when no DP method ran).
+    """
+    dp = [m for m in METHODS if m in privacy and "dp_noise_multiplier" in METHOD_SPECS[m].job_kwargs]
+    if not dp:
+        return []
+    lines = [
+        "",
+        "**Privacy** (site-level DP on the adapter updates: each site's update clipped to L2 norm C, "
+        "Gaussian noise of std z·C added; ε at δ as the job's accountant reports it after the last round; "
+        '"not recorded": the job wrote no ε):',
+        "",
+        "| method | C | z | δ | " + " | ".join(f"ε seed {s}" for s in seeds) + " |",
+        "|---|---|---|---|" + "---|" * len(seeds),
+    ]
+    for method in dp:
+        kw = METHOD_SPECS[method].job_kwargs
+        cells = []
+        for s in seeds:
+            b = privacy[method].get(str(s))
+            cells.append("not recorded" if not b else f"{b['epsilon']:.2f}")
+        lines.append(
+            f"| {METHOD_TITLES[method]} | {kw['dp_clip']:g} | {kw['dp_noise_multiplier']:g} | "
+            f"{kw.get('dp_delta', float('nan')):g} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _bandwidth_dice_lines(points: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Markdown rows of `bandwidth_dice_points`, with the upload as a fraction of FedAvg's (full weights)."""
+    if not points:
+        return []
+    full = (points.get("fedavg_full") or {}).get("up_per_round")
+    lines = [
+        "",
+        "**Upload vs Dice** (upload per round: mean over sites of the bytes a site sends per training round; "
+        "Dice: mean over sites of the in-client Dice, mean ± std over seeds):",
+        "",
+        "| method | up per round | % of full weights | mean in-client Dice |",
+        "|---|---|---|---|",
+    ]
+    for method in [m for m in METHODS if m in points] + [m for m in points if m not in METHODS]:
+        p = points[method]
+        up = p.get("up_per_round")
+        pct = "—" if up is None or not full else f"{100 * up / full:.1f} %"
+        lines.append(f"| {METHOD_TITLES.get(method, method)} | {_mb(up)} | {pct} | {_fmt(p['dice'], 3)} |")
+    return lines
+
+
 def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> str:
-    """Markdown of a comparison: command, machine line, Table 1, Table 2, bandwidth, curves.
+    """Markdown of a comparison: command, machine line, Table 1, Table 2, bandwidth, privacy, upload vs Dice, curves.
 
     Args:
         summary: ``{"command", "machine", "source", "seeds", "rounds", "profile", "in_client",
             "cross_client", "bandwidth": {method: {site: ...}}, "seconds": {method: {seed: s}},
-            "curves": png name or None,
+            "privacy": {method: {seed: dp_budget}}, "bandwidth_dice": bandwidth_dice_points,
+            "bandwidth_dice_plot": png name or None, "curves": png name or None,
             "notes": [str]}``.
         metrics: metrics in the tables.
 
@@ -271,6 +390,10 @@ def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_M
                 f"| {METHOD_TITLES[method]} | {site} | {_mb(b['up_per_round'])} | {_mb(b['down_per_round'])} | "
                 f"{_mb(b['up_total'])} | {_mb(b['down_total'])} |"
             )
+    lines += _privacy_lines(summary.get("privacy") or {}, seeds)
+    lines += _bandwidth_dice_lines(summary.get("bandwidth_dice") or {})
+    if summary.get("bandwidth_dice_plot"):
+        lines += ["", f"Upload per round against mean in-client Dice: `{summary['bandwidth_dice_plot']}`."]
     lines += _wall_time_lines(summary.get("seconds") or {}, seeds)
     if summary.get("curves"):
         lines += ["", f"Per-round curves (validation Dice P_t per site, λ_t, w_t(c)): `{summary['curves']}`."]
