@@ -13,9 +13,7 @@ design, so it has no adapter filter. See jobs/README.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from nvflare.app_common.workflows.fedavg import FedAvg
 from nvflare.job_config.api import FedJob
@@ -23,7 +21,6 @@ from nvflare.job_config.api import FedJob
 from cardiolora.fl import jobs
 from cardiolora.fl.aggregators import DatasetSizeAggregator
 from cardiolora.fl.persistor import BundleModelPersistor
-from cardiolora.profiles import PROFILES
 
 NAME = "fedavg_full"
 
@@ -61,15 +58,8 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     """Export the job (``--export`` / ``--export-dir``), or say what it is."""
-    p = argparse.ArgumentParser(prog=f"python jobs/{NAME}/job.py", description=jobs.DESCRIPTIONS[NAME])
-    p.add_argument("--export", action="store_true", help=f"write the job folder jobs/{NAME}/exported")
-    p.add_argument("--export-dir", type=Path, help="write the job folder here instead (implies --export)")
-    p.add_argument("--rounds", type=int, default=jobs.DEFAULT_ROUNDS, help="federated rounds")
-    p.add_argument("--profile", choices=list(PROFILES), default=jobs.DEFAULT_PROFILE, help="run profile of the bundle")
-    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: the profile's)")
+    p = jobs.job_parser(NAME)
     p.add_argument("--n-clients", type=int, default=jobs.DEFAULT_N_CLIENTS, help="sites FedAvg samples each round")
-    p.add_argument("--min-clients", type=int, default=jobs.DEFAULT_MIN_CLIENTS, help="fewer sites stop the job")
-    p.add_argument("--seed", type=int, default=jobs.DEFAULT_SEED, help="job seed of the sites' local training")
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -79,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         min_clients=args.min_clients,
         seed=args.seed,
     )
-    if args.export or args.export_dir:
-        dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")
-        print(f"exported {NAME} to {dest}; submit it with `submit_job {dest}` from the admin console")
-    else:
-        print(jobs.usage(NAME))
-    return 0
+    return jobs.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ instead of LoRA (averaged as full-size deltas). See jobs/README.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.job_config.api import FedJob
@@ -28,8 +26,7 @@ from cardiolora.fl import jobs
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.persistor import BundleModelPersistor
-from cardiolora.fl.protocol import TRANSPORT_DTYPES, Task
-from cardiolora.profiles import PROFILES
+from cardiolora.fl.protocol import Task
 
 NAME = "fedpetuning"
 #: No weight for the rating (Eq. 2): coefficients |D_c| / Σ|D|.
@@ -93,27 +90,7 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     """Export the job (``--export`` / ``--export-dir``), or say what it is."""
-    p = argparse.ArgumentParser(prog=f"python jobs/{NAME}/job.py", description=jobs.DESCRIPTIONS[NAME])
-    p.add_argument("--export", action="store_true", help=f"write the job folder jobs/{NAME}/exported")
-    p.add_argument("--export-dir", type=Path, help="write the job folder here instead (implies --export)")
-    p.add_argument("--rounds", type=int, default=jobs.DEFAULT_ROUNDS, help="federated rounds")
-    p.add_argument("--profile", choices=list(PROFILES), default=jobs.DEFAULT_PROFILE, help="run profile of the bundle")
-    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: the profile's)")
-    p.add_argument("--min-clients", type=int, default=jobs.DEFAULT_MIN_CLIENTS, help="fewer sites stop the job")
-    p.add_argument("--task-timeout", type=int, default=jobs.DEFAULT_TASK_TIMEOUT, help="seconds a task may take")
-    p.add_argument(
-        "--straggler-grace",
-        type=int,
-        default=jobs.DEFAULT_STRAGGLER_GRACE,
-        help="seconds to wait for the other sites once min_clients answered",
-    )
-    p.add_argument("--seed", type=int, default=jobs.DEFAULT_SEED, help="job seed of the sites' local training")
-    p.add_argument(
-        "--transport-dtype",
-        choices=sorted(TRANSPORT_DTYPES),
-        default=jobs.DEFAULT_TRANSPORT_DTYPE,
-        help="dtype the adapters travel in, both ways (float16: half the bytes of float32)",
-    )
+    p = jobs.job_parser(NAME)
     p.add_argument(
         "--adapter",
         choices=list(jobs.ADAPTER_TYPES),
@@ -121,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         help="lora: LoRA of rank 16/32 by site size; tensor: TenVOO cores of the bundle's tensor_rank",
     )
     jobs.add_dp_arguments(p)
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="start from W_0 even if an unfinished run of this job left a saved state (it is archived)",
-    )
+    jobs.add_exchange_arguments(p, "the adapters")
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -142,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         dp_delta=args.dp_delta,
         fresh=args.fresh,
     )
-    if args.export or args.export_dir:
-        dest = jobs.export_job(job, args.export_dir or Path(__file__).resolve().parent / "exported")
-        print(f"exported {NAME} to {dest}; submit it with `submit_job {dest}` from the admin console")
-    else:
-        print(jobs.usage(NAME))
-    return 0
+    return jobs.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from cardiolora.fl.privacy import DEFAULT_DELTA, dp_settings
 from cardiolora.fl.protocol import (
     ADAPTER_TYPES,
     DEFAULT_TRANSPORT_DTYPE,
+    TRANSPORT_DTYPES,
     Task,
     check_adapter_type,
     check_transport_dtype,
@@ -65,7 +66,7 @@ from cardiolora.fl.protocol import (
 from cardiolora.fl.rml import DEFAULT_LAMBDA0
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.networks import bundle_setting
-from cardiolora.profiles import get_profile
+from cardiolora.profiles import PROFILES, get_profile
 
 __all__ = [
     "JOB_NAMES",
@@ -96,6 +97,9 @@ __all__ = [
     "add_dp_arguments",
     "export_job",
     "usage",
+    "job_parser",
+    "add_exchange_arguments",
+    "export_or_usage",
 ]
 
 #: The methods, one job folder each (``jobs/<name>/job.py``).
@@ -546,3 +550,72 @@ def usage(name: str) -> str:
         f"  simulate: python -m cardiolora.fl.run --job {name} --sites-root <phantoms>/sites "
         "--pretrained <model.pt> --workdir <dir>"
     )
+
+
+def job_parser(name: str) -> argparse.ArgumentParser:
+    """The command line every ``jobs/<name>/job.py`` shares: export, rounds, profile, epochs, sites, seed.
+
+    Args:
+        name: the job (:data:`JOB_NAMES`).
+
+    Returns:
+        The parser with ``--export``, ``--export-dir``, ``--rounds``, ``--profile``, ``--local-epochs``,
+        ``--min-clients`` and ``--seed``; a job adds its own options.
+    """
+    p = argparse.ArgumentParser(prog=f"python jobs/{name}/job.py", description=DESCRIPTIONS[name])
+    p.add_argument("--export", action="store_true", help=f"write the job folder jobs/{name}/exported")
+    p.add_argument("--export-dir", type=Path, help="write the job folder here instead (implies --export)")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="federated rounds")
+    p.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE, help="run profile of the bundle")
+    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: the profile's)")
+    p.add_argument("--min-clients", type=int, default=DEFAULT_MIN_CLIENTS, help="fewer sites stop the job")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
+    return p
+
+
+def add_exchange_arguments(p: argparse.ArgumentParser, what: str = "the adapters") -> None:
+    """The options of the adapter jobs' exchange (:class:`~cardiolora.fl.exchange.SiteExchangeController`).
+
+    Args:
+        p: a :func:`job_parser`.
+        what: what travels, for the ``--transport-dtype`` help.
+    """
+    p.add_argument("--task-timeout", type=int, default=DEFAULT_TASK_TIMEOUT, help="seconds a task may take")
+    p.add_argument(
+        "--straggler-grace",
+        type=int,
+        default=DEFAULT_STRAGGLER_GRACE,
+        help="seconds to wait for the other sites once min_clients answered",
+    )
+    p.add_argument(
+        "--transport-dtype",
+        choices=sorted(TRANSPORT_DTYPES),
+        default=DEFAULT_TRANSPORT_DTYPE,
+        help=f"dtype {what} travel in, both ways (float16: half the bytes of float32)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from W_0 even if an unfinished run of this job left a saved state (it is archived)",
+    )
+
+
+def export_or_usage(job: FedJob, name: str, export: bool, export_dir: Path | None, job_file: str) -> int:
+    """What a ``job.py`` does with its job: export it (``--export`` / ``--export-dir``) or say what it is.
+
+    Args:
+        job: the built job.
+        name: its name.
+        export: ``--export`` (to ``exported/`` beside `job_file`).
+        export_dir: ``--export-dir`` (implies export), or None.
+        job_file: the ``job.py`` path (``__file__``).
+
+    Returns:
+        0.
+    """
+    if export or export_dir:
+        dest = export_job(job, export_dir or Path(job_file).resolve().parent / "exported")
+        print(f"exported {name} to {dest}; submit it with `submit_job {dest}` from the admin console")
+    else:
+        print(usage(name))
+    return 0
