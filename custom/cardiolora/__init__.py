@@ -10,6 +10,6 @@ from __future__ import annotations
 #: The package version, which is also the ``version`` of both bundles' ``metadata.json`` (the LoRA U-Net
 #: and the site inference) and their ``required_packages_version["cardiolora"]``: one release
 #: (tests/test_zoo.py).
-__version__ = "0.3.1"
+__version__ = "0.4.0"
 
 __all__ = ["__version__"]
