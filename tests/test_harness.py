@@ -514,7 +514,7 @@ def test_render_markdown_new_rows_privacy_and_upload_vs_dice():
     md = tables.render_markdown(summary)
     assert "| Rate-My-LoRA (tensor) | 0.900 ± 0.010 |" in md  # Table 1
     assert "| Rate-My-LoRA (tensor) | site-2 | 0.01 MB | 0.00 MB |" in md  # bandwidth
-    assert "| Rate-My-LoRA + DP (z = 1.0) | 1 | 1 | 1e-05 | 12.35 | not recorded |" in md
+    assert f"| Rate-My-LoRA + DP (z = 1.0) | {methods.DP_CLIP:g} | 1 | 1e-05 | 12.35 | not recorded |" in md
     assert "| Rate-My-LoRA (tensor) | 0.01 MB | 0.8 % | 0.900 ± 0.010 |" in md  # 6 kB of 800 kB
     assert "| Centralised (upper bound) | — | — | 0.930 |" in md
     assert "Upload per round against mean in-client Dice: `/w/bandwidth_dice.png`." in md
@@ -562,4 +562,4 @@ def test_run_comparison_records_the_dp_rows_epsilon(tmp_path, monkeypatch):
         == {"rate_my_lora_dp_low": {"0": {"epsilon": 7.5, "delta": 1e-5, "records": 4}, "1": None}}
     )
     md = (tmp_path / "w" / "results.md").read_text()
-    assert "| Rate-My-LoRA + DP (z = 0.5) | 1 | 0.5 | 1e-05 | 7.50 | not recorded |" in md
+    assert f"| Rate-My-LoRA + DP (z = 0.5) | {methods.DP_CLIP:g} | 0.5 | 1e-05 | 7.50 | not recorded |" in md
