@@ -5,7 +5,7 @@
 
 Per round every site trains its adapter for one local epoch (quick profile) and scores the
 equal-rating candidate on its validation split. Both sides do exactly that work with the same
-code (:class:`cardiolora.fl.site_runner.BundleBackend` through
+code (:class:`cardiolora.fl.site_backend.BundleBackend` through
 :class:`cardiolora.fl.site_runner.SiteRunner`):
 
 * FLARE: ``python -m cardiolora.fl.run`` with 3 simulated sites in parallel (1 torch thread

@@ -23,6 +23,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
+import cardiolora.fl.site_backend as site_backend
 import cardiolora.fl.site_runner as site_runner
 from cardiolora.fl import client, cross_eval, protocol
 from cardiolora.fl import rml as rml_math
@@ -302,10 +303,10 @@ def test_bundle_backend_passes_the_job_seed_to_the_bundle(tmp_path, monkeypatch)
         def initialize(self):
             pass
 
-    monkeypatch.setattr(site_runner, "make_workflow", lambda kind, overrides: _Workflow(overrides))
+    monkeypatch.setattr(site_backend, "make_workflow", lambda kind, overrides: _Workflow(overrides))
     cfg = SiteConfig(path=tmp_path / "c.json", site="site-1", dataset_dir=_datalist(tmp_path / "d"))
-    assert site_runner.BundleBackend(cfg, "quick", tmp_path)._workflow("lora", 4).overrides["seed"] == 0
-    wf = site_runner.BundleBackend(cfg, "quick", tmp_path, seed=7)._workflow("lora", 4)
+    assert site_backend.BundleBackend(cfg, "quick", tmp_path)._workflow("lora", 4).overrides["seed"] == 0
+    wf = site_backend.BundleBackend(cfg, "quick", tmp_path, seed=7)._workflow("lora", 4)
     assert wf.overrides["seed"] == 7 and wf.overrides["lora_rank"] == 4
 
 

@@ -25,6 +25,7 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from torch import nn
 
 import cardiolora.fl.rml as rml
+import cardiolora.fl.site_backend as site_backend
 import cardiolora.fl.site_runner as site_runner
 from cardiolora.fl import client
 from cardiolora.fl.filters import AdapterOnlyFilter, check_result
@@ -273,20 +274,20 @@ def test_bundle_backend_trains_tensor_cores_through_bundle_overrides(tmp_path, m
         def initialize(self):
             pass
 
-    monkeypatch.setattr(site_runner, "make_workflow", _Workflow)
+    monkeypatch.setattr(site_backend, "make_workflow", _Workflow)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "datalist.json").write_text(json.dumps({"train": [], "val": [], "test": []}))
     cfg = SiteConfig(path=tmp_path / "c.json", site="site-1", dataset_dir=tmp_path / "d")
-    backend = site_runner.BundleBackend(cfg, "quick", tmp_path, adapter="tensor")
+    backend = site_backend.BundleBackend(cfg, "quick", tmp_path, adapter="tensor")
     assert backend.tensor_seed == bundle_setting("quick", "tensor_seed")
     assert backend.scalings(2) == {}
     backend._workflow("lora", 3)
     assert made[-1].kind == "lora"
     assert made[-1].overrides["adapter_type"] == "tensor" and made[-1].overrides["tensor_rank"] == 3
     assert "lora_rank" not in made[-1].overrides
-    assert site_runner.BundleBackend(cfg, "quick", tmp_path).tensor_seed is None
+    assert site_backend.BundleBackend(cfg, "quick", tmp_path).tensor_seed is None
     with pytest.raises(ValueError, match="`adapter` must be one of"):
-        site_runner.BundleBackend(cfg, "quick", tmp_path, adapter="lokr")
+        site_backend.BundleBackend(cfg, "quick", tmp_path, adapter="lokr")
 
 
 # ----------------------------------------------------------------------------- the job

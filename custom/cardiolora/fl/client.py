@@ -17,7 +17,7 @@ or invalid config stops the site with an error naming the file and the field.
 The loop: ``flare.receive()`` → the task name (``flare.get_task_name()``) → the site's answer from
 :class:`cardiolora.fl.site_runner.SiteRunner` (Rate-My-LoRA / FedPETuning tasks) or its full-weight
 training (FedAvg's ``train``) → ``flare.send(FLModel(...))``. Network, transforms and training
-loop come from the MONAI bundle (:class:`cardiolora.fl.site_runner.BundleBackend`). Another
+loop come from the MONAI bundle (:class:`cardiolora.fl.site_backend.BundleBackend`). Another
 :class:`~cardiolora.fl.site_runner.SiteRunner` can be given to :func:`main` (``runner_factory``), e.g.
 by a wrapper script that a test names as the job's ``task_script_path``.
 """

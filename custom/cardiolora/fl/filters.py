@@ -197,7 +197,8 @@ class AdapterOnlyFilter(Filter):
 
 
 def round_start_adapter(net: nn.Module, adapter: str, seed: int) -> dict[str, torch.Tensor]:
-    """The adapter a site starts a round from (``x_0``), as :class:`~cardiolora.fl.site_runner.BundleBackend` resets it.
+    """The adapter a site starts a round from (``x_0``), as :class:`~cardiolora.fl.site_backend.BundleBackend`
+    resets it.
 
     ``torch.manual_seed(seed)`` then :func:`cardiolora.lora.reset_lora` (``A_0`` Kaiming-uniform,
     ``B_0 = 0``) or :func:`cardiolora.lora.reset_tensor` (``θ_0`` from the bundle's ``tensor_seed``),
