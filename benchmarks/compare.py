@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(Path(args.workdir) / "results.md")
     print((Path(args.workdir) / "results.md").read_text())
-    return 0 if summary else 1
+    for method, by_seed in (summary.get("failures") or {}).items():
+        for seed, f in by_seed.items():
+            print(f"compare: {method} seed {seed} failed: {f['error']} ({f['folder']}/failed.json)", file=sys.stderr)
+    return 0 if summary and not summary.get("failures") else 1
 
 
 if __name__ == "__main__":

@@ -563,3 +563,50 @@ def test_run_comparison_records_the_dp_rows_epsilon(tmp_path, monkeypatch):
     )
     md = (tmp_path / "w" / "results.md").read_text()
     assert f"| Rate-My-LoRA + DP (z = 0.5) | {methods.DP_CLIP:g} | 0.5 | 1e-05 | 7.50 | not recorded |" in md
+
+
+def test_a_failed_run_is_recorded_the_others_go_on_and_a_rerun_retries_it(tmp_path, monkeypatch, capsys):
+    """One run raising costs only itself: failed.json, a 'Failed runs' row, exit 1; a rerun resumes it."""
+    sites = ["site-1", "site-2"]
+    calls = []
+    broken = {("fedpetuning", 1)}
+
+    def fake_run(method, folder, **kw):
+        calls.append((method, kw["seed"]))
+        (folder / "checkpoint.pt").write_bytes(b"partial work")  # what a run leaves before failing
+        if (method, kw["seed"]) in broken:
+            raise RuntimeError("site-2: all 3 finalize adapters rejected\n(second line of detail)")
+        return {"matrix": _matrix(0.01 * kw["seed"]), "per_case": {}}
+
+    monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
+    monkeypatch.setattr(harness, "pretrain_base", lambda *a, **k: tmp_path / "base.pt")
+    monkeypatch.setattr(harness, "_run_method", fake_run)
+    work = tmp_path / "w"
+    run = dict(seeds=[0, 1], methods=["fedavg_full", "fedpetuning", "centralised"], command="CMD")
+    summary = harness.run_comparison("phantoms", work, **run)
+    assert len(calls) == 6  # the runs after the failure ran
+    failed = work / "seed1" / "fedpetuning" / "failed.json"
+    reason = "RuntimeError: site-2: all 3 finalize adapters rejected"
+    assert summary["failures"] == {"fedpetuning": {"1": {"error": reason, "folder": str(failed.parent)}}}
+    record = json.loads(failed.read_text())
+    assert record["error"] == reason and "second line of detail" in record["message"] and record["traceback"]
+    assert (failed.parent / "checkpoint.pt").read_bytes() == b"partial work" and not (failed.parent / "done.json").exists()
+    assert set(summary["raw"]["fedpetuning"]) == {"0"} and set(summary["raw"]["centralised"]) == {"0", "1"}
+    assert summary["in_client"]["fedpetuning"]["site-1"]["dice"]["n"] == 1
+    md = (work / "results.md").read_text()
+    assert "**Failed runs**" in md and f"| FedPETuning | 1 | {reason} |" in md
+    # compare.py exits 1 and names the failed run
+    import compare
+
+    monkeypatch.setattr(compare, "run_comparison", lambda *a, **k: summary)
+    argv = ["--workdir", str(work), "--no-readme"]
+    assert compare.main(argv) == 1
+    assert f"fedpetuning seed 1 failed: {reason}" in capsys.readouterr().err
+    # the rerun retries only the failed run; success clears failed.json and the row
+    broken.clear()
+    calls.clear()
+    summary = harness.run_comparison("phantoms", work, **run)
+    assert calls == [("fedpetuning", 1)] and summary["failures"] == {} and not failed.exists()
+    assert "Failed runs" not in (work / "results.md").read_text()
+    monkeypatch.setattr(compare, "run_comparison", lambda *a, **k: summary)
+    assert compare.main(argv) == 0

@@ -50,7 +50,16 @@ from .methods import available_methods, method_spec, unavailable_reason
 from .paired import in_client_models, paired_summary, per_case_scores, rating_events, render_paired_markdown
 from .plots import plot_bandwidth_dice
 from .readme_blocks import machine_line, replace_block
-from .runners import _total_epochs, pretrain_base, reuse_or_run, run_centralised, run_federated, run_local
+from .runners import (
+    FAILED_NAME,
+    _total_epochs,
+    pretrain_base,
+    record_failure,
+    reuse_or_run,
+    run_centralised,
+    run_federated,
+    run_local,
+)
 from .sites import prepare_acdc, prepare_mnms2, prepare_phantoms
 from .tables import (
     FEDERATED_METHODS,
@@ -132,6 +141,10 @@ def run_comparison(
     when `readme` is given, the block ``compare-<source>`` of that Markdown file (the PNGs copied to
     ``<readme folder>/results/compare_<source>_{curves,bandwidth_dice}.png``).
 
+    A run that raises is recorded, not fatal: its reason goes to ``<folder>/failed.json`` and the
+    summary's ``failures`` (``{method: {seed: {"error", "folder"}}}``, listed above the tables), the
+    other runs go on, and a rerun retries it (resuming what it left). `compare.py` then exits 1.
+
     Args:
         methods: keys of `lib.methods.METHOD_SPECS`; None: every method this installation can run
             (`lib.methods.available_methods`).
@@ -170,6 +183,7 @@ def run_comparison(
     histories: dict = {}
     seconds: dict = {}
     privacy: dict = {}
+    failures: dict = {}
     for seed in seeds:
         for method in methods:
             folder = workdir / f"seed{seed}" / method
@@ -185,7 +199,13 @@ def run_comparison(
                 seed=seed,
             )
             _check_reusable(folder, method, seed)
-            res = reuse_or_run(folder, fn)
+            try:
+                res = reuse_or_run(folder, fn)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not cost the hours of the others
+                reason = record_failure(folder, exc)
+                failures.setdefault(method, {})[str(seed)] = {"error": reason, "folder": str(folder)}
+                logger.error("seed %s: %s failed (%s); details in %s", seed, method, reason, folder / FAILED_NAME)
+                continue
             results[method][str(seed)] = res["matrix"]
             seconds.setdefault(method, {})[str(seed)] = res.get("seconds")
             if method_spec(method).job_kwargs.get("dp_noise_multiplier") is not None:
@@ -217,6 +237,7 @@ def run_comparison(
         "bandwidth_dice": points,
         "bandwidth_dice_plot": str(bd_plot) if bd_plot else None,
         "seconds": seconds,
+        "failures": failures,
         "raw": results,
         **paired_summary(per_case, rating),
         "curves": str(curves) if curves else None,

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "pretrain_base",
     "centralised_datalist",
     "reuse_or_run",
+    "record_failure",
     "evaluate_matrix",
     "matrix_from_cross_eval",
     "run_local",
@@ -104,7 +106,40 @@ def reuse_or_run(folder: str | os.PathLike, run: Callable[[Path], Mapping[str, A
     result = dict(run(folder))
     result.setdefault("seconds", round(time.time() - t0, 1))
     write_json(result, done)
+    (folder / FAILED_NAME).unlink(missing_ok=True)  # an earlier failure of this run is history now
     return json.loads(done.read_text())
+
+
+FAILED_NAME = "failed.json"
+
+
+def record_failure(folder: str | os.PathLike, exc: BaseException) -> str:
+    """Write why a method run failed to ``<folder>/failed.json`` and return the one-line reason.
+
+    The folder keeps whatever the run left (checkpoints, FLARE logs, the server state), so a rerun
+    of the comparison resumes or retries it; `reuse_or_run` deletes the file when the run finishes.
+
+    Args:
+        folder: the method's folder (``<workdir>/seed<s>/<method>``).
+        exc: the exception the run raised.
+
+    Returns:
+        ``"<ExceptionType>: <message>"`` (first line of the message, at most 300 characters).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = str(exc).strip().splitlines() or [""]
+    reason = f"{type(exc).__name__}: {lines[0][:300]}"
+    write_json(
+        {
+            "error": reason,
+            "message": str(exc),
+            "traceback": traceback.format_exception(exc)[-12:],
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        folder / FAILED_NAME,
+    )
+    return reason
 
 
 # ------------------------------------------------------------------------------------------------

@@ -254,6 +254,32 @@ def _score_table(table: Mapping[str, Mapping[str, Mapping]], metrics: Sequence[s
     return lines
 
 
+def _failure_lines(failures: Mapping[str, Mapping[str, Mapping[str, str]]]) -> list[str]:
+    """Markdown rows of the runs that failed (they are missing from every table below them).
+
+    Args:
+        failures: ``{method: {seed (str): {"error": reason, "folder": path}}}``.
+
+    Returns:
+        The lines (empty when nothing failed).
+    """
+    if not failures:
+        return []
+    lines = [
+        "",
+        "**Failed runs** (missing from the tables; the reason is the run's `failed.json`; rerun the command to "
+        "retry them):",
+        "",
+        "| method | seed | error |",
+        "|---|---|---|",
+    ]
+    for method in [m for m in METHODS if m in failures] + [m for m in failures if m not in METHODS]:
+        for seed, f in sorted(failures[method].items(), key=lambda kv: int(kv[0])):
+            error = str(f.get("error", "")).replace("|", "\\|")
+            lines.append(f"| {METHOD_TITLES.get(method, method)} | {seed} | {error} |")
+    return lines
+
+
 def _mb(x: float | None) -> str:
     return "—" if x is None else f"{x / 1e6:.2f} MB"
 
@@ -352,7 +378,7 @@ def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_M
             "cross_client", "bandwidth": {method: {site: ...}}, "seconds": {method: {seed: s}},
             "privacy": {method: {seed: dp_budget}}, "bandwidth_dice": bandwidth_dice_points,
             "bandwidth_dice_plot": png name or None, "curves": png name or None,
-            "notes": [str]}``.
+            "failures": {method: {seed: {"error", "folder"}}}, "notes": [str]}``.
         metrics: metrics in the tables.
 
     Returns:
@@ -365,6 +391,7 @@ def render_markdown(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_M
         f"Source `{summary.get('source')}`, profile `{summary.get('profile')}`, {summary.get('rounds')} rounds, "
         f"seeds {', '.join(str(s) for s in seeds)} (mean ± std over seeds when more than one). "
         "Scores: mean over LV, MYO and RV of the per-case means on each site's test split.",
+        *_failure_lines(summary.get("failures") or {}),
         "",
         "**Table 1 — in-client** (each site's model on its own test split):",
         "",
