@@ -590,7 +590,8 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_a_rerun_retries_it(tmp_pa
     assert summary["failures"] == {"fedpetuning": {"1": {"error": reason, "folder": str(failed.parent)}}}
     record = json.loads(failed.read_text())
     assert record["error"] == reason and "second line of detail" in record["message"] and record["traceback"]
-    assert (failed.parent / "checkpoint.pt").read_bytes() == b"partial work" and not (failed.parent / "done.json").exists()
+    assert (failed.parent / "checkpoint.pt").read_bytes() == b"partial work"
+    assert not (failed.parent / "done.json").exists()
     assert set(summary["raw"]["fedpetuning"]) == {"0"} and set(summary["raw"]["centralised"]) == {"0", "1"}
     assert summary["in_client"]["fedpetuning"]["site-1"]["dice"]["n"] == 1
     md = (work / "results.md").read_text()
