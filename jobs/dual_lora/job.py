@@ -26,7 +26,7 @@ from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.job_config.api import FedJob
 from nvflare.job_config.defs import FilterType
 
-from cardiolora.fl import jobs
+from cardiolora.fl import job_cli, jobs
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.persistor import BundleModelPersistor
@@ -101,7 +101,7 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     """Export the job (``--export`` / ``--export-dir``), or say what it is."""
-    p = jobs.job_parser(NAME)
+    p = job_cli.job_parser(NAME)
     p.add_argument(
         "--aggregation",
         choices=list(jobs.DUAL_AGGREGATIONS),
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--global-rank", type=int, help="rank of the global pairs (default: the bundle's dual_global_rank)")
     p.add_argument("--local-rank", type=int, help="rank of the local pairs (default: the bundle's dual_local_rank)")
-    jobs.add_exchange_arguments(p, "the global adapters")
+    job_cli.add_exchange_arguments(p, "the global adapters")
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         local_rank=args.local_rank,
         fresh=args.fresh,
     )
-    return jobs.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
+    return job_cli.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from nvflare.app_common.workflows.fedavg import FedAvg
 from nvflare.job_config.api import FedJob
 
-from cardiolora.fl import jobs
+from cardiolora.fl import job_cli, jobs
 from cardiolora.fl.aggregators import DatasetSizeAggregator
 from cardiolora.fl.persistor import BundleModelPersistor
 
@@ -58,7 +58,7 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     """Export the job (``--export`` / ``--export-dir``), or say what it is."""
-    p = jobs.job_parser(NAME)
+    p = job_cli.job_parser(NAME)
     p.add_argument("--n-clients", type=int, default=jobs.DEFAULT_N_CLIENTS, help="sites FedAvg samples each round")
     args = p.parse_args(argv)
     job = build(
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         min_clients=args.min_clients,
         seed=args.seed,
     )
-    return jobs.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
+    return job_cli.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.job_config.api import FedJob
 from nvflare.job_config.defs import FilterType
 
-from cardiolora.fl import jobs
+from cardiolora.fl import job_cli, job_dp, jobs
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.persistor import BundleModelPersistor
@@ -52,7 +52,7 @@ def build(
     fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
-    dp = jobs.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
+    dp = job_dp.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
     local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
     ranks = jobs.job_ranks(adapter, profile, ranks)
     job = FedJob(name=NAME, min_clients=min_clients)
@@ -83,7 +83,7 @@ def build(
     job.to_clients(jobs.site_executor("rml", NAME, profile, local_epochs, seed, adapter), tasks=["*"])
     job.add_file_to_clients(str(jobs.SITE_SCRIPT))
     # optional site-level DP: each adapter update clipped to C and noised before the adapter filter
-    jobs.add_dp_filter(job, profile, adapter, seed, **dp)
+    job_dp.add_dp_filter(job, profile, adapter, seed, **dp)
     # only adapters, counts and scalar metrics leave a site; FLARE 2.9 keys result filters by the
     # exact task name ("*" would match none), so every task of the protocol is listed
     job.to_clients(AdapterOnlyFilter(), tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
@@ -92,15 +92,15 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     """Export the job (``--export`` / ``--export-dir``), or say what it is."""
-    p = jobs.job_parser(NAME)
+    p = job_cli.job_parser(NAME)
     p.add_argument(
         "--adapter",
         choices=list(jobs.ADAPTER_TYPES),
         default=jobs.DEFAULT_ADAPTER,
         help="lora: LoRA of rank 16/32 by site size; tensor: TenVOO cores of the bundle's tensor_rank",
     )
-    jobs.add_dp_arguments(p)
-    jobs.add_exchange_arguments(p, "the adapters")
+    job_dp.add_dp_arguments(p)
+    job_cli.add_exchange_arguments(p, "the adapters")
     args = p.parse_args(argv)
     job = build(
         num_rounds=args.rounds,
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         dp_delta=args.dp_delta,
         fresh=args.fresh,
     )
-    return jobs.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
+    return job_cli.export_or_usage(job, NAME, args.export, args.export_dir, __file__)
 
 
 if __name__ == "__main__":

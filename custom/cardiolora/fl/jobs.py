@@ -33,12 +33,12 @@ script (``--adapter``, a bundle override there); the tensor ranks then default t
 ``tensor_rank`` for every site (:func:`job_ranks`). Site-level differential privacy of the adapter
 jobs (off by default): ``dp_clip`` ``C``, ``dp_noise_multiplier`` ``z`` and ``dp_delta`` ``δ`` put
 :class:`~cardiolora.fl.filters.AdapterDPFilter` in front of every site's result filter and tell the
-controller to record ``ε`` (:func:`add_dp_filter`, :func:`add_dp_arguments`, :mod:`cardiolora.fl.privacy`).
+controller to record ``ε`` (:mod:`cardiolora.fl.job_dp`, :mod:`cardiolora.fl.privacy`). The shared
+command line of the job files: :mod:`cardiolora.fl.job_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -50,23 +50,19 @@ from pathlib import Path
 from nvflare.app_common.executors.client_api_executor import ClientAPIExecutor
 from nvflare.client.config import ExchangeFormat
 from nvflare.job_config.api import FedJob
-from nvflare.job_config.defs import FilterType
 
-from cardiolora.fl.filters import AdapterDPFilter
+from cardiolora.fl.job_dp import DEFAULT_DELTA, dp_options
 from cardiolora.fl.network import bundle_network
-from cardiolora.fl.privacy import DEFAULT_DELTA, dp_settings
 from cardiolora.fl.protocol import (
     ADAPTER_TYPES,
     DEFAULT_TRANSPORT_DTYPE,
-    TRANSPORT_DTYPES,
-    Task,
     check_adapter_type,
     check_transport_dtype,
 )
 from cardiolora.fl.rml import DEFAULT_LAMBDA0
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 from cardiolora.networks import bundle_setting
-from cardiolora.profiles import PROFILES, get_profile
+from cardiolora.profiles import get_profile
 
 __all__ = [
     "JOB_NAMES",
@@ -92,14 +88,7 @@ __all__ = [
     "job_ranks",
     "dual_settings",
     "site_executor",
-    "dp_options",
-    "add_dp_filter",
-    "add_dp_arguments",
     "export_job",
-    "usage",
-    "job_parser",
-    "add_exchange_arguments",
-    "export_or_usage",
 ]
 
 #: The methods, one job folder each (``jobs/<name>/job.py``).
@@ -133,7 +122,7 @@ SITE_SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "client.py"
 #: The site script by its path inside the job's ``custom/`` folder (the executor's ``task_script_path``).
 CLIENT_SCRIPT = SITE_SCRIPT.name
 
-#: What each job is, one line (the command lines' help and :func:`usage`).
+#: What each job is, one line (the command lines' help and :func:`cardiolora.fl.job_cli.usage`).
 DESCRIPTIONS = {
     "rate_my_lora": "Rate-My-LoRA (λ_0 = 0.2): adapters of rank 16/32 by site size, rated (Eq. 1), merged (Eq. 2)",
     "fedpetuning": "FedPETuning: the same protocol with λ_0 = 0 (size-weighted LoRA averaging)",
@@ -273,89 +262,6 @@ def build_job(
         adapter=adapter,
         **dp,  # only when DP is on: a job's build without DP options still works without it
         fresh=fresh,
-    )
-
-
-def dp_options(clip: float | None, noise_multiplier: float | None, delta: float = DEFAULT_DELTA) -> dict:
-    """The DP keyword arguments of a job's ``build`` (``{}`` when DP is off), checked.
-
-    Args:
-        clip: ``C`` or None.
-        noise_multiplier: ``z`` or None.
-        delta: ``δ``.
-
-    Returns:
-        ``{"dp_clip", "dp_noise_multiplier", "dp_delta"}``, or ``{}`` if both `clip` and
-        `noise_multiplier` are None.
-
-    Raises:
-        ValueError: as :func:`cardiolora.fl.privacy.dp_settings`.
-    """
-    settings = dp_settings(clip, noise_multiplier, delta)
-    if settings is None:
-        return {}
-    return {"dp_clip": settings.clip, "dp_noise_multiplier": settings.noise_multiplier, "dp_delta": settings.delta}
-
-
-def add_dp_filter(
-    job: FedJob,
-    profile: str,
-    adapter: str,
-    seed: int,
-    dp_clip: float | None = None,
-    dp_noise_multiplier: float | None = None,
-    dp_delta: float = DEFAULT_DELTA,
-) -> bool:
-    """Put the sites' DP filter on `job` (before the adapter filter; call this first), if DP is on.
-
-    Args:
-        job: the FedJob.
-        profile: run profile.
-        adapter: ``"lora"`` or ``"tensor"``.
-        seed: the job seed (the filter's noise seeds derive from it).
-        dp_clip: ``C`` or None (off).
-        dp_noise_multiplier: ``z`` or None (off).
-        dp_delta: ``δ``.
-
-    Returns:
-        True if the filter was added.
-
-    Raises:
-        ValueError: as :func:`cardiolora.fl.privacy.dp_settings`.
-    """
-    dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta)
-    if not dp:
-        return False
-    dp_filter = AdapterDPFilter(
-        profile=profile,
-        adapter=adapter,
-        seed=seed,
-        clip=dp["dp_clip"],
-        noise_multiplier=dp["dp_noise_multiplier"],
-        delta=dp["dp_delta"],
-    )
-    job.to_clients(dp_filter, tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
-    return True
-
-
-def add_dp_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--dp-clip``, ``--dp-noise-multiplier``, ``--dp-delta`` on a job's command line.
-
-    Args:
-        parser: the job.py (or ``cardiolora.fl.run``) parser.
-    """
-    parser.add_argument(
-        "--dp-clip",
-        type=float,
-        help="site-level DP: L2 bound C of each site's adapter update per round (off unless given)",
-    )
-    parser.add_argument(
-        "--dp-noise-multiplier",
-        type=float,
-        help="site-level DP: Gaussian noise of std z*C per coordinate (with --dp-clip)",
-    )
-    parser.add_argument(
-        "--dp-delta", type=float, default=DEFAULT_DELTA, help=f"δ of the reported ε (default {DEFAULT_DELTA})"
     )
 
 
@@ -533,89 +439,3 @@ def _sort_filter_tasks(path: Path) -> None:
         for chain in config.get(key, []):
             chain["tasks"] = sorted(chain["tasks"])
     path.write_text(json.dumps(config, indent=4))
-
-
-def usage(name: str) -> str:
-    """What ``python jobs/<name>/job.py`` prints without ``--export``: the job and how to run it.
-
-    Args:
-        name: one of :data:`JOB_NAMES`.
-
-    Returns:
-        The text.
-    """
-    return (
-        f"{name}: {DESCRIPTIONS[name]}\n"
-        f"  export:   python jobs/{name}/job.py --export   (submit_job jobs/{name}/exported from the admin console)\n"
-        f"  simulate: python -m cardiolora.fl.run --job {name} --sites-root <phantoms>/sites "
-        "--pretrained <model.pt> --workdir <dir>"
-    )
-
-
-def job_parser(name: str) -> argparse.ArgumentParser:
-    """The command line every ``jobs/<name>/job.py`` shares: export, rounds, profile, epochs, sites, seed.
-
-    Args:
-        name: the job (:data:`JOB_NAMES`).
-
-    Returns:
-        The parser with ``--export``, ``--export-dir``, ``--rounds``, ``--profile``, ``--local-epochs``,
-        ``--min-clients`` and ``--seed``; a job adds its own options.
-    """
-    p = argparse.ArgumentParser(prog=f"python jobs/{name}/job.py", description=DESCRIPTIONS[name])
-    p.add_argument("--export", action="store_true", help=f"write the job folder jobs/{name}/exported")
-    p.add_argument("--export-dir", type=Path, help="write the job folder here instead (implies --export)")
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="federated rounds")
-    p.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE, help="run profile of the bundle")
-    p.add_argument("--local-epochs", type=int, help="local epochs per round (default: the profile's)")
-    p.add_argument("--min-clients", type=int, default=DEFAULT_MIN_CLIENTS, help="fewer sites stop the job")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="job seed of the sites' local training")
-    return p
-
-
-def add_exchange_arguments(p: argparse.ArgumentParser, what: str = "the adapters") -> None:
-    """The options of the adapter jobs' exchange (:class:`~cardiolora.fl.exchange.SiteExchangeController`).
-
-    Args:
-        p: a :func:`job_parser`.
-        what: what travels, for the ``--transport-dtype`` help.
-    """
-    p.add_argument("--task-timeout", type=int, default=DEFAULT_TASK_TIMEOUT, help="seconds a task may take")
-    p.add_argument(
-        "--straggler-grace",
-        type=int,
-        default=DEFAULT_STRAGGLER_GRACE,
-        help="seconds to wait for the other sites once min_clients answered",
-    )
-    p.add_argument(
-        "--transport-dtype",
-        choices=sorted(TRANSPORT_DTYPES),
-        default=DEFAULT_TRANSPORT_DTYPE,
-        help=f"dtype {what} travel in, both ways (float16: half the bytes of float32)",
-    )
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="start from W_0 even if an unfinished run of this job left a saved state (it is archived)",
-    )
-
-
-def export_or_usage(job: FedJob, name: str, export: bool, export_dir: Path | None, job_file: str) -> int:
-    """What a ``job.py`` does with its job: export it (``--export`` / ``--export-dir``) or say what it is.
-
-    Args:
-        job: the built job.
-        name: its name.
-        export: ``--export`` (to ``exported/`` beside `job_file`).
-        export_dir: ``--export-dir`` (implies export), or None.
-        job_file: the ``job.py`` path (``__file__``).
-
-    Returns:
-        0.
-    """
-    if export or export_dir:
-        dest = export_job(job, export_dir or Path(job_file).resolve().parent / "exported")
-        print(f"exported {name} to {dest}; submit it with `submit_job {dest}` from the admin console")
-    else:
-        print(usage(name))
-    return 0

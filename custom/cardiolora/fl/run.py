@@ -31,13 +31,13 @@ from pathlib import Path
 
 from nvflare.private.fed.simulator.simulator_const import SimulatorConstants
 
+from cardiolora.fl.job_dp import add_dp_arguments
 from cardiolora.fl.job_info import job_output_dir
 from cardiolora.fl.jobs import (
     DEFAULT_AGGREGATION,
     DEFAULT_DELTA,
     DUAL_AGGREGATIONS,
     JOB_NAMES,
-    add_dp_arguments,
     build_job,
     export_job,
 )
