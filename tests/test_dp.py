@@ -243,8 +243,13 @@ def test_filter_passes_other_tasks_and_blocks_what_it_cannot_privatise():
 
 
 @pytest.mark.slow
-def test_round_start_adapter_is_what_the_bundle_workflow_resets_to(tiny_sites, tmp_path):
-    """The real BundleBackend's adapter when its trainer starts (after the reset) is ``x_0``."""
+@pytest.mark.parametrize("local_rank", [0, 2], ids=["lora", "dual"])
+def test_round_start_adapter_is_what_the_bundle_workflow_resets_to(tiny_sites, tmp_path, local_rank):
+    """The real BundleBackend's adapter when its trainer starts (after the reset) is ``x_0``.
+
+    Also for dual adapters (``dual_lora``): the global pairs start from the plain rank-r network's
+    draw, the local pairs (drawn after them) do not shift it, so the filter's ``x_0`` holds there too.
+    """
     from ignite.engine import Events
 
     from cardiolora.fl.site_config import SiteConfig
@@ -253,7 +258,7 @@ def test_round_start_adapter_is_what_the_bundle_workflow_resets_to(tiny_sites, t
 
     site = tiny_sites[0] / "sites" / "site-1"
     cfg = SiteConfig(path=tmp_path / "c.json", site="site-1", dataset_dir=site)
-    backend = BundleBackend(cfg, "quick", tmp_path / "out")
+    backend = BundleBackend(cfg, "quick", tmp_path / "out", local_rank=local_rank)
     wf = backend._workflow("lora", RANK)
     net = wf.parser.get_parsed_content("network")
     started = {}
@@ -261,7 +266,11 @@ def test_round_start_adapter_is_what_the_bundle_workflow_resets_to(tiny_sites, t
     torch.manual_seed(0)
     weights = plain_state_dict(bundle_network("quick", 0))
     seed = round_seed(0, "site-1", 2)
-    trained, _ = backend.train_adapter(weights, RANK, 1, seed)
+    if local_rank:
+        trained, local, _ = backend.train_dual(weights, RANK, None, 1, seed)
+        assert local and not set(local) & set(trained)  # the local pairs exist and are not sent
+    else:
+        trained, _ = backend.train_adapter(weights, RANK, 1, seed)
     expected = round_start_adapter(bundle_network("quick", RANK), "lora", seed)
     assert set(started) == set(expected) == set(trained)
     assert all(torch.equal(started[k].detach().cpu().float(), expected[k]) for k in expected)
@@ -278,7 +287,7 @@ def _configs(folder: Path) -> tuple[dict, dict]:
     return server, json.loads((cfg / "config_fed_client.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["rate_my_lora", "fedpetuning"])
+@pytest.mark.parametrize("name", ["rate_my_lora", "fedpetuning", "dual_lora"])
 def test_dp_off_exports_the_committed_job_byte_for_byte(name, tmp_path):
     export_job(build_job(name, dp_clip=None, dp_noise_multiplier=None), tmp_path / "off")
     committed = REPO / "jobs" / name / "exported"
@@ -390,6 +399,59 @@ def test_rate_my_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
         assert all(a["norm"] < 0.5 * a["reference_norm"] for a in audit)
         out = [json.loads(x) for x in (run / "outgoing_audit.jsonl").open()]
         assert all(r["decision"] == "passed" for r in out)
+
+
+@pytest.mark.slow
+def test_dual_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
+    """dual_lora job.py with DP → nvflare simulator (2 sites, 1 round): global adapters privatised, ε recorded.
+
+    The filter measures each global update from the pair's real round start (the audit norm is far
+    below the norm of ``A_0``); no local key leaves; the sites keep their local pairs.
+    """
+    from test_fl_tensor import _two_fl_sites
+
+    from cardiolora.fl.protocol import is_local_adapter_key
+    from cardiolora.fl.run import simulate_job, write_site_configs
+    from cardiolora.fl.site_runner import LOCAL_ADAPTER_FILE
+
+    sites = ["site-1", "site-2"]
+    root, base = _two_fl_sites(tiny_sites[0], tmp_path / "data", sites)
+    job_dir = tmp_path / "exported"
+    z, clip = 1.0, 0.05
+    job_py = importlib.import_module("cardiolora.jobs.dual_lora.job")
+    argv = ["--export-dir", str(job_dir), "--rounds", "1", "--min-clients", "2", "--straggler-grace", "5"]
+    argv += ["--global-rank", str(RANK), "--local-rank", "2", "--dp-clip", str(clip), "--dp-noise-multiplier", str(z)]
+    assert job_py.main(argv) == 0
+    client = _configs(job_dir)[1]
+    assert [f["path"] for f in client["task_result_filters"][0]["filters"]] == [
+        "cardiolora.fl.filters.AdapterDPFilter",
+        "cardiolora.fl.filters.AdapterOnlyFilter",
+    ]
+    cfg_dir = write_site_configs(tmp_path, root, sites, base)
+    summary = simulate_job(job_dir, tmp_path, sites, cfg_dir, timeout=600)
+
+    eps1, eps2 = privacy.epsilon_after(1, z), privacy.epsilon_after(2, z)
+    assert summary["dp"]["epsilon_per_round"] == pytest.approx([eps1])
+    assert summary["dp"]["epsilon_final"] == pytest.approx(eps2)
+    h = json.loads(Path(summary["results"]["rml_history.json"]).read_text())
+    assert h["method"] == "dual_lora_size" and h["dp"]["clip"] == clip
+    r1 = next(r for r in h["rounds"] if r["round"] == 1 and r.get("task") is None)
+    for site, rec in r1["sites"].items():
+        assert rec["accepted"], rec.get("reason")
+        assert rec["dp"]["epsilon"] == pytest.approx(eps1), site
+    assert r1["checksum"] != rml.state_checksum(torch.load(base, weights_only=True))  # merged (Eq. 2)
+    for site in sites:
+        run = tmp_path / "simulate" / site / "simulate_job"
+        audit = [json.loads(x) for x in (run / "dp_audit.jsonl").open()]
+        assert [(a["task"], a["round"]) for a in audit] == [("train", 1), ("finalize", 1)]
+        assert all(a["norm"] < 0.5 * a["reference_norm"] for a in audit)
+        out = [json.loads(x) for x in (run / "outgoing_audit.jsonl").open()]
+        assert all(r["decision"] == "passed" for r in out)
+        assert not any(is_local_adapter_key(k) for r in out for k in r["tensors"])
+        folder = Path(summary["sites"][site])
+        local = torch.load(folder / LOCAL_ADAPTER_FILE, weights_only=True)
+        assert local and all(is_local_adapter_key(k) for k in local)
+        assert (folder / "personalised_model.pt").is_file()
 
 
 def test_doctests():

@@ -13,6 +13,7 @@ See jobs/README.md, "Med-DualLoRA (`dual_lora`)".
     python jobs/dual_lora/job.py --export                      # writes jobs/dual_lora/exported (size)
     python jobs/dual_lora/job.py --export-dir /tmp/dual_rated --aggregation rated
     python jobs/dual_lora/job.py --export-dir /tmp/dual --global-rank 8 --local-rank 4
+    python jobs/dual_lora/job.py --export-dir /tmp/dual_dp --dp-clip 0.05 --dp-noise-multiplier 1.0   # site-level DP
     python -m cardiolora.fl.run --job dual_lora --aggregation rated ...   # the simulator
 
 `build` is also what the package builds for this job (`cardiolora.fl.jobs.build_job`).
@@ -26,7 +27,7 @@ from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.job_config.api import FedJob
 from nvflare.job_config.defs import FilterType
 
-from cardiolora.fl import job_cli, jobs
+from cardiolora.fl import job_cli, job_dp, jobs
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterOnlyFilter
 from cardiolora.fl.persistor import BundleModelPersistor
@@ -48,6 +49,9 @@ def build(
     adapter: str = jobs.DEFAULT_ADAPTER,
     aggregation: str = jobs.DEFAULT_AGGREGATION,
     local_rank: int | None = None,
+    dp_clip: float | None = None,
+    dp_noise_multiplier: float | None = None,
+    dp_delta: float = jobs.DEFAULT_DELTA,
     fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`.
@@ -55,11 +59,16 @@ def build(
     `ranks` are the global pairs' (small site, large site; default the bundle's
     ``dual_global_rank`` for every site), `local_rank` the local pairs' (default the bundle's
     ``dual_local_rank``), `aggregation` ``"size"`` or ``"rated"`` (:func:`cardiolora.fl.jobs.dual_settings`).
+    With `dp_clip` and `dp_noise_multiplier` the sites privatise the global adapters they send
+    (:mod:`cardiolora.fl.job_dp`): a global pair starts every round from the same seeded draw as a
+    plain LoRA pair of its rank, which is the ``x_0`` the DP filter rebuilds; local pairs never leave.
 
     Raises:
-        ValueError: as :func:`cardiolora.fl.jobs.check_settings`, for an unknown `aggregation`, a
-            `local_rank` < 1, or ``adapter != "lora"`` (dual adapters are LoRA pairs).
+        ValueError: as :func:`cardiolora.fl.jobs.check_settings` and
+            :func:`cardiolora.fl.job_dp.dp_options`, for an unknown `aggregation`, a `local_rank` < 1,
+            or ``adapter != "lora"`` (dual adapters are LoRA pairs).
     """
+    dp = job_dp.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
     if adapter != "lora":
         raise ValueError(f"`adapter` {adapter!r}: the dual_lora job's global and local adapters are LoRA pairs.")
     local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
@@ -83,6 +92,7 @@ def build(
         transport_dtype=transport_dtype,
         adapter=adapter,
         label=f"{NAME}_{aggregation}",
+        **dp,
         fresh=fresh,
     )
     job.to_server(controller, id="controller")
@@ -93,6 +103,8 @@ def build(
         jobs.site_executor("rml", NAME, profile, local_epochs, seed, adapter, local_rank=local_rank), tasks=["*"]
     )
     job.add_file_to_clients(str(jobs.SITE_SCRIPT))
+    # optional site-level DP: each global adapter update clipped to C and noised before the adapter filter
+    job_dp.add_dp_filter(job, profile, adapter, seed, **dp)
     # only global adapters, counts and scalar metrics leave a site (a local key is refused); FLARE
     # 2.9 keys result filters by the exact task name, so every task of the protocol is listed
     job.to_clients(AdapterOnlyFilter(), tasks=list(Task.ALL), filter_type=FilterType.TASK_RESULT)
@@ -110,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--global-rank", type=int, help="rank of the global pairs (default: the bundle's dual_global_rank)")
     p.add_argument("--local-rank", type=int, help="rank of the local pairs (default: the bundle's dual_local_rank)")
+    job_dp.add_dp_arguments(p)
     job_cli.add_exchange_arguments(p, "the global adapters")
     args = p.parse_args(argv)
     job = build(
@@ -124,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         transport_dtype=args.transport_dtype,
         aggregation=args.aggregation,
         local_rank=args.local_rank,
+        dp_clip=args.dp_clip,
+        dp_noise_multiplier=args.dp_noise_multiplier,
+        dp_delta=args.dp_delta,
         fresh=args.fresh,
     )
     return job_cli.export_or_usage(job, NAME, args.export, args.export_dir, __file__)

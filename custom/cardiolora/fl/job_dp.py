@@ -1,4 +1,4 @@
-"""Site-level differential privacy as a job option of the adapter jobs (``rate_my_lora``, ``fedpetuning``).
+"""Site-level differential privacy as an option of the adapter jobs (``rate_my_lora``, ``fedpetuning``, ``dual_lora``).
 
 Off by default: ``dp_clip`` ``C``, ``dp_noise_multiplier`` ``z`` and ``dp_delta`` ``δ`` put
 :class:`~cardiolora.fl.filters.AdapterDPFilter` in front of every site's result filter

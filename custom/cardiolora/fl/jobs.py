@@ -190,9 +190,9 @@ def build_job(
         adapter: the adapter jobs' adapter type, ``"lora"`` (default) or ``"tensor"`` (TenVOO
             cores); ``fedavg_full`` trains the full network and takes only ``"lora"`` (the default),
             ``dual_lora`` only ``"lora"`` too (dual adapters are LoRA pairs).
-        dp_clip: site-level DP of the adapter jobs: ``C``, the L2 bound of each site's update per
-            release (:mod:`cardiolora.fl.privacy`); None (default) with `dp_noise_multiplier` None: off,
-            and the job is exactly the one without DP.
+        dp_clip: site-level DP of the adapter jobs (of ``dual_lora``'s global adapters): ``C``, the L2
+            bound of each site's update per release (:mod:`cardiolora.fl.privacy`); None (default) with
+            `dp_noise_multiplier` None: off, and the job is exactly the one without DP.
         dp_noise_multiplier: ``z``: Gaussian noise of std ``z·C`` per coordinate.
         dp_delta: ``δ`` of the ``ε`` the accountant reports (default 1e-5).
         aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (:data:`DUAL_AGGREGATIONS`);
@@ -208,7 +208,8 @@ def build_job(
     Raises:
         ValueError: for an unknown `name` or profile, a profile whose network the bundle cannot build,
             a `seed` that is not a non-negative int, an unknown `transport_dtype`, `adapter` or
-            `aggregation`, ``adapter="tensor"`` or DP options for ``fedavg_full`` or ``dual_lora``,
+            `aggregation`, ``adapter="tensor"`` for ``fedavg_full`` or ``dual_lora``, DP options for
+            ``fedavg_full``,
             DP options out of range (:func:`cardiolora.fl.privacy.dp_settings`), or
             `aggregation` / `local_rank` given to another job than ``dual_lora``.
     """
@@ -217,11 +218,6 @@ def build_job(
     check_adapter_type(adapter)
     dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta)
     if name == "dual_lora":
-        if dp:
-            raise ValueError(
-                "`dp_clip` / `dp_noise_multiplier`: the dual_lora job has no DP option yet "
-                "(rate_my_lora and fedpetuning have it)."
-            )
         return build(
             num_rounds=num_rounds,
             profile=profile,
@@ -235,6 +231,7 @@ def build_job(
             adapter=adapter,
             aggregation=aggregation,
             local_rank=local_rank,
+            **dp,  # only when DP is on (the global adapters are privatised; local pairs never leave)
             fresh=fresh,
         )
     if aggregation != DEFAULT_AGGREGATION or local_rank is not None:
