@@ -90,7 +90,7 @@ def local_rounds(sites_root: Path, pretrained: Path, rounds: int, workdir: Path)
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from cardiolora.fl import rml
+    from cardiolora.fl import rml, updates
     from cardiolora.fl.persistor import load_base_weights
     from cardiolora.fl.protocol import pack_adapters
     from cardiolora.networks import rank_for_dataset_size
@@ -124,7 +124,7 @@ def local_rounds(sites_root: Path, pretrained: Path, rounds: int, workdir: Path)
             validated = call("on_validate", lambda s, p=packed: p, meta)
             current = {s: r["metrics"]["score"] for s, r in validated.items()}
             coeffs = rml.merge_coefficients(sizes, rml.rate_sites(scores, current, rml.lambda_at_round(0.2, t)))
-            weights = rml.apply_coefficients(weights, adapters, scalings, coeffs)
+            weights = updates.apply_coefficients(weights, adapters, scalings, coeffs)
             scores.update(current)
             merge = {"round": t, "coefficients": coeffs, "scalings": scalings}
             if t > 1:

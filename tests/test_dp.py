@@ -25,7 +25,7 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as opacus_rdp
 
-from cardiolora.fl import privacy, rml
+from cardiolora.fl import privacy, updates
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.filters import AdapterDPFilter, AdapterOnlyFilter, round_start_adapter
 from cardiolora.fl.jobs import build_job, export_job
@@ -389,7 +389,7 @@ def test_rate_my_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
     fin = next(r for r in h["rounds"] if r.get("task") == "finalize")
     assert fin["dp"]["epsilon"] == pytest.approx(eps2)
     assert all(rec["dp"]["steps"] == 2 for rec in fin["sites"].values())
-    w0 = rml.state_checksum(torch.load(base, weights_only=True))
+    w0 = updates.state_checksum(torch.load(base, weights_only=True))
     assert r1["checksum"] != w0  # the privatised adapters were merged (Eq. 2)
     for site in sites:
         run = tmp_path / "simulate" / site / "simulate_job"
@@ -439,7 +439,7 @@ def test_dual_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
     for site, rec in r1["sites"].items():
         assert rec["accepted"], rec.get("reason")
         assert rec["dp"]["epsilon"] == pytest.approx(eps1), site
-    assert r1["checksum"] != rml.state_checksum(torch.load(base, weights_only=True))  # merged (Eq. 2)
+    assert r1["checksum"] != updates.state_checksum(torch.load(base, weights_only=True))  # merged (Eq. 2)
     for site in sites:
         run = tmp_path / "simulate" / site / "simulate_job"
         audit = [json.loads(x) for x in (run / "dp_audit.jsonl").open()]

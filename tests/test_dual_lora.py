@@ -25,7 +25,7 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from torch import nn
 from torch.nn import functional as F
 
-from cardiolora.fl import rml, site_runner
+from cardiolora.fl import rml, site_runner, updates
 from cardiolora.fl.filters import AdapterOnlyFilter, check_result
 from cardiolora.fl.jobs import JOB_NAMES, build_job, dual_settings, export_job
 from cardiolora.fl.network import bundle_network
@@ -294,12 +294,14 @@ def test_local_pairs_persist_across_rounds_in_the_output_folder(tmp_path):
     runner2.weights, runner2.received, runner2.received_round = dict(runner.weights), runner.received, 1
     reply = runner2.handle("train", {}, _train_meta(2, merge))
     assert reply.meta["status"] == "merged"
-    assert reply.meta["checksum"] == rml.state_checksum(rml.apply_coefficients(w0, accepted, scal, {"site-1": 1.0}))
+    assert reply.meta["checksum"] == updates.state_checksum(
+        updates.apply_coefficients(w0, accepted, scal, {"site-1": 1.0})
+    )
     (loaded,) = backend2.local_loaded
     assert loaded is not None and all(torch.equal(loaded[k], saved1[k]) for k in saved1)
     r1, r2 = runner.summary["rounds"][0], runner2.summary["rounds"][0]
     assert r1["local_in"] is None and r2["local_in"] == r1["local_out"] != r2["local_out"]
-    assert r2["local_out"] == rml.state_checksum(torch.load(path, weights_only=True))
+    assert r2["local_out"] == updates.state_checksum(torch.load(path, weights_only=True))
 
     # finalize: personalised = W_T + personal global + local, and only the global pair goes up
     reply = runner2.handle(
@@ -307,12 +309,12 @@ def test_local_pairs_persist_across_rounds_in_the_output_folder(tmp_path):
     )
     assert set(reply.params) == set(lora_state_dict(backend2.net))
     local_t = torch.load(path, weights_only=True)
-    expected = rml.apply_coefficients(
+    expected = updates.apply_coefficients(
         runner2.weights, {"site-1": {k: v.float() for k, v in reply.params.items()}}, scal, {"site-1": 1.0}
     )
-    expected = rml.apply_delta(expected, local_delta_from_state(local_t, lora_local_scalings(backend2.net)))
+    expected = updates.apply_delta(expected, local_delta_from_state(local_t, lora_local_scalings(backend2.net)))
     personal = torch.load(tmp_path / "personalised_model.pt", weights_only=True)
-    assert rml.state_checksum(personal) == rml.state_checksum(expected)
+    assert updates.state_checksum(personal) == updates.state_checksum(expected)
 
     # cross_eval: this site's own model with its local pairs, the other's without (they never travel)
     other = {k: v.float() * 0.5 for k, v in reply.params.items()}
@@ -443,7 +445,7 @@ def test_dual_lora_in_the_simulator(tiny_sites, tmp_path):
             assert cur["local_in"] == prev["local_out"]  # reloaded from the site's file
         assert s["final"]["local_in"] == rows[-1]["local_out"]
         local = torch.load(folder / site_runner.LOCAL_ADAPTER_FILE, weights_only=True)
-        assert all(is_local_adapter_key(k) for k in local) and rml.state_checksum(local) == s["final"]["local_out"]
+        assert all(is_local_adapter_key(k) for k in local) and updates.state_checksum(local) == s["final"]["local_out"]
         load_weights(lora_unet("quick"), folder / "personalised_model.pt")  # a plain U-Net
         audit = [json.loads(x) for x in (tmp_path / "simulate" / site / "simulate_job" / "outgoing_audit.jsonl").open()]
         assert all(r["decision"] == "passed" for r in audit)

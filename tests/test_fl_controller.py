@@ -19,6 +19,7 @@ from nvflare.app_common.abstract.fl_model import FLModel
 from torch import nn
 
 import cardiolora.fl.rml as rml
+import cardiolora.fl.updates as updates
 from cardiolora.fl.controller import RateMyLoRAController
 from cardiolora.fl.cross_eval import write_cross_site_table
 from cardiolora.fl.ledger import RunLedger
@@ -89,7 +90,7 @@ class TinyReference:
     def spec(self, rank):
         net = tiny_net()
         inject_lora(net, rank=rank)
-        return rml.adapter_spec(net)
+        return updates.adapter_spec(net)
 
     def scaling(self, rank):
         net = tiny_net()
@@ -213,7 +214,7 @@ def test_full_run_rates_merges_and_keeps_sites_in_sync(tmp_path):
     for s in sites.values():
         assert (s.output_dir / "global_model.pt").is_file() and (s.output_dir / "personalised_model.pt").is_file()
         glob = torch.load(s.output_dir / "global_model.pt", weights_only=True)
-        assert rml.state_checksum(glob) == ctl.checksum
+        assert updates.state_checksum(glob) == ctl.checksum
 
 
 class CapturingHarness(Harness):
@@ -241,9 +242,9 @@ def test_transport_dtype_keeps_server_and_sites_bit_identical(tmp_path, dtype, i
         received = ctl.personal[site]  # float32 copies of the float16 (or float32) upload
         assert all(t.dtype == torch.float32 for t in received.values())
         scaling = ctl.reference.scaling(h["ranks"][site])
-        expected = rml.apply_coefficients(runner.weights, {site: received}, {site: scaling}, {site: 1.0})
+        expected = updates.apply_coefficients(runner.weights, {site: received}, {site: scaling}, {site: 1.0})
         saved = torch.load(runner.output_dir / "personalised_model.pt", weights_only=True)
-        assert rml.state_checksum(saved) == rml.state_checksum(expected)
+        assert updates.state_checksum(saved) == updates.state_checksum(expected)
 
 
 def test_lambda_zero_rates_everyone_one(tmp_path):
@@ -290,7 +291,7 @@ def test_all_adapters_rejected_leaves_w_unchanged(tmp_path):
     ctl, _ = run(tmp_path, sites=sites, num_rounds=1, max_delta_ratio=1e-12, cross_eval=False)
     r1 = [r for r in history(tmp_path)["rounds"] if r["round"] == 1 and "task" not in r][0]
     assert r1["note"] == "all adapters rejected: W unchanged"
-    assert ctl.checksum == rml.state_checksum(BASE)
+    assert ctl.checksum == updates.state_checksum(BASE)
     assert {s.checksum() for s in sites.values()} == {ctl.checksum}
 
 

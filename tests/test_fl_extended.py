@@ -21,7 +21,7 @@ import pytest
 import torch
 from test_fl_sim import make_fl_sites
 
-import cardiolora.fl.rml as rml
+import cardiolora.fl.updates as updates
 from cardiolora.fl.jobs import build_job, export_job
 from cardiolora.fl.protocol import Task, is_adapter_key
 from cardiolora.fl.run import run_simulation, simulate_job, write_site_configs
@@ -62,7 +62,7 @@ def test_fedavg_full_in_the_simulator(fl_sites, tmp_path):
     summary = run_simulation("fedavg_full", root, base, tmp_path, rounds=1, timeout=900)
     w = torch.load(summary["results"]["global_model.pt"], weights_only=True)
     w0 = torch.load(base, weights_only=True)
-    assert set(w) == set(w0) and rml.state_checksum(w) != rml.state_checksum(w0)
+    assert set(w) == set(w0) and updates.state_checksum(w) != updates.state_checksum(w0)
     for site in SITES:
         s = json.loads((Path(summary["sites"][site]) / "site_summary.json").read_text())
         assert s["rounds"] and s["rounds"][0]["train_loss"] is not None
@@ -139,4 +139,4 @@ def test_killed_server_resumes_in_the_simulator(fl_sites, tmp_path):
     assert final["status"] == "done" and final["round"] == 2
     for site in SITES:
         w = torch.load(Path(summary["sites"][site]) / "global_model.pt", weights_only=True)
-        assert rml.state_checksum(w) == final["checksum"]
+        assert updates.state_checksum(w) == final["checksum"]

@@ -1,4 +1,4 @@
-"""Tests of cardiolora.fl.rml (Eq. 1, Eq. 2, the λ schedule, checksums, adapter validation) and fl.seeds."""
+"""Tests of fl.rml (Eq. 1, Eq. 2, the λ schedule), fl.updates (merge, checksums, adapter checks), fl.seeds."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import cardiolora.fl.rml as rml
+import cardiolora.fl.updates as updates
 from cardiolora.fl.seeds import check_seed, round_seed
 from cardiolora.lora import (
     base_state_dict,
@@ -185,7 +186,7 @@ def test_eq2_by_hand_scalar():
     }
     coeffs = rml.merge_coefficients({"a": 1, "b": 3}, {"a": 0.8, "b": 1.0})
     assert coeffs == pytest.approx({"a": 0.2, "b": 0.75})
-    out = rml.apply_coefficients(w, adapters, {"a": 1.0, "b": 1.0}, coeffs)
+    out = updates.apply_coefficients(w, adapters, {"a": 1.0, "b": 1.0}, coeffs)
     assert float(out["0.weight"]) == pytest.approx(4.45, abs=1e-6)
     assert torch.equal(out["0.bias"], w["0.bias"])
 
@@ -250,7 +251,7 @@ def test_eq2_mixed_ranks(mixed_rank_sites):
     )
     assert ratings == {"site-1": 0.8, "site-2": 1.0, "site-3": 1.0}
     coeffs = rml.merge_coefficients(sizes, ratings)
-    out = rml.apply_coefficients(w0, adapters, scalings, coeffs)
+    out = updates.apply_coefficients(w0, adapters, scalings, coeffs)
     total = sum(sizes.values())
     for name in ("0", "2"):
         expected = w0[f"{name}.weight"].double()
@@ -263,9 +264,9 @@ def test_eq2_mixed_ranks(mixed_rank_sites):
 
 def test_candidate_is_eq2_with_unit_ratings(mixed_rank_sites):
     _, w0, _, adapters, scalings, sizes = mixed_rank_sites
-    cand = rml.apply_coefficients(w0, adapters, scalings, rml.candidate_coefficients(sizes))
-    eq2 = rml.apply_coefficients(w0, adapters, scalings, rml.merge_coefficients(sizes, dict.fromkeys(sizes, 1.0)))
-    assert rml.state_checksum(cand) == rml.state_checksum(eq2)
+    cand = updates.apply_coefficients(w0, adapters, scalings, rml.candidate_coefficients(sizes))
+    eq2 = updates.apply_coefficients(w0, adapters, scalings, rml.merge_coefficients(sizes, dict.fromkeys(sizes, 1.0)))
+    assert updates.state_checksum(cand) == updates.state_checksum(eq2)
 
 
 def test_lambda_zero_is_fedpetuning(mixed_rank_sites):
@@ -274,7 +275,7 @@ def test_lambda_zero_is_fedpetuning(mixed_rank_sites):
     previous = {"site-1": 0.5, "site-2": 0.5, "site-3": 0.5}
     current = {"site-1": 0.7, "site-2": 0.3, "site-3": 0.9}  # some degraded, some improved
     ratings = rml.rate_sites(previous, current, rml.lambda_at_round(0.0, 4))
-    rml_w = rml.apply_coefficients(w0, adapters, scalings, rml.merge_coefficients(sizes, ratings))
+    rml_w = updates.apply_coefficients(w0, adapters, scalings, rml.merge_coefficients(sizes, ratings))
 
     total = sum(sizes.values())
     fedpet: dict[str, torch.Tensor] = {}
@@ -287,7 +288,7 @@ def test_lambda_zero_is_fedpetuning(mixed_rank_sites):
     for k in rml_w:
         torch.testing.assert_close(rml_w[k], fedpet[k].float(), **TOL)
     # and with λ > 0 the same scores give a different W (the rating matters)
-    rated = rml.apply_coefficients(
+    rated = updates.apply_coefficients(
         w0, adapters, scalings, rml.merge_coefficients(sizes, rml.rate_sites(previous, current, 0.2))
     )
     assert not torch.allclose(rated["0.weight"], rml_w["0.weight"], **TOL)
@@ -295,10 +296,10 @@ def test_lambda_zero_is_fedpetuning(mixed_rank_sites):
 
 def test_all_coefficients_zero_leaves_w_unchanged(mixed_rank_sites):
     _, w0, _, adapters, scalings, _ = mixed_rank_sites
-    out = rml.apply_coefficients(w0, adapters, scalings, {})
-    assert rml.state_checksum(out) == rml.state_checksum(w0)
-    out = rml.apply_coefficients(w0, adapters, scalings, {"site-1": 0.0})
-    assert rml.state_checksum(out) == rml.state_checksum(w0)
+    out = updates.apply_coefficients(w0, adapters, scalings, {})
+    assert updates.state_checksum(out) == updates.state_checksum(w0)
+    out = updates.apply_coefficients(w0, adapters, scalings, {"site-1": 0.0})
+    assert updates.state_checksum(out) == updates.state_checksum(w0)
 
 
 def test_merge_coefficients_ill():
@@ -311,11 +312,11 @@ def test_merge_coefficients_ill():
 def test_apply_delta_ill():
     w = {"x": torch.zeros(2)}
     with pytest.raises(ValueError, match="not weights"):
-        rml.apply_delta(w, {"y": torch.zeros(2)})
+        updates.apply_delta(w, {"y": torch.zeros(2)})
     with pytest.raises(ValueError, match="shapes"):
-        rml.apply_delta(w, {"x": torch.zeros(3)})
+        updates.apply_delta(w, {"x": torch.zeros(3)})
     with pytest.raises(ValueError, match="not finite"):
-        rml.apply_delta(w, {"x": torch.tensor([float("inf"), 0.0])})
+        updates.apply_delta(w, {"x": torch.tensor([float("inf"), 0.0])})
 
 
 # ----------------------------------------------------------------------------- checksum
@@ -328,9 +329,9 @@ def test_checksum_identical_server_and_site(mixed_rank_sites):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        server = rml.apply_coefficients(copy.deepcopy(w0), copy.deepcopy(adapters), scalings, coeffs)
+        server = updates.apply_coefficients(copy.deepcopy(w0), copy.deepcopy(adapters), scalings, coeffs)
         torch.set_num_threads(max(2, threads))
-        site = rml.apply_coefficients(
+        site = updates.apply_coefficients(
             {k: v.clone() for k, v in reversed(list(w0.items()))},  # another key order, another copy
             {s: {k: v.clone() for k, v in a.items()} for s, a in reversed(list(adapters.items()))},
             scalings,
@@ -338,17 +339,19 @@ def test_checksum_identical_server_and_site(mixed_rank_sites):
         )
     finally:
         torch.set_num_threads(threads)
-    assert rml.state_checksum(server) == rml.state_checksum(site)
+    assert updates.state_checksum(server) == updates.state_checksum(site)
 
 
 def test_checksum_sensitivity():
     a = {"w": torch.zeros(3), "b": torch.ones(2)}
-    assert rml.state_checksum(a) == rml.state_checksum({"b": torch.ones(2), "w": torch.zeros(3)})
+    assert updates.state_checksum(a) == updates.state_checksum({"b": torch.ones(2), "w": torch.zeros(3)})
     b = {"w": torch.zeros(3), "b": torch.nextafter(torch.ones(2), torch.full((2,), 2.0))}
-    assert rml.state_checksum(a) != rml.state_checksum(b)
-    assert rml.state_checksum(a) != rml.state_checksum({"w": torch.zeros(3, dtype=torch.float64), "b": torch.ones(2)})
-    assert rml.state_checksum(a) != rml.state_checksum({"w": torch.zeros(1, 3), "b": torch.ones(2)})
-    assert rml.state_checksum({"w": a["w"].numpy()}) == rml.state_checksum({"w": a["w"]})
+    assert updates.state_checksum(a) != updates.state_checksum(b)
+    assert updates.state_checksum(a) != updates.state_checksum(
+        {"w": torch.zeros(3, dtype=torch.float64), "b": torch.ones(2)}
+    )
+    assert updates.state_checksum(a) != updates.state_checksum({"w": torch.zeros(1, 3), "b": torch.ones(2)})
+    assert updates.state_checksum({"w": a["w"].numpy()}) == updates.state_checksum({"w": a["w"]})
 
 
 # ----------------------------------------------------------------------------- adapter validation
@@ -359,14 +362,14 @@ def rank2_site():
     base = _tiny_net()
     w0 = {k: v.detach().clone() for k, v in base.state_dict().items()}
     model = _site_model(base, 2, None, 5)
-    spec = rml.adapter_spec(model)
+    spec = updates.adapter_spec(model)
     return w0, model, spec
 
 
 def test_validate_adapter_accepts_good_one(rank2_site):
     w0, model, spec = rank2_site
     state = {k: v.numpy() for k, v in lora_state_dict(model).items()}  # as it arrives (numpy)
-    deltas = rml.validate_adapter(state, spec, w0, 1.0, site="site-1", rank=2)
+    deltas = updates.validate_adapter(state, spec, w0, 1.0, site="site-1", rank=2)
     assert set(deltas) == {"0.weight", "2.weight"}
     assert deltas["0.weight"].dtype == torch.float64
 
@@ -407,21 +410,21 @@ def test_validate_adapter_rejects(rank2_site, kind, message):
     w0, model, spec = rank2_site
     state = _bad(lora_state_dict(model), kind, spec, w0)
     with pytest.raises(ValueError, match=message) as info:
-        rml.validate_adapter(state, spec, w0, 1.0, site="site-9", rank=2)
+        updates.validate_adapter(state, spec, w0, 1.0, site="site-9", rank=2)
     assert str(info.value).startswith("site-9: adapter rejected (rank 2)")
 
 
 def test_validate_adapter_ratio_is_configurable(rank2_site):
     w0, model, spec = rank2_site
     state = _bad(lora_state_dict(model), "absurd_norm", spec, w0)
-    rml.validate_adapter(state, spec, w0, 1.0, max_delta_ratio=1e9)
+    updates.validate_adapter(state, spec, w0, 1.0, max_delta_ratio=1e9)
     with pytest.raises(ValueError, match="max_delta_ratio"):
-        rml.validate_adapter(state, spec, w0, 1.0, max_delta_ratio=0)
+        updates.validate_adapter(state, spec, w0, 1.0, max_delta_ratio=0)
 
 
 def test_adapter_spec_needs_adapters():
     with pytest.raises(ValueError, match="no LoRA adapters"):
-        rml.adapter_spec(_tiny_net())
+        updates.adapter_spec(_tiny_net())
 
 
 # ----------------------------------------------------------------------------- per-round seeds

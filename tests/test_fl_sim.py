@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import cardiolora.fl.rml as rml
+import cardiolora.fl.updates as updates
 from cardiolora.fl.network import bundle_network
 from cardiolora.fl.protocol import Task, is_adapter_key
 from cardiolora.fl.run import run_simulation
@@ -62,8 +63,8 @@ def _check_site_models(folder: Path, checksum: str) -> None:
         path = folder / name
         assert path.is_file(), f"{path} missing"
         load_weights(lora_unet("quick"), path)  # plain merged U-Net weights
-    assert rml.state_checksum(torch.load(folder / "global_model.pt", weights_only=True)) == checksum
-    assert rml.state_checksum(torch.load(folder / "personalised_model.pt", weights_only=True)) != checksum
+    assert updates.state_checksum(torch.load(folder / "global_model.pt", weights_only=True)) == checksum
+    assert updates.state_checksum(torch.load(folder / "personalised_model.pt", weights_only=True)) != checksum
 
 
 def _check_audit(path: Path) -> None:
@@ -130,7 +131,7 @@ def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
     for site in SITES:
         _check_audit(tmp_path / "simulate" / site / "simulate_job" / "outgoing_audit.jsonl")
         _check_site_models(Path(summary["sites"][site]), r1["checksum"])
-    assert rml.state_checksum(torch.load(res["global_model.pt"], weights_only=True)) == r1["checksum"]
+    assert updates.state_checksum(torch.load(res["global_model.pt"], weights_only=True)) == r1["checksum"]
     # cross-site tables, curves, TensorBoard, resumable state
     table = json.loads(res["cross_site_eval.json"].read_text())
     assert set(table["global"]) == set(table["in_client"]) == set(SITES)

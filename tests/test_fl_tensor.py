@@ -1,7 +1,7 @@
 """Tensor adapters (TenVOO) in the FLARE jobs: ``adapter: tensor`` from the job to the sites and back.
 
 Fast tests: the wire keys and the site's outgoing filter, the server-side deltas of the cores
-(``rml.adapter_deltas`` / ``apply_coefficients`` / ``validate_adapter`` with the bundle's
+(``updates.adapter_deltas`` / ``apply_coefficients`` / ``validate_adapter`` with the bundle's
 ``tensor_seed``), the site runner's merge, the job's export and the site backend's overrides.
 Slow test: the Rate-My-LoRA job with ``--adapter tensor`` exported by its job.py and run in the real
 FLARE simulator on two tiny phantom sites, one round.
@@ -24,10 +24,9 @@ from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 from torch import nn
 
-import cardiolora.fl.rml as rml
 import cardiolora.fl.site_backend as site_backend
 import cardiolora.fl.site_runner as site_runner
-from cardiolora.fl import client
+from cardiolora.fl import client, updates
 from cardiolora.fl.filters import AdapterOnlyFilter, check_result
 from cardiolora.fl.jobs import build_job, export_job, job_ranks
 from cardiolora.fl.network import AdapterReference, bundle_network
@@ -139,14 +138,14 @@ def test_filter_refuses_what_is_not_a_trained_core(extra, reason):
 def test_server_delta_of_cores_equals_the_sites_model_delta():
     """ΔW = T(θ) − T(θ0) from the cores alone (θ0 from tensor_seed) = the site model's own ΔW."""
     net = _tiny_tensor_net()
-    deltas = rml.adapter_deltas({"site-1": tensor_state_dict(net)}, {}, tensor_seed=SEED)["site-1"]
+    deltas = updates.adapter_deltas({"site-1": tensor_state_dict(net)}, {}, tensor_seed=SEED)["site-1"]
     expected = tensor_delta_state_dict(net)
     assert list(deltas) == list(expected) == ["0.weight", "1.weight"]
     for k in expected:
         assert deltas[k].dtype == torch.float64
         torch.testing.assert_close(deltas[k].float(), expected[k], rtol=1e-5, atol=1e-6)
         assert float(expected[k].abs().max()) > 1e-3  # the cores moved: a real update
-    other = rml.adapter_deltas({"site-1": tensor_state_dict(net)}, {}, tensor_seed=SEED + 1)["site-1"]
+    other = updates.adapter_deltas({"site-1": tensor_state_dict(net)}, {}, tensor_seed=SEED + 1)["site-1"]
     assert not torch.allclose(other["0.weight"], deltas["0.weight"])  # θ0 depends on the seed
 
 
@@ -156,38 +155,38 @@ def test_eq2_merge_of_cores_equals_merging_the_adapters():
     w0 = _plain(a)
     adapters = {"site-1": tensor_state_dict(a), "site-2": tensor_state_dict(b)}
     coefficients = {"site-1": 0.25, "site-2": 0.75}
-    merged = rml.apply_coefficients(w0, adapters, {}, coefficients, tensor_seed=SEED)
+    merged = updates.apply_coefficients(w0, adapters, {}, coefficients, tensor_seed=SEED)
     da, db = tensor_delta_state_dict(a), tensor_delta_state_dict(b)
     for k in ("0.weight", "1.weight"):
         torch.testing.assert_close(merged[k], w0[k] + 0.25 * da[k] + 0.75 * db[k], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(merged["0.bias"], w0["0.bias"])
-    single = rml.apply_coefficients(w0, adapters, {}, {"site-1": 1.0}, tensor_seed=SEED)
+    single = updates.apply_coefficients(w0, adapters, {}, {"site-1": 1.0}, tensor_seed=SEED)
     merge_tensor(a)
     for k, v in _plain(a).items():
         torch.testing.assert_close(single[k], v, rtol=1e-5, atol=1e-6)
     # server and site compute bit-identical W_t from the same inputs
-    again = rml.apply_coefficients(w0, adapters, {}, coefficients, tensor_seed=SEED)
-    assert rml.state_checksum(again) == rml.state_checksum(merged)
+    again = updates.apply_coefficients(w0, adapters, {}, coefficients, tensor_seed=SEED)
+    assert updates.state_checksum(again) == updates.state_checksum(merged)
 
 
 def test_cores_without_the_seed_or_lora_without_scaling_are_refused():
     cores = tensor_state_dict(_tiny_tensor_net())
     with pytest.raises(ValueError, match="`tensor_seed`"):
-        rml.adapter_deltas({"site-1": cores}, {})
+        updates.adapter_deltas({"site-1": cores}, {})
     with pytest.raises(ValueError, match="site-1: .*not tensor-adapter keys|site-1: .*not adapter keys"):
-        rml.adapter_deltas({"site-1": {**cores, "0.weight": torch.zeros(8, 4, 3, 3)}}, {"site-1": 1.0}, SEED)
+        updates.adapter_deltas({"site-1": {**cores, "0.weight": torch.zeros(8, 4, 3, 3)}}, {"site-1": 1.0}, SEED)
     lora = {"m.lora_A.weight": torch.ones(1, 1, 1, 1), "m.lora_B.weight": torch.ones(2, 1, 1, 1)}
     with pytest.raises(ValueError, match="`scalings` has no entry for sites site-2"):
-        rml.adapter_deltas({"site-1": cores, "site-2": lora}, {}, SEED)
+        updates.adapter_deltas({"site-1": cores, "site-2": lora}, {}, SEED)
 
 
 def test_validate_adapter_checks_cores_against_the_reference():
     net = _tiny_tensor_net()
-    spec = rml.adapter_spec(net)
+    spec = updates.adapter_spec(net)
     assert set(spec) == set(tensor_state_dict(net))
     w0 = _plain(net)
     state = to_transport(tensor_state_dict(net), "float16")
-    deltas = rml.validate_adapter(state, spec, w0, {}, site="site-1", rank=2, dtype=torch.float16, tensor_seed=SEED)
+    deltas = updates.validate_adapter(state, spec, w0, {}, site="site-1", rank=2, dtype=torch.float16, tensor_seed=SEED)
     assert set(deltas) == {"0.weight", "1.weight"}
     bad = dict(state)
     bad.pop("0.tenvoo.hub_in")
@@ -195,12 +194,12 @@ def test_validate_adapter_checks_cores_against_the_reference():
     with pytest.raises(
         ValueError, match=r"site-1: adapter rejected \(rank 2\): expected 16 .*\(the tensor cores of 2 modules\)"
     ):
-        rml.validate_adapter(bad, spec, w0, {}, site="site-1", rank=2, tensor_seed=SEED)
+        updates.validate_adapter(bad, spec, w0, {}, site="site-1", rank=2, tensor_seed=SEED)
     with pytest.raises(ValueError, match="missing keys: 0.tenvoo.hub_in"):
-        rml.validate_adapter(bad, spec, w0, {}, site="site-1", rank=2, tensor_seed=SEED)
+        updates.validate_adapter(bad, spec, w0, {}, site="site-1", rank=2, tensor_seed=SEED)
     huge = {k: v.float() * 1e3 for k, v in state.items()}
     with pytest.raises(ValueError, match=r"\|\|ΔW\|\|/\|\|W\|\| <= 1.0"):
-        rml.validate_adapter(huge, spec, w0, {}, site="site-1", tensor_seed=SEED)
+        updates.validate_adapter(huge, spec, w0, {}, site="site-1", tensor_seed=SEED)
 
 
 def test_the_servers_reference_reads_the_bundle():
@@ -255,11 +254,11 @@ def test_site_merges_tensor_cores_as_the_server_does(tmp_path):
     accepted = {"site-1": {k: v.float() for k, v in up.items()}}
     down = to_numpy(to_transport(pack_adapters(accepted), "float16"))
     runner.handle("validate", down, {"round": 1, "coefficients": {"site-1": 1.0}, "scalings": {"site-1": {}}})
-    server = rml.apply_coefficients(w0, accepted, {"site-1": {}}, {"site-1": 0.5}, tensor_seed=SEED)
+    server = updates.apply_coefficients(w0, accepted, {"site-1": {}}, {"site-1": 0.5}, tensor_seed=SEED)
     merge = {"round": 1, "coefficients": {"site-1": 0.5}, "scalings": {"site-1": {}}}
     reply = runner.handle("train", {}, {**meta, "round": 2, "merge": merge})
     assert reply.meta["status"] == "merged"
-    assert reply.meta["checksum"] == rml.state_checksum(server) != rml.state_checksum(w0)
+    assert reply.meta["checksum"] == updates.state_checksum(server) != updates.state_checksum(w0)
 
 
 def test_bundle_backend_trains_tensor_cores_through_bundle_overrides(tmp_path, monkeypatch):
@@ -376,14 +375,14 @@ def test_rate_my_lora_with_tensor_adapters_in_the_simulator(tiny_sites, tmp_path
     assert expected < lora_small  # smaller than LoRA at the default ranks (16 / 32)
     assert all(v["accepted"] and v["train_loss"] is not None for v in r1["sites"].values())
     assert {k for keys in h["received_keys"].values() for k in keys} == set(cores)
-    w0 = rml.state_checksum(torch.load(base, weights_only=True))
+    w0 = updates.state_checksum(torch.load(base, weights_only=True))
     assert r1["checksum"] != w0  # the cores were merged into W (Eq. 2)
     for site in sites:
         folder = Path(summary["sites"][site])
         personal = torch.load(folder / "personalised_model.pt", weights_only=True)
         load_weights(lora_unet("quick"), folder / "personalised_model.pt")  # a plain U-Net
-        assert rml.state_checksum(torch.load(folder / "global_model.pt", weights_only=True)) == r1["checksum"]
-        assert rml.state_checksum(personal) not in (r1["checksum"], w0)
+        assert updates.state_checksum(torch.load(folder / "global_model.pt", weights_only=True)) == r1["checksum"]
+        assert updates.state_checksum(personal) not in (r1["checksum"], w0)
         audit = [json.loads(x) for x in (tmp_path / "simulate" / site / "simulate_job" / "outgoing_audit.jsonl").open()]
         assert all(r["decision"] == "passed" for r in audit)
         assert {k for r in audit for k in r["tensors"]} == set(cores)
@@ -399,12 +398,12 @@ def test_a_saved_run_resumes_only_with_the_same_adapter(tmp_path):
     lora = RateMyLoRAController(ranks=(2, 2))
     assert tensor.tensor_seed == bundle_setting("quick", "tensor_seed") and lora.tensor_seed is None
     w = {"0.weight": torch.zeros(2)}
-    state.save_state(tmp_path, "running", tensor._config(), 1, w, rml.state_checksum(w), {}, {}, {}, [])
+    state.save_state(tmp_path, "running", tensor._config(), 1, w, updates.state_checksum(w), {}, {}, {}, [])
     with pytest.raises(RuntimeError, match="field `adapter` was 'tensor' in the saved run but the job says 'lora'"):
         state.load_state(tmp_path, lora._config())
     assert state.load_state(tmp_path, tensor._config())["round"] == 1
     old = {k: v for k, v in lora._config().items() if k != "adapter"}  # saved before jobs named the adapter
-    state.save_state(tmp_path, "running", old, 1, w, rml.state_checksum(w), {}, {}, {}, [])
+    state.save_state(tmp_path, "running", old, 1, w, updates.state_checksum(w), {}, {}, {}, [])
     assert state.load_state(tmp_path, lora._config())["round"] == 1
     with pytest.raises(ValueError, match="`adapter` must be one of"):
         RateMyLoRAController(adapter="lokr")

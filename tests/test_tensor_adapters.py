@@ -15,7 +15,7 @@ import cardiolora.lora.tensor as tensor_module
 import cardiolora.lora.tensor_layer as tensor_layer_module
 import cardiolora.lora.tensor_model as tensor_model_module
 from cardiolora.bundle import make_workflow
-from cardiolora.fl.rml import apply_delta, combine_deltas
+from cardiolora.fl.updates import apply_delta, combine_deltas
 from cardiolora.lora import (
     LoRAConv,
     TensorConv,

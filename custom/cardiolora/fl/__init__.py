@@ -1,7 +1,9 @@
 """Federated Rate-My-LoRA on NVIDIA FLARE 2.9 (He et al., arXiv 2501.03223).
 
-* :mod:`cardiolora.fl.rml` — the mathematics (Eq. 1, Eq. 2, λ schedule, checksums, adapter
-  validation) as small pure functions;
+* :mod:`cardiolora.fl.rml` — the rating mathematics (Eq. 1, Eq. 2's coefficients, λ schedule) as
+  small pure functions;
+* :mod:`cardiolora.fl.updates` — the weight update on full-size deltas (``W_t = W_{t−1} + Σ a_c ΔW_c``),
+  checksums and adapter validation;
 * :mod:`cardiolora.fl.controller` — the server workflow (``ModelController`` with its own ``run()``):
   the round sequence only;
 * :mod:`cardiolora.fl.exchange` — the server's side of every task: send, count bytes, drop silent

@@ -2,7 +2,8 @@
 
 :class:`RateMyLoRAController` is a ``ModelController`` with its own ``run()`` (in FLARE 2.9 the
 ``aggregate()`` hook of ``FedAvg`` is never called, so the rating cannot live there). This module
-only sequences the tasks; the rest lives apart: the mathematics in :mod:`cardiolora.fl.rml`; the
+only sequences the tasks; the rest lives apart: the mathematics in :mod:`cardiolora.fl.rml` (rating)
+and :mod:`cardiolora.fl.updates` (applying it to ``W``); the
 exchange with the sites (sending, dropped sites, checksums and re-synchronisation, adapter and
 answer checks) in :class:`cardiolora.fl.exchange.SiteExchangeController`; the resumable state in
 :mod:`cardiolora.fl.state`; the per-site ledger (bytes, history, TensorBoard scalars,
@@ -15,7 +16,7 @@ in :mod:`cardiolora.fl.cross_eval`.
 1. per round ``t``: ``train`` (carries the merge of round ``t-1``: coefficients and scalings,
    no tensor) → each site's adapter, ``|D_c|``, train loss and the checksum of its ``W_{t-1}``.
    A site whose checksum differs is re-synchronised and its adapter is not used this round; a bad
-   adapter (:func:`cardiolora.fl.rml.validate_adapter`) is rejected with the reason logged and the
+   adapter (:func:`cardiolora.fl.updates.validate_adapter`) is rejected with the reason logged and the
    round goes on without it. If every adapter is rejected, ``W`` stays as it is.
 2. ``validate`` — all accepted adapters + equal-rating coefficients ``|D_c|/Σ|D|`` → ``P_t^c``.
 3. Eq. 1 (:func:`~cardiolora.fl.rml.rate_sites`) and Eq. 2 on the server's ``W``; the
@@ -53,7 +54,7 @@ from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from cardiolora.atomic import write_json
-from cardiolora.fl import job_info, privacy, rml, state
+from cardiolora.fl import job_info, privacy, rml, state, updates
 from cardiolora.fl.cross_eval import write_cross_site_table
 from cardiolora.fl.exchange import SiteExchangeController
 from cardiolora.fl.protocol import DEFAULT_TRANSPORT_DTYPE, Meta, Task, to_numpy, to_torch
@@ -131,7 +132,7 @@ class RateMyLoRAController(SiteExchangeController):
         ranks: Sequence[int] = (16, 32),
         rank_threshold: float = 0.75,
         min_clients: int = 2,
-        max_delta_ratio: float = rml.DEFAULT_MAX_DELTA_RATIO,
+        max_delta_ratio: float = updates.DEFAULT_MAX_DELTA_RATIO,
         task_timeout: int = 3600,
         straggler_grace: int = 600,
         cross_eval: bool = True,
@@ -311,7 +312,7 @@ class RateMyLoRAController(SiteExchangeController):
                 f"(W checksum {saved['checksum'][:12]}); submit the job with fresh: true (job.py --fresh) to "
                 "start from W_0 instead"
             )
-        self.checksum = rml.state_checksum(self.weights)
+        self.checksum = updates.state_checksum(self.weights)
         self._saved_round = self.round
         self.active = self.sample_clients()
         self._init(resumed=saved is not None)
@@ -393,8 +394,8 @@ class RateMyLoRAController(SiteExchangeController):
         ratings = rml.rate_sites(self.scores, current, lam, sites=list(accepted))
         coefficients = rml.merge_coefficients(sizes, ratings)
         degraded = rml.degraded_sites(self.scores, current)
-        self.weights = rml.apply_coefficients(self.weights, accepted, scalings, coefficients, self.tensor_seed)
-        self.checksum = rml.state_checksum(self.weights)
+        self.weights = updates.apply_coefficients(self.weights, accepted, scalings, coefficients, self.tensor_seed)
+        self.checksum = updates.state_checksum(self.weights)
         self.ledger.record_ratings(self.scores, current, ratings, coefficients)
         self.scores.update(current)
         self.pending_merge = {Meta.ROUND: t, Meta.COEFFICIENTS: coefficients, Meta.SCALINGS: scalings}

@@ -5,7 +5,7 @@ needs, whatever the round: it sends a task (with the protocol's meta: profile, r
 dtype) to the active sites and collects the answers, counting the bytes both ways in the run's
 :class:`~cardiolora.fl.ledger.RunLedger`; it compares the checksum each site returns with the
 server's ``W`` and re-synchronises a site that disagrees; it validates adapters against the
-reference of the site's rank (:func:`cardiolora.fl.rml.validate_adapter`) and rejects bad ones with
+reference of the site's rank (:func:`cardiolora.fl.updates.validate_adapter`) and rejects bad ones with
 the reason logged. :class:`cardiolora.fl.controller.RateMyLoRAController` drives the rounds with it.
 
 Dropped sites: every task waits until all targets answered, or — once ``min_clients`` answered —
@@ -37,7 +37,7 @@ from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from cardiolora.fl import privacy, rml, state
+from cardiolora.fl import privacy, state, updates
 from cardiolora.fl.ledger import RunLedger
 from cardiolora.fl.network import AdapterReference
 from cardiolora.fl.protocol import (
@@ -89,7 +89,7 @@ class SiteExchangeController(ModelController):
         num_rounds: int = 5,
         profile: str = "quick",
         min_clients: int = 2,
-        max_delta_ratio: float = rml.DEFAULT_MAX_DELTA_RATIO,
+        max_delta_ratio: float = updates.DEFAULT_MAX_DELTA_RATIO,
         task_timeout: int = 3600,
         straggler_grace: int = 600,
         state_name: str = "rate_my_lora",
@@ -390,7 +390,7 @@ class SiteExchangeController(ModelController):
                     raise ValueError(undeclared[site])
                 if rank is None:
                     raise ValueError(f"{site}: no rank assigned (it did not answer `init`).")
-                rml.validate_adapter(
+                updates.validate_adapter(
                     r.params or {},
                     self.reference.spec(rank),
                     self.weights,

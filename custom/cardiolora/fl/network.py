@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cardiolora.fl import rml
+from cardiolora.fl import updates
 from cardiolora.fl.protocol import check_adapter_type
 from cardiolora.lora import lora_scalings
 from cardiolora.networks import bundle_setting, lora_unet
@@ -61,7 +61,7 @@ class AdapterReference:
     """What a site's adapter at rank ``r`` must look like: keys and shapes, and scalings ``alpha / r``.
 
     Built from :func:`bundle_network` once per rank and kept (the server checks every adapter
-    against it with :func:`cardiolora.fl.rml.validate_adapter`). Tensor adapters have no scaling
+    against it with :func:`cardiolora.fl.updates.validate_adapter`). Tensor adapters have no scaling
     (``{}``); their deltas need :attr:`tensor_seed` instead.
 
     Args:
@@ -84,7 +84,7 @@ class AdapterReference:
         """Expected adapter keys and shapes at `rank` (the bundle's ``network_def`` with adapters)."""
         if rank not in self._specs:
             net = bundle_network(self.profile, rank, self.adapter)
-            self._specs[rank] = rml.adapter_spec(net)
+            self._specs[rank] = updates.adapter_spec(net)
             self._scalings[rank] = lora_scalings(net) if self.adapter == "lora" else {}
         return self._specs[rank]
 

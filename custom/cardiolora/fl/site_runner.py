@@ -9,7 +9,7 @@ MONAI bundle's own workflows (``cardiolora.bundle.make_workflow("lora" | "train"
 :mod:`cardiolora.evaluation`, so the network, transforms and training loop are the bundle's.
 Tests plug in a small backend on a tiny network; the task logic is the same.
 
-The site applies exactly the server's merge (:func:`cardiolora.fl.rml.apply_coefficients` on the
+The site applies exactly the server's merge (:func:`cardiolora.fl.updates.apply_coefficients` on the
 adapters it got in ``validate``; tensor cores become deltas with the bundle's ``tensor_seed``, as
 on the server) and returns the checksum of its ``W``, which the server compares with its own.
 Adapters travel in the transport dtype the server names in the task meta
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from cardiolora.atomic import atomic_torch_save, jsonable, write_json
-from cardiolora.fl import rml
+from cardiolora.fl import updates
 from cardiolora.fl.job_info import mark_latest, versions
 from cardiolora.fl.protocol import (
     Meta,
@@ -133,10 +133,10 @@ class SiteRunner:
         return round_seed(self.seed, self.site, round_index)
 
     def checksum(self) -> str:
-        """SHA-256 of the site's ``W`` (:func:`cardiolora.fl.rml.state_checksum`)."""
+        """SHA-256 of the site's ``W`` (:func:`cardiolora.fl.updates.state_checksum`)."""
         if self.weights is None:
             raise RuntimeError(f"{self.site}: no global weights yet (the `init` task comes first).")
-        return rml.state_checksum(self.weights)
+        return updates.state_checksum(self.weights)
 
     @staticmethod
     def _transport_dtype(meta: Mapping[str, Any]) -> str:
@@ -175,7 +175,7 @@ class SiteRunner:
                 f"this site holds adapters of round {self.received_round} for {sorted(self.received)}"
             )
         try:
-            self.weights = rml.apply_coefficients(weights, self.received, scalings, coefficients, self.tensor_seed)
+            self.weights = updates.apply_coefficients(weights, self.received, scalings, coefficients, self.tensor_seed)
         except ValueError as err:
             return f"merge_failed: {err}"
         self.received = {}
@@ -214,8 +214,8 @@ class SiteRunner:
         adapter, local_out, loss = self.backend.train_dual(weights, rank, local_in, epochs, seed)
         self._save(local_out, LOCAL_ADAPTER_FILE)
         info = {
-            "local_in": None if local_in is None else rml.state_checksum(local_in),
-            "local_out": rml.state_checksum(local_out),
+            "local_in": None if local_in is None else updates.state_checksum(local_in),
+            "local_out": updates.state_checksum(local_out),
         }
         return adapter, loss, info
 
@@ -224,7 +224,7 @@ class SiteRunner:
         local = self.load_local() if self.local_rank else None
         if local is None:
             return dict(weights)
-        return rml.apply_delta(weights, local_delta_from_state(local, self.backend.local_scalings(rank)))
+        return updates.apply_delta(weights, local_delta_from_state(local, self.backend.local_scalings(rank)))
 
     # ------------------------------------------------------------------ tasks
     def handle(self, task: str, params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> Reply:
@@ -319,7 +319,7 @@ class SiteRunner:
         adapters = {s: from_transport(a) for s, a in unpack_adapters(params).items()}
         coefficients = {s: float(a) for s, a in dict(meta.get(Meta.COEFFICIENTS) or {}).items()}
         scalings = dict(meta.get(Meta.SCALINGS) or {})
-        candidate = rml.apply_coefficients(weights, adapters, scalings, coefficients, self.tensor_seed)
+        candidate = updates.apply_coefficients(weights, adapters, scalings, coefficients, self.tensor_seed)
         if self.local_rank and self.rank is not None:
             candidate = self.with_local(candidate, self.rank)
         score = self.backend.score(candidate, "val")
@@ -356,7 +356,7 @@ class SiteRunner:
         # rounded first: the personalised model is the one the other sites evaluate from the upload
         adapter = to_transport(adapter, self._transport_dtype(meta))
         scaling = self.backend.scalings(rank)
-        personal = rml.apply_coefficients(
+        personal = updates.apply_coefficients(
             weights, {self.site: from_transport(adapter)}, {self.site: scaling}, {self.site: 1.0}, self.tensor_seed
         )
         personal = self.with_local(personal, rank)
@@ -391,7 +391,7 @@ class SiteRunner:
         scalings = dict(meta.get(Meta.SCALINGS) or {})
         results = {"global": self.backend.evaluate(weights, "test")}
         for owner in sorted(adapters):
-            personal = rml.apply_coefficients(
+            personal = updates.apply_coefficients(
                 weights, {owner: adapters[owner]}, scalings, {owner: 1.0}, self.tensor_seed
             )
             if owner == self.site and self.local_rank and self.rank is not None:

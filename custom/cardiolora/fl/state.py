@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from cardiolora.atomic import atomic_torch_save, write_json
-from cardiolora.fl import rml
+from cardiolora.fl import updates
 from cardiolora.fl.site_config import load_site_config
 
 __all__ = ["STATE_VERSION", "STATE_FILE", "state_dir", "run_config", "save_state", "load_state", "archive_state"]
@@ -107,7 +107,7 @@ def save_state(
         config: the run's configuration (compared field by field on resume).
         round_index: the last completed round ``t``.
         weights: ``W_t``.
-        checksum: :func:`cardiolora.fl.rml.state_checksum` of ``W_t``.
+        checksum: :func:`cardiolora.fl.updates.state_checksum` of ``W_t``.
         sizes: ``{site: |D_c|}``.
         ranks: ``{site: r_c}``.
         scores: ``{site: P_t^c}``.
@@ -176,7 +176,7 @@ def load_state(
                 f"{path}: cannot resume: field `{key}` was {value!r} in the saved run but the job says "
                 f"{config.get(key)!r}. Use another `state_name` or remove the state folder."
             )
-    if rml.state_checksum(state["weights"]) != state["checksum"]:
+    if updates.state_checksum(state["weights"]) != state["checksum"]:
         raise RuntimeError(f"{path}: the saved W_t does not match its checksum; the state is corrupt.")
     return state
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from cardiolora.atomic import atomic_path
-from cardiolora.fl.rml import state_checksum
+from cardiolora.fl.updates import state_checksum
 
 __all__ = [
     "BACKENDS",
@@ -89,7 +89,7 @@ def import_onnxruntime() -> Any:
 
 
 def state_sha256(network: torch.nn.Module) -> str:
-    """sha256 over the network's state dict (:func:`cardiolora.fl.rml.state_checksum`).
+    """sha256 over the network's state dict (:func:`cardiolora.fl.updates.state_checksum`).
 
     Args:
         network: the module.
