@@ -33,7 +33,7 @@ from cardiolora.lora import (
     tensor_modules,
     tensor_state_dict,
 )
-from cardiolora.lora.state import preview_names
+from cardiolora.lora.state import key_problems, preview_names
 
 __all__ = [
     "DEFAULT_MAX_DELTA_RATIO",
@@ -314,13 +314,7 @@ def validate_adapter(
     expected = f"expected {len(spec)} adapter tensors ({parts} of {n_modules} modules)"
     if not isinstance(state, Mapping):
         raise ValueError(f"{what}: {expected}, got a {type(state).__name__}.")
-    problems: list[str] = []
-    missing = [k for k in spec if k not in state]
-    unexpected = [str(k) for k in state if k not in spec]
-    if missing:
-        problems.append(f"missing keys: {preview_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {preview_names(unexpected)}")
+    problems = key_problems(spec, state)
     tensors: dict[str, torch.Tensor] = {}
     not_float: list[str] = []
     for k in spec:

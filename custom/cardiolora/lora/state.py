@@ -20,6 +20,7 @@ __all__ = [
     "local_delta_from_state",
     "state_bytes",
     "state_problems",
+    "key_problems",
     "preview_names",
     "ADAPTER_SUFFIXES",
     "LOCAL_ADAPTER_SUFFIXES",
@@ -45,6 +46,21 @@ def preview_names(names: Iterable[str], limit: int = 8) -> str:
     return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
+def key_problems(expected: Iterable[str], state: Mapping[str, object]) -> list[str]:
+    """The key-set problems of `state` against the keys `expected`: missing and unexpected keys, named.
+
+    Example:
+        >>> key_problems(["a", "b"], {"b": 0, "c": 0})
+        ['missing keys: a', 'unexpected keys: c']
+    """
+    expected = list(expected)
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k) for k in state if k not in set(expected)]
+    return ([f"missing keys: {preview_names(missing)}"] if missing else []) + (
+        [f"unexpected keys: {preview_names(unexpected)}"] if unexpected else []
+    )
+
+
 def state_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, object]) -> list[str]:
     """What keeps `state` from loading into the tensors `expected` (empty if nothing does).
 
@@ -62,13 +78,7 @@ def state_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, obj
         >>> state_problems({"w": torch.zeros(2)}, {"w": torch.zeros(3)})
         ['wrong shapes: w (expected (2,), got (3,))']
     """
-    problems: list[str] = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [str(k) for k in state if k not in expected]
-    if missing:
-        problems.append(f"missing keys: {preview_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {preview_names(unexpected)}")
+    problems = key_problems(expected, state)
     present = [k for k in expected if k in state]
     not_tensor = [k for k in present if not isinstance(state[k], torch.Tensor) or not state[k].is_floating_point()]
     if not_tensor:
