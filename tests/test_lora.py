@@ -13,6 +13,7 @@ from torch import nn
 
 import cardiolora.lora.layers as layers_module
 import cardiolora.lora.model as model_module
+import cardiolora.lora.state as state_module
 from cardiolora.lora import (
     LoRAConv,
     adapter_delta_from_state,
@@ -871,7 +872,7 @@ def test_state_bytes_refuses_non_tensor():
         state_bytes({"w": [1.0]})
 
 
-@pytest.mark.parametrize("module", [layers_module, model_module], ids=["layers", "model"])
+@pytest.mark.parametrize("module", [layers_module, model_module, state_module], ids=["layers", "model", "state"])
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"torch": torch, "nn": nn})
     assert result.failed == 0
