@@ -331,6 +331,54 @@ def test_local_pairs_persist_across_rounds_in_the_output_folder(tmp_path):
     assert not path.exists()
 
 
+def test_a_resumed_job_carries_the_local_pairs_of_the_job_it_resumes_over(tmp_path):
+    """After abort_job + resubmit (a new job id, a new folder) the site goes on with its local pairs."""
+    jobs_dir = tmp_path / "site-out" / "dual_lora"
+    backend = _TinyDualBackend()
+    first = site_runner.SiteRunner("site-1", backend, jobs_dir / "job-a", 1, "quick", local_rank=2, job_id="job-a")
+    first.on_init(to_numpy(backend.w0), {"round": 0})
+    first.handle("train", {}, _train_meta(1))
+    first._write_summary()
+    saved = torch.load(jobs_dir / "job-a" / site_runner.LOCAL_ADAPTER_FILE, weights_only=True)
+
+    # the resubmitted job: the server resumes after round 1 of job-a and says so in `init`
+    backend2 = _TinyDualBackend()
+    second = site_runner.SiteRunner("site-1", backend2, jobs_dir / "job-b", 1, "quick", local_rank=2, job_id="job-b")
+    second.on_init(to_numpy(backend.w0), {"round": 1, "resumed_from": "job-a"})
+    carried = second.summary["init"]["local_carried_over"]
+    assert carried == {
+        "job_id": "job-a",
+        "file": str(jobs_dir / "job-a" / site_runner.LOCAL_ADAPTER_FILE),
+        "checksum": updates.state_checksum(saved),
+        "round": 1,
+    }
+    second.handle("train", {}, _train_meta(2))
+    (loaded,) = backend2.local_loaded
+    assert loaded is not None and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert second.summary["rounds"][0]["local_in"] == first.summary["rounds"][0]["local_out"]
+    assert torch.load(jobs_dir / "job-a" / site_runner.LOCAL_ADAPTER_FILE, weights_only=True).keys() == saved.keys()
+
+    # nothing to carry over: new local pairs, and the reason is recorded
+    for job_id, resumed_from, reason in (
+        ("job-c", "job-x", "does not exist"),
+        ("job-d", "../job-a", "is not a job id"),
+        (None, "job-a", "outside a job folder"),
+    ):
+        b = _TinyDualBackend()
+        folder = jobs_dir / (job_id or "no-id")
+        r = site_runner.SiteRunner("site-1", b, folder, 1, "quick", local_rank=2, job_id=job_id)
+        r.on_init(to_numpy(backend.w0), {"round": 1, "resumed_from": resumed_from})
+        record = r.summary["init"]["local_carried_over"]
+        assert record["job_id"] == resumed_from and reason in record["reason"]
+        assert not (folder / site_runner.LOCAL_ADAPTER_FILE).exists()
+        r.handle("train", {}, _train_meta(2))
+        assert b.local_loaded == [None]
+    # a first run (no resumed_from) records nothing
+    fresh = site_runner.SiteRunner("site-1", _TinyDualBackend(), jobs_dir / "job-e", 1, "quick", local_rank=2)
+    fresh.on_init(to_numpy(backend.w0), {"round": 0})
+    assert "local_carried_over" not in fresh.summary["init"]
+
+
 # ----------------------------------------------------------------------------- the job
 
 

@@ -160,11 +160,17 @@ def test_fresh_job_never_resumes_an_aborted_state(tmp_path):
 
 def test_resumed_job_names_the_job_it_continues(tmp_path, caplog):
     caplog.set_level("WARNING")
+    first = FailingHarness(make_sites(tmp_path), tmp_path, num_rounds=2, job="job-1", crash_at=(Task.VALIDATE, 2))
     with pytest.raises(RuntimeError, match="server crash"):
-        FailingHarness(make_sites(tmp_path), tmp_path, num_rounds=2, job="job-1", crash_at=(Task.VALIDATE, 2)).run()
-    FailingHarness(make_sites(tmp_path), tmp_path, num_rounds=2, job="job-2", cross_eval=False).run()
+        first.run()
+    second = FailingHarness(make_sites(tmp_path), tmp_path, num_rounds=2, job="job-2", cross_eval=False)
+    second.run()
     assert _summary(tmp_path)["resumed_from"] == {"job_id": "job-1", "round": 1}
     assert any("resuming after round 1 of job job-1" in r.getMessage() for r in caplog.records)
+    # the sites hear it in `init` (dual sites take the local pairs of job-1's folder over from it)
+    init_meta = {run: [m for task, _, m in run.sent_meta if task == Task.INIT] for run in (first, second)}
+    assert all(Meta.RESUMED_FROM not in m for m in init_meta[first]) and init_meta[first]
+    assert [m[Meta.RESUMED_FROM] for m in init_meta[second]] == ["job-1"] * 3
 
 
 def test_fresh_must_be_a_bool():

@@ -121,6 +121,7 @@ class Harness(RateMyLoRAController):
         self.crash_at = crash_at  # (task, round): the server "crashes" there
         self.corrupt = corrupt or {}  # {site: "merge" | "always"}
         self.sent: list[tuple[str, str, list[str]]] = []
+        self.sent_meta: list[tuple[str, str, dict]] = []  # (task, site, meta) as dispatched
         self.fl_ctx = None
         self.persistor = None
         self.reference = TinyReference()
@@ -160,6 +161,7 @@ class Harness(RateMyLoRAController):
                 runner.weights["0.bias"] = runner.weights["0.bias"] + 1e-3
                 reply.meta[Meta.CHECKSUM] = runner.checksum()
             self.sent.append((task, site, sorted(model.params or {})))
+            self.sent_meta.append((task, site, dict(model.meta)))
             results.append(
                 FLModel(
                     params=to_numpy(reply.params) if reply.params else None,

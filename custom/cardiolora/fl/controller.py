@@ -331,7 +331,8 @@ class RateMyLoRAController(SiteExchangeController):
         """Send ``W``; fix the ranks from the dataset sizes; record ``P_0^c``."""
         record = {"round": self.round, "lambda": None, "checksum": self.checksum, "task": "init", "resumed": resumed}
         self.ledger.open({**record, "sites": {}})
-        results = self._send(Task.INIT, self._model(to_numpy(self.weights)), list(self.active))
+        resumed_from = {Meta.RESUMED_FROM: str(self.resumed_from["job_id"])} if self.resumed_from else {}
+        results = self._send(Task.INIT, self._model(to_numpy(self.weights), **resumed_from), list(self.active))
         mismatched = self._verify(results, Task.INIT)
         self._resync(mismatched)
         for site, r in results.items():

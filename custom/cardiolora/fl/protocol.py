@@ -101,6 +101,7 @@ class Meta:
     ERROR = "error"  # why the site could not do the task (it is then dropped; the reason is in the summary)
     SEED = "seed"  # the job seed the site runs with (`init` answer)
     VERSIONS = "versions"  # {package: version} of the site (`init` answer)
+    RESUMED_FROM = "resumed_from"  # `init` of a resumed run: the job id whose saved state the server resumes
 
 
 #: Dtypes adapters may travel in, by the name a job gives.

@@ -23,11 +23,13 @@ round) and a local pair of rank ``local_rank`` beside it; both train together in
 (:meth:`BundleBackend.train_dual`). The local pairs never leave: the site saves them after every
 training run to ``<output_dir>/local_adapter.pt`` and reloads them from there before the next one,
 so they persist across rounds (and across a restart of the site process), and the site's model is
-``W_t + ΔW_local``. A new run (``init`` of round 0) starts them afresh.
+``W_t + ΔW_local``. A new run (``init`` of round 0) starts them afresh; a job that resumes another
+job's saved state takes that job's local pairs over (:meth:`SiteRunner.carry_over_local`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -199,6 +201,47 @@ class SiteRunner:
             return None
         return dict(torch.load(self.local_path, map_location="cpu", weights_only=True))
 
+    def carry_over_local(self, previous_job_id: str) -> dict[str, Any]:
+        """Copy the local pairs of the job this one resumes into this job's folder (dual adapters).
+
+        A job resubmitted after ``abort_job`` resumes the server's saved state under a new job id,
+        so its site folder (``<output_dir>/<job name>/<job id>``) is new; the local pairs the site
+        trained in the earlier job are in that job's sibling folder. They are copied (the earlier
+        folder stays as it was) as they were after the site's last training run there, which may be
+        one round past the server's saved round if the abort came mid-round (``round`` says which).
+
+        Args:
+            previous_job_id: the job id the server names in ``init`` (meta ``resumed_from``).
+
+        Returns:
+            ``{"job_id", "file", "checksum", "round"}`` when copied, or ``{"job_id", "reason"}`` when
+            the site starts new local pairs (no job folders here, an id that is no folder name, no file).
+        """
+        record: dict[str, Any] = {"job_id": previous_job_id}
+        if self.job_id is None:
+            record["reason"] = "this site runs outside a job folder (no job id), so there is no earlier job folder"
+        elif previous_job_id in ("", ".", "..") or Path(previous_job_id).name != previous_job_id:
+            record["reason"] = f"`resumed_from` {previous_job_id!r} is not a job id (a folder name)"
+        else:
+            source = self.output_dir.parent / previous_job_id / LOCAL_ADAPTER_FILE
+            if not source.is_file():
+                record["reason"] = f"{source} does not exist (this site trained no local pairs in that job)"
+            else:
+                local = dict(torch.load(source, map_location="cpu", weights_only=True))
+                self._save(local, LOCAL_ADAPTER_FILE)
+                record.update(file=str(source), checksum=updates.state_checksum(local), round=None)
+                try:
+                    rounds = json.loads((source.parent / "site_summary.json").read_text()).get("rounds") or []
+                    record["round"] = next(
+                        (r.get("round") for r in reversed(rounds) if r.get("local_out") == record["checksum"]), None
+                    )
+                except (OSError, ValueError, AttributeError):
+                    pass  # the round is information only; the pairs themselves were read above
+                logger.info(f"{self.site}: resuming job {previous_job_id}: its local pairs carried over from {source}")
+                return record
+        logger.warning(f"{self.site}: resuming job {previous_job_id}: new local pairs ({record['reason']}).")
+        return record
+
     def _train(
         self, weights: Mapping[str, torch.Tensor], rank: int, epochs: int, seed: int
     ) -> tuple[dict, float, dict]:
@@ -265,20 +308,26 @@ class SiteRunner:
         """Load the server's ``W`` (``W_0``, or ``W_t`` when the server resumes) and score it: ``P_0^c``.
 
         With local pairs: a new run (round 0) discards local pairs an earlier run left in the
-        output folder; a resumed run (round > 0) keeps them.
+        output folder; a resumed run (round > 0) keeps them, and a job that resumes the saved state of
+        another job (meta ``resumed_from``, a new job folder) takes that job's local pairs over
+        (:meth:`carry_over_local`).
         The answer also names the site's job seed and versions (:func:`cardiolora.fl.job_info.versions`)
         for the server's job summary.
         """
         self.weights = to_torch(params)
         self.received = {}
-        if self.local_rank and int(meta.get(Meta.ROUND) or 0) == 0 and self.local_path.is_file():
+        round_index = int(meta.get(Meta.ROUND) or 0)
+        carried: dict[str, Any] = {}
+        if self.local_rank and round_index == 0 and self.local_path.is_file():
             logger.info(
                 f"{self.site}: a new run: the local adapter of an earlier run ({self.local_path}) is discarded."
             )
             self.local_path.unlink()
+        elif self.local_rank and round_index > 0 and not self.local_path.is_file() and meta.get(Meta.RESUMED_FROM):
+            carried = {"local_carried_over": self.carry_over_local(str(meta[Meta.RESUMED_FROM]))}
         score = self.backend.score(self.weights, "val")
         n = self.backend.n_cases()
-        self.summary["init"] = {"round": meta.get(Meta.ROUND), "score": score, "n_cases": n}
+        self.summary["init"] = {"round": meta.get(Meta.ROUND), "score": score, "n_cases": n, **carried}
         reply_meta = {Meta.N_CASES: n, Meta.CHECKSUM: self.checksum(), Meta.SEED: self.seed, Meta.VERSIONS: versions()}
         return Reply(meta=reply_meta, metrics={Meta.SCORE: score})
 
