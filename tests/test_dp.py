@@ -33,6 +33,7 @@ from cardiolora.fl.network import bundle_network
 from cardiolora.fl.protocol import Meta, to_numpy, to_transport
 from cardiolora.fl.seeds import round_seed
 from cardiolora.lora import lora_state_dict
+from cardiolora.networks import plain_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 RANK = 2
@@ -171,7 +172,8 @@ def _result(params: dict, round_index: int | None, rank: int = RANK):
 
 
 def test_filter_privatises_train_and_finalize_results_reproducibly():
-    dp = AdapterDPFilter(profile="quick", seed=0, clip=0.05, noise_multiplier=0.8, audit_file="")
+    """With noise from the job seed (``secure_rng=False``, the benchmarks' choice) a rerun sends the same bytes."""
+    dp = AdapterDPFilter(profile="quick", seed=0, clip=0.05, noise_multiplier=0.8, secure_rng=False, audit_file="")
     params = _trained("site-1", 1)
     out = dp.process(_result(params, 1), _ctx("train"))
     dxo = from_shareable(out)
@@ -180,6 +182,7 @@ def test_filter_privatises_train_and_finalize_results_reproducibly():
     assert record["steps"] == 1 and record["epsilon"] == pytest.approx(privacy.epsilon_after(1, 0.8))
     assert record["epsilon_replace"] == pytest.approx(privacy.epsilon_after(1, 0.4))
     assert (record["clip"], record["noise_multiplier"], record["delta"]) == (0.05, 0.8, 1e-5)
+    assert record["noise"] == privacy.NOISE_JOB_SEED == "job-seed"
     assert "norm" not in record  # the data-dependent norm stays at the site
     start = round_start_adapter(bundle_network("quick", RANK), "lora", round_seed(0, "site-1", 1))
     sent = {k: torch.as_tensor(v).double() - start[k].double() for k, v in dxo.data.items()}
@@ -189,7 +192,7 @@ def test_filter_privatises_train_and_finalize_results_reproducibly():
     # the adapter filter passes what the DP filter made (meta of numbers only)
     assert AdapterOnlyFilter(audit_file="").process(out, _ctx("train")) is out
     # the same job seed, site, round and task give the same bytes (a fresh filter, as in a rerun)
-    again = AdapterDPFilter(profile="quick", seed=0, clip=0.05, noise_multiplier=0.8, audit_file="")
+    again = AdapterDPFilter(profile="quick", seed=0, clip=0.05, noise_multiplier=0.8, secure_rng=False, audit_file="")
     same = from_shareable(again.process(_result(params, 1), _ctx("train"))).data
     assert all(np.array_equal(same[k], dxo.data[k]) for k in params)
     other_site = from_shareable(again.process(_result(_trained("site-2", 1), 1), _ctx("train", "site-2"))).data
@@ -198,6 +201,22 @@ def test_filter_privatises_train_and_finalize_results_reproducibly():
     # finalize of round T = 3 is the (T + 1)-th release, whatever this filter counted
     fin = from_shareable(dp.process(_result(_trained("site-1", 3), 3), _ctx("finalize"))).meta[Meta.DP]
     assert fin["steps"] == 4 and fin["epsilon"] == pytest.approx(privacy.epsilon_after(4, 0.8))
+
+
+def test_filter_noise_comes_from_os_entropy_by_default():
+    """The default (what job.py exports for a deployment): two runs with the same job seed send other noise."""
+    params = _trained("site-1", 1)
+    sent = []
+    for _ in range(2):
+        dp = AdapterDPFilter(profile="quick", seed=0, clip=0.05, noise_multiplier=0.8, audit_file="")
+        assert dp.secure_rng is True
+        dxo = from_shareable(dp.process(_result(params, 1), _ctx("train")))
+        assert dxo.meta[Meta.DP]["noise"] == privacy.NOISE_OS_ENTROPY == "os-entropy"
+        sent.append(dxo.data)
+    key_b = next(k for k in params if ".lora_B" in k)
+    assert not np.array_equal(sent[0][key_b], sent[1][key_b])
+    with pytest.raises(ValueError, match="`secure_rng` must be true or false"):
+        AdapterDPFilter(secure_rng="yes")
 
 
 def test_filter_privatises_tensor_cores_relative_to_theta0_and_secure_rng_is_not_reproducible():
@@ -308,6 +327,7 @@ def test_job_py_dp_options_reach_server_and_sites(name, tmp_path):
     server, site = _configs(tmp_path / "dp")
     ctl = next(c for c in server["workflows"] if c["id"] == "controller")["args"]
     assert (ctl["dp_clip"], ctl["dp_noise_multiplier"], ctl["dp_delta"]) == (0.1, 1.0, 1e-5)
+    assert ctl["dp_reproducible_noise"] is False  # the export states it: noise from OS entropy
     (chain,) = site["task_result_filters"]
     assert [f["path"].rsplit(".", 1)[1] for f in chain["filters"]] == ["AdapterDPFilter", "AdapterOnlyFilter"]
     assert chain["filters"][0]["args"] == {
@@ -317,10 +337,20 @@ def test_job_py_dp_options_reach_server_and_sites(name, tmp_path):
         "clip": 0.1,
         "noise_multiplier": 1.0,
         "delta": 1e-5,
+        "secure_rng": True,
     }
     assert set(chain["tasks"]) >= {"train", "finalize"}
+    # reproducible noise is an explicit choice, stated on both sides
+    assert job_py.main([*argv, "--export-dir", str(tmp_path / "rep"), "--dp-reproducible-noise"]) == 0
+    server, site = _configs(tmp_path / "rep")
+    assert next(c for c in server["workflows"] if c["id"] == "controller")["args"]["dp_reproducible_noise"] is True
+    assert site["task_result_filters"][0]["filters"][0]["args"]["secure_rng"] is False
     with pytest.raises(ValueError, match="`dp_noise_multiplier` is missing"):
         build_job(name, dp_clip=0.1)
+    with pytest.raises(ValueError, match="`dp_reproducible_noise` is an option of DP"):
+        build_job(name, dp_reproducible_noise=True)
+    with pytest.raises(ValueError, match="`dp_reproducible_noise` must be true or false"):
+        build_job(name, dp_clip=0.1, dp_noise_multiplier=1.0, dp_reproducible_noise="no")
 
 
 def test_fedavg_full_has_no_dp_option():
@@ -336,23 +366,31 @@ def test_the_controller_records_the_accountants_epsilon():
     assert summary["epsilon_final"] == pytest.approx(privacy.epsilon_after(4, 1.2, 1e-6))
     assert summary["level"] == "site" and summary["accountant"] == privacy.ACCOUNTANT
     assert any("validation scores" in u for u in summary["unprotected"])
+    assert summary["noise"] == "os-entropy"
+    assert RateMyLoRAController(dp_clip=0.1, dp_noise_multiplier=1.2, dp_reproducible_noise=True).dp_summary()[
+        "noise"
+    ] == ("job-seed")
     assert ctl._config()["dp"]["clip"] == 0.1  # a saved run resumes only with the same DP settings
 
 
 def test_the_server_rejects_an_adapter_without_the_jobs_dp_record():
     ctl = RateMyLoRAController(num_rounds=2, ranks=(RANK, RANK), dp_clip=0.05, dp_noise_multiplier=0.8)
-    ctl.round, ctl.site_ranks = 1, {"site-1": RANK, "site-2": RANK}
+    ctl.round, ctl.site_ranks = 1, {s: RANK for s in ("site-1", "site-2", "site-3", "site-4")}
+    ctl.weights = plain_state_dict(bundle_network("quick", 0))  # W, so a good adapter is accepted
     ctl.ledger.open({"round": 1, "lambda": 0.2, "sites": {}})
     params = _trained("site-1", 1)
-    record = {"epsilon": 1.0, "clip": 0.05, "noise_multiplier": 0.8}
+    record = {"epsilon": 1.0, "clip": 0.05, "noise_multiplier": 0.8, "noise": "os-entropy"}
     results = {
         "site-1": FLModel(params=params, meta={Meta.DP: {**record, "noise_multiplier": 0.1}}),
         "site-2": FLModel(params=params, meta={}),
+        "site-3": FLModel(params=params, meta={Meta.DP: {**record, "noise": "job-seed"}}),  # seeded noise
+        "site-4": FLModel(params=params, meta={Meta.DP: record}),
     }
-    assert ctl._validated_adapters(results, "train") == {}
+    assert set(ctl._validated_adapters(results, "train")) == {"site-4"}
     sites = ctl.ledger.current["sites"]
-    assert "z = 0.8, but its result's `dp` record is {" in sites["site-1"]["reason"]
+    assert "z = 0.8, noise from os-entropy, but its result's `dp` record is {" in sites["site-1"]["reason"]
     assert "record is None (a site without the job's AdapterDPFilter?)" in sites["site-2"]["reason"]
+    assert "'noise': 'job-seed'" in sites["site-3"]["reason"]
     assert ctl.ledger.current["dp"]["epsilon"] == pytest.approx(privacy.epsilon_after(1, 0.8))
 
 

@@ -429,7 +429,7 @@ def test_unavailable_reason_names_the_missing_job_or_argument():
     reason = methods.unavailable_reason(specs["dual_lora_rated"], jobs, build_old)
     assert "Med-DualLoRA (rated)" in reason and "no FLARE job 'dual_lora'" in reason
     reason = methods.unavailable_reason(specs["rate_my_lora_dp_low"], jobs, build_old)
-    assert "takes no `dp_clip`, `dp_delta`, `dp_noise_multiplier`" in reason
+    assert "takes no `dp_clip`, `dp_delta`, `dp_noise_multiplier`, `dp_reproducible_noise`" in reason
     assert methods.unavailable_reason(specs["rate_my_lora_dp_low"], jobs, build_open) is None
     assert methods.available_methods(jobs, build_old) == (
         "local",

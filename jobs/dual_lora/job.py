@@ -52,6 +52,7 @@ def build(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = jobs.DEFAULT_DELTA,
+    dp_reproducible_noise: bool = False,
     fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`.
@@ -68,7 +69,8 @@ def build(
             :func:`cardiolora.fl.job_dp.dp_options`, for an unknown `aggregation`, a `local_rank` < 1,
             or ``adapter != "lora"`` (dual adapters are LoRA pairs).
     """
-    dp = job_dp.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
+    # {} when off: the job without DP
+    dp = job_dp.dp_options(dp_clip, dp_noise_multiplier, dp_delta, dp_reproducible_noise)
     if adapter != "lora":
         raise ValueError(f"`adapter` {adapter!r}: the dual_lora job's global and local adapters are LoRA pairs.")
     local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         dp_clip=args.dp_clip,
         dp_noise_multiplier=args.dp_noise_multiplier,
         dp_delta=args.dp_delta,
+        dp_reproducible_noise=args.dp_reproducible_noise,
         fresh=args.fresh,
     )
     return job_cli.export_or_usage(job, NAME, args.export, args.export_dir, __file__)

@@ -47,10 +47,12 @@ def build(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = jobs.DEFAULT_DELTA,
+    dp_reproducible_noise: bool = False,
     fresh: bool = False,
 ) -> FedJob:
     """The FedJob; the arguments are those of :func:`cardiolora.fl.jobs.build_job`."""
-    dp = job_dp.dp_options(dp_clip, dp_noise_multiplier, dp_delta)  # {} when off: the job without DP
+    # {} when off: the job without DP
+    dp = job_dp.dp_options(dp_clip, dp_noise_multiplier, dp_delta, dp_reproducible_noise)
     local_epochs = jobs.check_settings(profile, local_epochs, seed, transport_dtype, adapter)
     ranks = jobs.job_ranks(adapter, profile, ranks)
     job = FedJob(name=NAME, min_clients=min_clients)
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         dp_clip=args.dp_clip,
         dp_noise_multiplier=args.dp_noise_multiplier,
         dp_delta=args.dp_delta,
+        dp_reproducible_noise=args.dp_reproducible_noise,
         fresh=args.fresh,
     )
     return job_cli.export_or_usage(job, NAME, args.export, args.export_dir, __file__)

@@ -90,6 +90,8 @@ class RateMyLoRAController(SiteExchangeController):
             records ``ε`` per round and site (:mod:`cardiolora.fl.privacy`).
         dp_noise_multiplier: ``z`` of the sites' DP filter, or None.
         dp_delta: ``δ`` of the reported ``ε``.
+        dp_reproducible_noise: the sites' DP noise is seeded from the job seed (reproducible, not
+            private against anyone who knows it) instead of OS entropy (the default).
         label: the method's name in the logs, ``rml_history.json`` and the saved state; ``""``
             (default) names it by ``λ_0`` (``rate_my_lora`` / ``fedpetuning``). The ``dual_lora``
             job sets ``dual_lora_size`` / ``dual_lora_rated``: the same controller aggregates the
@@ -143,6 +145,7 @@ class RateMyLoRAController(SiteExchangeController):
         dp_clip: float | None = None,
         dp_noise_multiplier: float | None = None,
         dp_delta: float = privacy.DEFAULT_DELTA,
+        dp_reproducible_noise: bool = False,
         label: str = "",
         fresh: bool = False,
     ) -> None:
@@ -160,6 +163,7 @@ class RateMyLoRAController(SiteExchangeController):
             dp_clip=dp_clip,
             dp_noise_multiplier=dp_noise_multiplier,
             dp_delta=dp_delta,
+            dp_reproducible_noise=dp_reproducible_noise,
         )
         for name, value in (("local_epochs", local_epochs), ("personalise_epochs", personalise_epochs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

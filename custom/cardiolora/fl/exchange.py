@@ -79,6 +79,9 @@ class SiteExchangeController(ModelController):
             round (:mod:`cardiolora.fl.privacy`).
         dp_noise_multiplier: ``z`` of the sites' DP filter, or None (DP off).
         dp_delta: ``δ`` of the reported ``ε``.
+        dp_reproducible_noise: the sites seed their DP noise from the job seed (reproducible runs, not
+            private against anyone who knows it) instead of OS entropy (default); an adapter whose
+            record names another noise source is rejected, like one with another ``C`` or ``z``.
 
     Raises:
         ValueError: naming the argument that is out of range.
@@ -99,6 +102,7 @@ class SiteExchangeController(ModelController):
         dp_clip: float | None = None,
         dp_noise_multiplier: float | None = None,
         dp_delta: float = privacy.DEFAULT_DELTA,
+        dp_reproducible_noise: bool = False,
     ) -> None:
         super().__init__(persistor_id=persistor_id)
         for name, value, low in (
@@ -127,10 +131,23 @@ class SiteExchangeController(ModelController):
         self.dp_clip, self.dp_noise_multiplier, self.dp_delta = dp_clip, dp_noise_multiplier, dp_delta
         #: The job's DP settings (None: off).
         self.dp = privacy.dp_settings(dp_clip, dp_noise_multiplier, dp_delta)
+        #: The noise source the sites promise (:func:`cardiolora.fl.privacy.noise_source`).
+        self.dp_noise = privacy.noise_source(dp_reproducible_noise)
+        self.dp_reproducible_noise = dp_reproducible_noise
+        if dp_reproducible_noise and self.dp is None:
+            raise ValueError(
+                "`dp_reproducible_noise` is an option of DP: give `dp_clip` and `dp_noise_multiplier` too."
+            )
         self._dp_summary: dict | None = None
-        if self.dp is not None:  # a job with DP names all three in its file (a job without names none)
+        if self.dp is not None:  # a job with DP names all its settings in its file (a job without names none)
             always = tuple(getattr(type(self), "_always_serialize_args", ()))
-            self._always_serialize_args = (*always, "dp_clip", "dp_noise_multiplier", "dp_delta")
+            self._always_serialize_args = (
+                *always,
+                "dp_clip",
+                "dp_noise_multiplier",
+                "dp_delta",
+                "dp_reproducible_noise",
+            )
         # run state
         self.weights: dict[str, torch.Tensor] = {}
         self.checksum = ""
@@ -349,6 +366,7 @@ class SiteExchangeController(ModelController):
                 "epsilon_final": per_round[-1]["epsilon"],
                 "epsilon_replace_final": per_round[-1]["epsilon_replace"],
                 "unprotected": list(privacy.UNPROTECTED),
+                "noise": self.dp_noise,
             }
         return self._dp_summary
 
@@ -368,12 +386,13 @@ class SiteExchangeController(ModelController):
             reported = (r.meta or {}).get(Meta.DP)
             reported = dict(reported) if isinstance(reported, Mapping) else None
             self.ledger.site(site)["dp"] = reported
-            settings = None if reported is None else (reported.get("clip"), reported.get("noise_multiplier"))
-            if settings != (self.dp.clip, self.dp.noise_multiplier):
+            keys = ("clip", "noise_multiplier", "noise")
+            settings = None if reported is None else tuple(reported.get(k) for k in keys)
+            if settings != (self.dp.clip, self.dp.noise_multiplier, self.dp_noise):
                 bad[site] = (
                     f"{site}: adapter rejected: the job privatises adapters with C = {self.dp.clip}, "
-                    f"z = {self.dp.noise_multiplier}, but its result's `dp` record is {reported!r} "
-                    "(a site without the job's AdapterDPFilter?)."
+                    f"z = {self.dp.noise_multiplier}, noise from {self.dp_noise}, but its result's `dp` record "
+                    f"is {reported!r} (a site without the job's AdapterDPFilter?)."
                 )
         return bad
 

@@ -231,9 +231,10 @@ class AdapterDPFilter(Filter):
     ``rank``): ``x_0`` = :func:`round_start_adapter` of the bundle network at ``r`` and the round's
     seed; the sent tensors become ``x_0 + clip_C(x − x_0) + N(0, (zC)² I)`` in their dtype
     (:func:`cardiolora.fl.privacy.privatize`), the noise drawn from
-    :func:`cardiolora.fl.privacy.noise_seed` (job seed, site, round, task) or, with `secure_rng`,
-    from OS entropy. The meta gains ``dp = {"epsilon", "epsilon_replace", "delta", "steps",
-    "noise_multiplier", "clip", "sample_rate"}``, ``ε`` from Opacus's RDP accountant after ``steps``
+    OS entropy (`secure_rng`, the default) or, for reproducible experiments only, from
+    :func:`cardiolora.fl.privacy.noise_seed` (job seed, site, round, task: not private against
+    anyone who knows the job seed). The meta gains ``dp = {"epsilon", "epsilon_replace", "delta", "steps",
+    "noise_multiplier", "clip", "sample_rate", "noise"}``, ``ε`` from Opacus's RDP accountant after ``steps``
     releases: the larger of the releases this filter made in this job and the count a full run has
     made by then (``t`` in round ``t``, ``T + 1`` at ``finalize``), so a site restarted by a resumed job
     does not count from zero. Results of other tasks pass unchanged. Anything that goes wrong blocks
@@ -248,7 +249,8 @@ class AdapterDPFilter(Filter):
         noise_multiplier: ``z`` > 0.
         delta: ``δ`` of the reported ``ε``.
         sample_rate: ``q`` of the accountant (1: every site in every round).
-        secure_rng: draw the noise seed from OS entropy (not reproducible; for deployments).
+        secure_rng: draw the noise seed from OS entropy (default; not reproducible); False: from the
+            job seed (reproducible runs; the record's ``noise`` says ``job-seed``).
         audit_file: the filter's own log in the site's run folder (norms before clipping; never sent).
 
     Raises:
@@ -256,7 +258,7 @@ class AdapterDPFilter(Filter):
     """
 
     #: Written into the exported job even when equal to the default, so the job file says them.
-    _always_serialize_args = ("profile", "adapter", "seed", "clip", "noise_multiplier", "delta")
+    _always_serialize_args = ("profile", "adapter", "seed", "clip", "noise_multiplier", "delta", "secure_rng")
 
     def __init__(
         self,
@@ -267,7 +269,7 @@ class AdapterDPFilter(Filter):
         noise_multiplier: float = 1.0,
         delta: float = privacy.DEFAULT_DELTA,
         sample_rate: float = privacy.DEFAULT_SAMPLE_RATE,
-        secure_rng: bool = False,
+        secure_rng: bool = True,
         audit_file: str = "dp_audit.jsonl",
     ) -> None:
         super().__init__()
@@ -276,7 +278,10 @@ class AdapterDPFilter(Filter):
         self.seed = check_seed(seed)
         self.settings = privacy.dp_settings(clip, noise_multiplier, delta, sample_rate)
         self.clip, self.noise_multiplier, self.delta, self.sample_rate = clip, noise_multiplier, delta, sample_rate
-        self.secure_rng = bool(secure_rng)
+        if not isinstance(secure_rng, bool):
+            raise ValueError(f"`secure_rng` must be true or false, got {secure_rng!r}.")
+        self.secure_rng = secure_rng
+        self.noise = privacy.noise_source(not secure_rng)
         self.audit_file = audit_file
         self._nets: dict[int, nn.Module] = {}
         self._steps: dict[str, int] = {}
@@ -322,6 +327,7 @@ class AdapterDPFilter(Filter):
             "noise_multiplier": s.noise_multiplier,
             "clip": s.clip,
             "sample_rate": s.sample_rate,
+            "noise": self.noise,
         }
         audit = {
             **record,

@@ -31,7 +31,8 @@ to the sites in every task (:mod:`cardiolora.fl.protocol`). The adapter jobs' ``
 by default, or ``tensor`` for TenVOO cores) is an argument of the controller and of every site's
 script (``--adapter``, a bundle override there); the tensor ranks then default to the bundle's
 ``tensor_rank`` for every site (:func:`job_ranks`). Site-level differential privacy of the adapter
-jobs (off by default): ``dp_clip`` ``C``, ``dp_noise_multiplier`` ``z`` and ``dp_delta`` ``δ`` put
+jobs (off by default): ``dp_clip`` ``C``, ``dp_noise_multiplier`` ``z``, ``dp_delta`` ``δ`` (and
+``dp_reproducible_noise``, noise from the job seed for reproducible experiments) put
 :class:`~cardiolora.fl.filters.AdapterDPFilter` in front of every site's result filter and tell the
 controller to record ``ε`` (:mod:`cardiolora.fl.job_dp`, :mod:`cardiolora.fl.privacy`). The shared
 command line of the job files: :mod:`cardiolora.fl.job_cli`.
@@ -166,6 +167,7 @@ def build_job(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = DEFAULT_DELTA,
+    dp_reproducible_noise: bool = False,
     aggregation: str = DEFAULT_AGGREGATION,
     local_rank: int | None = None,
     fresh: bool = False,
@@ -195,6 +197,8 @@ def build_job(
             `dp_noise_multiplier` None: off, and the job is exactly the one without DP.
         dp_noise_multiplier: ``z``: Gaussian noise of std ``z·C`` per coordinate.
         dp_delta: ``δ`` of the ``ε`` the accountant reports (default 1e-5).
+        dp_reproducible_noise: the sites seed their noise from the job seed (reproducible experiments;
+            no privacy against anyone who knows the job seed) instead of OS entropy (default).
         aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (:data:`DUAL_AGGREGATIONS`);
             the other jobs take only the default.
         local_rank: ``dual_lora`` only: rank of the sites' local pairs (None: the bundle's
@@ -216,7 +220,7 @@ def build_job(
     build = job_builder(name)
     check_transport_dtype(transport_dtype)
     check_adapter_type(adapter)
-    dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta)
+    dp = dp_options(dp_clip, dp_noise_multiplier, dp_delta, dp_reproducible_noise)
     if name == "dual_lora":
         return build(
             num_rounds=num_rounds,

@@ -17,9 +17,13 @@ privatised by :class:`cardiolora.fl.filters.AdapterDPFilter` before it leaves th
 * **Clipping** (:func:`clip_update`): ``ū = u · min(1, C / ‖u‖₂)``.
 * **Noise** (:func:`add_gaussian_noise`): ``ũ = ū + N(0, (z·C)² I)``, one draw per coordinate from a
   generator seeded per job seed, site, round and task (:func:`noise_seed`) so runs are reproducible.
-  A real deployment should draw the noise from OS entropy (``dp_secure_rng``: the seed then comes
-  from :func:`secrets.randbits`; the generator itself is PCG64 / torch's Philox, not a
-  cryptographic one, and floating-point attacks on the Gaussian sampler are not addressed).
+  The generator is seeded from OS entropy (:data:`NOISE_OS_ENTROPY`, the default of the jobs:
+  :func:`secrets.randbits`) or, for reproducible experiments only, from the job seed, site, round
+  and task (:data:`NOISE_JOB_SEED`, :func:`noise_seed`; the job option ``dp_reproducible_noise``).
+  Seeded noise protects nothing against anyone who knows the job seed — the server does, it is in
+  the job — since they can draw the same noise and subtract it. The generator itself is torch's CPU
+  generator, not a cryptographic one, and floating-point attacks on the Gaussian sampler are not
+  addressed.
 * **Accounting** (:func:`epsilon_after`): each release is one Gaussian-mechanism step with noise
   multiplier ``z`` and sampling rate ``q`` (1: every site takes part in every round, which is how the
   adapter jobs run; the server sees who sent, so no amplification by sampling is claimed);
@@ -54,6 +58,9 @@ __all__ = [
     "DEFAULT_SAMPLE_RATE",
     "ACCOUNTANT",
     "UNPROTECTED",
+    "NOISE_OS_ENTROPY",
+    "NOISE_JOB_SEED",
+    "noise_source",
     "DPSettings",
     "dp_settings",
     "update_norm",
@@ -72,6 +79,23 @@ DEFAULT_DELTA = 1e-5
 DEFAULT_SAMPLE_RATE = 1.0
 #: The accountant named in the records.
 ACCOUNTANT = "opacus.accountants.RDPAccountant"
+#: Noise seeded from OS entropy: the jobs' default, what a deployment needs.
+NOISE_OS_ENTROPY = "os-entropy"
+#: Noise seeded from the job seed, site, round and task (:func:`noise_seed`): reproducible runs only.
+NOISE_JOB_SEED = "job-seed"
+
+
+def noise_source(reproducible: object) -> str:
+    """The noise source a job's ``dp_reproducible_noise`` names: :data:`NOISE_JOB_SEED` or :data:`NOISE_OS_ENTROPY`.
+
+    Raises:
+        ValueError: naming `dp_reproducible_noise` if it is not a bool.
+    """
+    if not isinstance(reproducible, bool):
+        raise ValueError(f"`dp_reproducible_noise` must be true or false, got {reproducible!r}.")
+    return NOISE_JOB_SEED if reproducible else NOISE_OS_ENTROPY
+
+
 #: What a site sends beside its adapters, not privatised (the history's ``dp.unprotected``).
 UNPROTECTED = (
     "validation scores P_t^c of the rating (init, validate)",

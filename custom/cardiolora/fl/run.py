@@ -110,6 +110,7 @@ def run_simulation(
     dp_clip: float | None = None,
     dp_noise_multiplier: float | None = None,
     dp_delta: float = DEFAULT_DELTA,
+    dp_reproducible_noise: bool = False,
     aggregation: str = DEFAULT_AGGREGATION,
 ) -> dict:
     """Export `job`, run it in the simulator, collect the results.
@@ -135,6 +136,7 @@ def run_simulation(
         dp_clip: site-level DP of the adapter jobs, ``C`` (None with `dp_noise_multiplier` None: off).
         dp_noise_multiplier: ``z`` (noise std ``z·C`` per coordinate).
         dp_delta: ``δ`` of the reported ``ε``.
+        dp_reproducible_noise: DP noise seeded from the job seed (reproducible runs) instead of OS entropy.
         aggregation: ``dual_lora`` only: ``"size"`` (default) or ``"rated"`` (the global adapters
             rated by Rate-My-LoRA's Eq. 1 before the merge).
 
@@ -171,6 +173,7 @@ def run_simulation(
             dp_clip=dp_clip,
             dp_noise_multiplier=dp_noise_multiplier,
             dp_delta=dp_delta,
+            dp_reproducible_noise=dp_reproducible_noise,
             aggregation=aggregation,
         ),
         workdir / "job" / job,
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             dp_clip=args.dp_clip,
             dp_noise_multiplier=args.dp_noise_multiplier,
             dp_delta=args.dp_delta,
+            dp_reproducible_noise=args.dp_reproducible_noise,
             aggregation=args.aggregation,
         )
     except (RuntimeError, FileNotFoundError, ValueError) as err:
