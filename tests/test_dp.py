@@ -288,6 +288,8 @@ def test_round_start_adapter_is_what_the_bundle_workflow_resets_to(tiny_sites, t
     if local_rank:
         trained, local, _ = backend.train_dual(weights, RANK, None, 1, seed)
         assert local and not set(local) & set(trained)  # the local pairs exist and are not sent
+        template = backend.local_template()  # what a carried-over set is checked against
+        assert {k: v.shape for k, v in template.items()} == {k: v.shape for k, v in local.items()}
     else:
         trained, _ = backend.train_adapter(weights, RANK, 1, seed)
     expected = round_start_adapter(bundle_network("quick", RANK), "lora", seed)

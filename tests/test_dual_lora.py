@@ -253,6 +253,9 @@ class _TinyDualBackend:
     def local_scalings(self, rank):
         return lora_local_scalings(self.net)
 
+    def local_template(self):
+        return lora_local_state_dict(self.net)
+
     def _plain(self, weights):
         net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PReLU(), nn.ConvTranspose2d(4, 2, 2, stride=2))
         net.load_state_dict(weights)
@@ -337,8 +340,7 @@ def test_a_resumed_job_carries_the_local_pairs_of_the_job_it_resumes_over(tmp_pa
     backend = _TinyDualBackend()
     first = site_runner.SiteRunner("site-1", backend, jobs_dir / "job-a", 1, "quick", local_rank=2, job_id="job-a")
     first.on_init(to_numpy(backend.w0), {"round": 0})
-    first.handle("train", {}, _train_meta(1))
-    first._write_summary()
+    first.handle("train", {}, _train_meta(1))  # then the job is aborted: no finalize, no cross_eval
     saved = torch.load(jobs_dir / "job-a" / site_runner.LOCAL_ADAPTER_FILE, weights_only=True)
 
     # the resubmitted job: the server resumes after round 1 of job-a and says so in `init`
@@ -358,10 +360,18 @@ def test_a_resumed_job_carries_the_local_pairs_of_the_job_it_resumes_over(tmp_pa
     assert second.summary["rounds"][0]["local_in"] == first.summary["rounds"][0]["local_out"]
     assert torch.load(jobs_dir / "job-a" / site_runner.LOCAL_ADAPTER_FILE, weights_only=True).keys() == saved.keys()
 
-    # nothing to carry over: new local pairs, and the reason is recorded
+    # nothing (usable) to carry over: new local pairs, and the reason is recorded
+    (jobs_dir / "job-w").mkdir()
+    torch.save({k: torch.zeros(1) for k in saved}, jobs_dir / "job-w" / site_runner.LOCAL_ADAPTER_FILE)  # wrong shapes
+    (jobs_dir / "job-z").mkdir()
+    (jobs_dir / "job-z" / site_runner.LOCAL_ADAPTER_FILE).write_bytes(b"not a torch file")  # damaged
     for job_id, resumed_from, reason in (
         ("job-c", "job-x", "does not exist"),
-        ("job-d", "../job-a", "is not a job id"),
+        ("job-d", "../job-a", "must be a plain folder name"),
+        ("job-e", "latest", "must be a plain folder name"),
+        ("job-f", "job-w", "does not fit this job's local pairs: wrong shapes"),
+        ("job-g", "job-z", "does not fit this job's local pairs: cannot be read"),
+        ("job-h", "job-h", "resumes its own state"),
         (None, "job-a", "outside a job folder"),
     ):
         b = _TinyDualBackend()

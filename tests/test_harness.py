@@ -570,12 +570,15 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_a_rerun_retries_it(tmp_pa
     sites = ["site-1", "site-2"]
     calls = []
     broken = {("fedpetuning", 1)}
+    no_models = {("centralised", 0)}  # finishes, but left no model to score per case
 
     def fake_run(method, folder, **kw):
         calls.append((method, kw["seed"]))
         (folder / "checkpoint.pt").write_bytes(b"partial work")  # what a run leaves before failing
         if (method, kw["seed"]) in broken:
             raise RuntimeError("site-2: all 3 finalize adapters rejected\n(second line of detail)")
+        if (method, kw["seed"]) in no_models:
+            return {"matrix": _matrix(0.0)}  # no per_case: the harness scores the run's models itself
         return {"matrix": _matrix(0.01 * kw["seed"]), "per_case": {}}
 
     monkeypatch.setattr(harness, "prepare_phantoms", lambda workdir: (tmp_path / "sites", sites))
@@ -587,12 +590,16 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_a_rerun_retries_it(tmp_pa
     assert len(calls) == 6  # the runs after the failure ran
     failed = work / "seed1" / "fedpetuning" / "failed.json"
     reason = "RuntimeError: site-2: all 3 finalize adapters rejected"
-    assert summary["failures"] == {"fedpetuning": {"1": {"error": reason, "folder": str(failed.parent)}}}
+    assert summary["failures"]["fedpetuning"] == {"1": {"error": reason, "folder": str(failed.parent)}}
+    # a run that finished but whose models cannot be scored per case is a failure too, not a crash
+    (unscored,) = summary["failures"]["centralised"].values()
+    assert list(summary["failures"]["centralised"]) == ["0"] and "FileNotFoundError" in unscored["error"]
+    assert (work / "seed0" / "centralised" / "done.json").is_file()
     record = json.loads(failed.read_text())
     assert record["error"] == reason and "second line of detail" in record["message"] and record["traceback"]
     assert (failed.parent / "checkpoint.pt").read_bytes() == b"partial work"
     assert not (failed.parent / "done.json").exists()
-    assert set(summary["raw"]["fedpetuning"]) == {"0"} and set(summary["raw"]["centralised"]) == {"0", "1"}
+    assert set(summary["raw"]["fedpetuning"]) == {"0"} and set(summary["raw"]["centralised"]) == {"1"}
     assert summary["in_client"]["fedpetuning"]["site-1"]["dice"]["n"] == 1
     md = (work / "results.md").read_text()
     assert "**Failed runs**" in md and f"| FedPETuning | 1 | {reason} |" in md
@@ -606,8 +613,12 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_a_rerun_retries_it(tmp_pa
     # the rerun retries only the failed run; success clears failed.json and the row
     broken.clear()
     calls.clear()
+    (work / "seed0" / "centralised").joinpath("done.json").write_text(
+        json.dumps({"matrix": _matrix(0.0), "per_case": {}})
+    )  # as if its models had been scored
     summary = harness.run_comparison("phantoms", work, **run)
     assert calls == [("fedpetuning", 1)] and summary["failures"] == {} and not failed.exists()
+    assert not (work / "seed0" / "centralised" / "failed.json").exists()
     assert "Failed runs" not in (work / "results.md").read_text()
     monkeypatch.setattr(compare, "run_comparison", lambda *a, **k: summary)
     assert compare.main(argv) == 0

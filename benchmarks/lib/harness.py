@@ -201,6 +201,8 @@ def run_comparison(
             _check_reusable(folder, method, seed)
             try:
                 res = reuse_or_run(folder, fn)
+                cases = _per_case(folder, method, res, sites_root, sites, profile)  # reads the run's models
+                (folder / FAILED_NAME).unlink(missing_ok=True)  # an earlier failure of this run is history now
             except Exception as exc:  # noqa: BLE001 - one failed run must not cost the hours of the others
                 reason = record_failure(folder, exc)
                 failures.setdefault(method, {})[str(seed)] = {"error": reason, "folder": str(folder)}
@@ -210,7 +212,7 @@ def run_comparison(
             seconds.setdefault(method, {})[str(seed)] = res.get("seconds")
             if method_spec(method).job_kwargs.get("dp_noise_multiplier") is not None:
                 privacy.setdefault(method, {})[str(seed)] = res.get("privacy")
-            per_case.setdefault(method, {})[str(seed)] = _per_case(folder, method, res, sites_root, sites, profile)
+            per_case.setdefault(method, {})[str(seed)] = cases
             if method == "rate_my_lora" and res.get("history"):
                 rating[str(seed)] = rating_events(res["history"])
             if res.get("bandwidth") is not None:

@@ -106,7 +106,6 @@ def reuse_or_run(folder: str | os.PathLike, run: Callable[[Path], Mapping[str, A
     result = dict(run(folder))
     result.setdefault("seconds", round(time.time() - t0, 1))
     write_json(result, done)
-    (folder / FAILED_NAME).unlink(missing_ok=True)  # an earlier failure of this run is history now
     return json.loads(done.read_text())
 
 
@@ -117,7 +116,7 @@ def record_failure(folder: str | os.PathLike, exc: BaseException) -> str:
     """Write why a method run failed to ``<folder>/failed.json`` and return the one-line reason.
 
     The folder keeps whatever the run left (checkpoints, FLARE logs, the server state), so a rerun
-    of the comparison resumes or retries it; `reuse_or_run` deletes the file when the run finishes.
+    of the comparison resumes or retries it; the harness deletes the file once the run is scored.
 
     Args:
         folder: the method's folder (``<workdir>/seed<s>/<method>``).

@@ -204,7 +204,9 @@ class RateMyLoRAController(SiteExchangeController):
         # load_state compares the fields the saved run recorded: a state saved before jobs named
         # their adapter (a LoRA run) has no `adapter` field and still resumes
         config = state.run_config(self.profile, self.lambda0, self.decay, self.ranks, self.rank_threshold, self.method)
-        dp = {} if self.dp is None else {"dp": self.dp.record()}  # a run without DP saves no `dp` field
+        # a run without DP saves no `dp` field; one with DP also its noise source (a state saved
+        # before the source was a setting has no `dp_noise` and still resumes)
+        dp = {} if self.dp is None else {"dp": self.dp.record(), "dp_noise": self.dp_noise}
         return {**config, "adapter": self.adapter, **dp}
 
     def save_state(self, status: str) -> None:
@@ -335,7 +337,8 @@ class RateMyLoRAController(SiteExchangeController):
         """Send ``W``; fix the ranks from the dataset sizes; record ``P_0^c``."""
         record = {"round": self.round, "lambda": None, "checksum": self.checksum, "task": "init", "resumed": resumed}
         self.ledger.open({**record, "sites": {}})
-        resumed_from = {Meta.RESUMED_FROM: str(self.resumed_from["job_id"])} if self.resumed_from else {}
+        previous = (self.resumed_from or {}).get("job_id")
+        resumed_from = {Meta.RESUMED_FROM: str(previous)} if previous else {}  # the sites look for its folder
         results = self._send(Task.INIT, self._model(to_numpy(self.weights), **resumed_from), list(self.active))
         mismatched = self._verify(results, Task.INIT)
         self._resync(mismatched)

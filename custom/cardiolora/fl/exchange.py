@@ -351,8 +351,9 @@ class SiteExchangeController(ModelController):
         Returns:
             :meth:`cardiolora.fl.privacy.DPSettings.record` with ``level: "site"``,
             ``epsilon_per_round`` / ``epsilon_replace_per_round`` (after round ``t = 1..T``),
-            ``epsilon_final`` / ``epsilon_replace_final`` (``T + 1`` steps) and ``unprotected``
-            (what the sites send unprivatised, :data:`cardiolora.fl.privacy.UNPROTECTED`).
+            ``epsilon_final`` / ``epsilon_replace_final`` (``T + 1`` steps), ``unprotected``
+            (what the sites send unprivatised, :data:`cardiolora.fl.privacy.UNPROTECTED`) and
+            ``noise`` (the sites' noise source the job promises, :func:`cardiolora.fl.privacy.noise_source`).
         """
         if self.dp is None:
             return None
@@ -375,7 +376,7 @@ class SiteExchangeController(ModelController):
 
         Returns:
             ``{site: reason}`` of the sites whose adapter came without the job's ``dp`` record (no
-            record, or another ``C`` / ``z``): they are rejected, as the job promises every merged
+            record, or another ``C``, ``z`` or noise source): they are rejected, as the job promises every merged
             adapter was privatised with its settings. Empty with DP off.
         """
         if self.dp is None:

@@ -27,7 +27,7 @@ this filter.
 before it in the same chain and privatises the adapter of every ``train`` and ``finalize`` result:
 the update relative to the round's start is clipped to ``C`` and Gaussian noise ``N(0, (zC)²)`` is
 added per coordinate (:mod:`cardiolora.fl.privacy`); the result's meta gains ``dp`` (``ε``, ``δ``,
-steps, ``z``, ``C``) for the server's records. Its own audit (``dp_audit.jsonl``, never sent) holds
+steps, ``z``, ``C``, the noise source) for the server's records. Its own audit (``dp_audit.jsonl``, never sent) holds
 the update's norm before clipping.
 """
 

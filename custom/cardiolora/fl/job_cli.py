@@ -35,7 +35,7 @@ def usage(name: str) -> str:
     """What ``python jobs/<name>/job.py`` prints without ``--export``: the job and how to run it.
 
     Args:
-        name: one of :data:`JOB_NAMES`.
+        name: one of :data:`cardiolora.fl.jobs.JOB_NAMES`.
 
     Returns:
         The text.
@@ -52,7 +52,7 @@ def job_parser(name: str) -> argparse.ArgumentParser:
     """The command line every ``jobs/<name>/job.py`` shares: export, rounds, profile, epochs, sites, seed.
 
     Args:
-        name: the job (:data:`JOB_NAMES`).
+        name: the job (:data:`cardiolora.fl.jobs.JOB_NAMES`).
 
     Returns:
         The parser with ``--export``, ``--export-dir``, ``--rounds``, ``--profile``, ``--local-epochs``,

@@ -31,6 +31,7 @@ __all__ = [
     "versions",
     "error_reason",
     "job_output_dir",
+    "check_folder_name",
     "mark_latest",
     "latest_dir",
     "byte_totals",
@@ -112,10 +113,27 @@ def job_output_dir(output_root: str | os.PathLike, job_name: str, job_id: str) -
     Raises:
         ValueError: if `job_name` or `job_id` is empty, contains a path separator, or is ``latest``.
     """
-    for arg, value in (("job_name", job_name), ("job_id", job_id)):
-        if not value or os.sep in str(value) or str(value) in (LATEST, ".", ".."):
-            raise ValueError(f"`{arg}` must be a plain folder name other than {LATEST!r}, got {value!r}.")
-    return Path(output_root) / job_name / str(job_id)
+    return Path(output_root) / check_folder_name("job_name", job_name) / check_folder_name("job_id", job_id)
+
+
+def check_folder_name(arg: str, value: object) -> str:
+    """`value` as one folder name of the per-job site folders: not empty, no path separator, not ``latest``.
+
+    Args:
+        arg: the argument's name, for the message.
+        value: the job name or job id.
+
+    Returns:
+        ``str(value)``.
+
+    Raises:
+        ValueError: naming `arg` if `value` is empty, contains a path separator, or is ``latest``,
+            ``.`` or ``..``.
+    """
+    text = "" if value is None else str(value)
+    if not text or os.sep in text or "/" in text or text in (LATEST, ".", ".."):
+        raise ValueError(f"`{arg}` must be a plain folder name other than {LATEST!r}, got {value!r}.")
+    return text
 
 
 def mark_latest(folder: str | os.PathLike) -> Path:

@@ -15,8 +15,7 @@ privatised by :class:`cardiolora.fl.filters.AdapterDPFilter` before it leaves th
   ``x_0`` is a function of public job settings only (seeds, rank, profile), so releasing
   ``x_0 + ũ`` is as private as releasing ``ũ``; it keeps the random init out of the clipped norm.
 * **Clipping** (:func:`clip_update`): ``ū = u · min(1, C / ‖u‖₂)``.
-* **Noise** (:func:`add_gaussian_noise`): ``ũ = ū + N(0, (z·C)² I)``, one draw per coordinate from a
-  generator seeded per job seed, site, round and task (:func:`noise_seed`) so runs are reproducible.
+* **Noise** (:func:`add_gaussian_noise`): ``ũ = ū + N(0, (z·C)² I)``, one draw per coordinate.
   The generator is seeded from OS entropy (:data:`NOISE_OS_ENTROPY`, the default of the jobs:
   :func:`secrets.randbits`) or, for reproducible experiments only, from the job seed, site, round
   and task (:data:`NOISE_JOB_SEED`, :func:`noise_seed`; the job option ``dp_reproducible_noise``).

@@ -36,7 +36,7 @@ from cardiolora.lora import (
     tensor_state_dict,
 )
 from cardiolora.metrics import aggregate_scores
-from cardiolora.networks import load_weights, plain_state_dict
+from cardiolora.networks import load_weights, lora_unet, plain_state_dict
 
 __all__ = ["SiteBackend", "BundleBackend", "check_local_rank"]
 
@@ -68,6 +68,9 @@ class SiteBackend(Protocol):
 
     def local_scalings(self, rank: int) -> dict[str, float]:
         """Dual adapters only: ``{module: alpha_l / r_l}`` of the local pairs."""
+
+    def local_template(self) -> dict[str, torch.Tensor]:
+        """Dual adapters only: fresh local pairs (the keys and shapes a saved set must have)."""
 
     def train_full(self, weights: Mapping[str, torch.Tensor], epochs: int, seed: int) -> tuple[dict, float]:
         """Train every weight starting from `weights`; return (plain state dict, mean loss)."""
@@ -236,6 +239,12 @@ class BundleBackend:
 
     def local_scalings(self, rank):
         return lora_local_scalings(self._workflow("lora", rank).parser.get_parsed_content("network"))
+
+    def local_template(self):
+        if not self.local_rank:
+            raise ValueError("local_template needs dual adapters: this backend has local_rank 0.")
+        # the local pairs do not depend on the global rank: any rank builds the same ones
+        return lora_local_state_dict(lora_unet(self.profile, lora_rank=1, local_rank=self.local_rank))
 
     def scalings(self, rank):
         if self.adapter == "tensor":

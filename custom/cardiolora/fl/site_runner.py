@@ -40,7 +40,7 @@ import torch
 
 from cardiolora.atomic import atomic_torch_save, jsonable, write_json
 from cardiolora.fl import updates
-from cardiolora.fl.job_info import mark_latest, versions
+from cardiolora.fl.job_info import check_folder_name, mark_latest, versions
 from cardiolora.fl.protocol import (
     Meta,
     Task,
@@ -54,6 +54,7 @@ from cardiolora.fl.site_backend import BundleBackend, SiteBackend, check_local_r
 from cardiolora.lora import (
     local_delta_from_state,
 )
+from cardiolora.lora.state import state_problems
 
 __all__ = ["SiteBackend", "BundleBackend", "SiteRunner", "Reply", "MergeError", "LOCAL_ADAPTER_FILE"]
 
@@ -208,26 +209,41 @@ class SiteRunner:
         so its site folder (``<output_dir>/<job name>/<job id>``) is new; the local pairs the site
         trained in the earlier job are in that job's sibling folder. They are copied (the earlier
         folder stays as it was) as they were after the site's last training run there, which may be
-        one round past the server's saved round if the abort came mid-round (``round`` says which).
+        one round past the server's saved round if the abort came mid-round (``round`` says which,
+        from that job's ``site_summary.json``, written after every training run). Pairs that do not
+        fit this job's local network (another local rank, a damaged file) are not used.
 
         Args:
             previous_job_id: the job id the server names in ``init`` (meta ``resumed_from``).
 
         Returns:
             ``{"job_id", "file", "checksum", "round"}`` when copied, or ``{"job_id", "reason"}`` when
-            the site starts new local pairs (no job folders here, an id that is no folder name, no file).
+            the site starts new local pairs (no job folders here, an id that is no job folder name,
+            no file, or pairs that do not fit).
         """
         record: dict[str, Any] = {"job_id": previous_job_id}
+        source = None
         if self.job_id is None:
             record["reason"] = "this site runs outside a job folder (no job id), so there is no earlier job folder"
-        elif previous_job_id in ("", ".", "..") or Path(previous_job_id).name != previous_job_id:
-            record["reason"] = f"`resumed_from` {previous_job_id!r} is not a job id (a folder name)"
+        elif previous_job_id == self.job_id:
+            record["reason"] = "the job resumes its own state (same job id, same folder): it has no local pairs yet"
         else:
-            source = self.output_dir.parent / previous_job_id / LOCAL_ADAPTER_FILE
-            if not source.is_file():
-                record["reason"] = f"{source} does not exist (this site trained no local pairs in that job)"
-            else:
+            try:
+                folder = check_folder_name("resumed_from", previous_job_id)
+                source = self.output_dir.parent / folder / LOCAL_ADAPTER_FILE
+            except ValueError as err:
+                record["reason"] = str(err)
+        if source is not None and not source.is_file():
+            record["reason"] = f"{source} does not exist (this site trained no local pairs in that job)"
+        elif source is not None:
+            try:
                 local = dict(torch.load(source, map_location="cpu", weights_only=True))
+                problems = state_problems(self.backend.local_template(), local)
+            except Exception as err:  # noqa: BLE001 - a file that cannot be read is a reason, not a crash
+                problems = [f"cannot be read ({type(err).__name__}: {err})"]
+            if problems:
+                record["reason"] = f"{source} does not fit this job's local pairs: " + "; ".join(problems)
+            else:
                 self._save(local, LOCAL_ADAPTER_FILE)
                 record.update(file=str(source), checksum=updates.state_checksum(local), round=None)
                 try:
@@ -236,7 +252,7 @@ class SiteRunner:
                         (r.get("round") for r in reversed(rounds) if r.get("local_out") == record["checksum"]), None
                     )
                 except (OSError, ValueError, AttributeError):
-                    pass  # the round is information only; the pairs themselves were read above
+                    pass  # the round is information only; the pairs themselves were checked above
                 logger.info(f"{self.site}: resuming job {previous_job_id}: its local pairs carried over from {source}")
                 return record
         logger.warning(f"{self.site}: resuming job {previous_job_id}: new local pairs ({record['reason']}).")
@@ -347,6 +363,7 @@ class SiteRunner:
         self.summary["rounds"].append(
             {"round": round_index, "merge": status, "train_loss": loss, "rank": self.rank, **local_info}
         )
+        self._write_summary()  # after every training run: what an aborted job leaves says how far it got
         return Reply(
             params=adapter,
             meta={

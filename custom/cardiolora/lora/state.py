@@ -54,8 +54,9 @@ def key_problems(expected: Iterable[str], state: Mapping[str, object]) -> list[s
         ['missing keys: a', 'unexpected keys: c']
     """
     expected = list(expected)
+    known = set(expected)
     missing = [k for k in expected if k not in state]
-    unexpected = [str(k) for k in state if k not in set(expected)]
+    unexpected = [str(k) for k in state if k not in known]
     return ([f"missing keys: {preview_names(missing)}"] if missing else []) + (
         [f"unexpected keys: {preview_names(unexpected)}"] if unexpected else []
     )
