@@ -353,6 +353,15 @@ def test_resume_refuses_another_configuration(tmp_path):
         run(tmp_path, num_rounds=2, cross_eval=False, lambda0=0.1)
 
 
+def test_resume_refuses_another_dp_noise_source(tmp_path):
+    """A DP run's saved state names its noise source: a job with seeded noise cannot continue it."""
+    dp = {"dp_clip": 0.05, "dp_noise_multiplier": 1.0}
+    with pytest.raises(RuntimeError, match="server crash"):
+        run(tmp_path, num_rounds=2, cross_eval=False, crash_at=(Task.TRAIN, 2), **dp)
+    with pytest.raises(RuntimeError, match="field `dp_noise` was 'os-entropy'"):
+        run(tmp_path, num_rounds=2, cross_eval=False, dp_reproducible_noise=True, **dp)
+
+
 @pytest.mark.parametrize(
     "kwargs, arg",
     [
