@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,18 +170,34 @@ def _port_taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _kill_leftovers(marker: str) -> None:
-    """Kill (by pid) processes whose command line names our POC workspace; nothing else."""
+def _naming(marker: str) -> list[int]:
+    """Pids of the processes (not this one) whose command line names `marker`."""
+    pids = []
     for pid_dir in Path("/proc").glob("[0-9]*"):
         try:
             cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if marker in cmd and int(pid_dir.name) != os.getpid():
+            pids.append(int(pid_dir.name))
+    return pids
+
+
+def _kill_leftovers(marker: str, timeout: float = 20.0) -> None:
+    """Kill (by pid) processes whose command line names our POC workspace, nothing else, until none is left.
+
+    Repeated until the scan finds none (or `timeout` passes): POC's ``sub_start.sh`` loop can start
+    a new server between two kills, and a killed process stays in ``/proc`` until the kernel has
+    torn it down, which takes a moment on a loaded machine.
+    """
+    deadline = time.monotonic() + timeout
+    while (pids := _naming(marker)) and time.monotonic() < deadline:
+        for pid in pids:
             try:
-                os.kill(int(pid_dir.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        time.sleep(0.2)
 
 
 def test_rate_my_lora_in_poc(fl_sites, tmp_path):
