@@ -399,23 +399,27 @@ def test_the_server_rejects_an_adapter_without_the_jobs_dp_record():
 # ----------------------------------------------------------------------------- the simulator
 
 
-@pytest.mark.slow
-def test_rate_my_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
-    """job.py --dp-clip/--dp-noise-multiplier → nvflare simulator (2 sites, 1 round): ε in the records."""
+SIM_SITES = ["site-1", "site-2"]
+
+
+def _simulate_with_dp(job: str, tiny_sites, tmp_path, z: float, clip: float, extra: list[str]) -> tuple:
+    """Export `job` with DP through its job.py (2 sites, 1 round), run it in the nvflare simulator.
+
+    Returns:
+        (run summary, ``rml_history.json``, the history's round-1 record, base model path, exported job folder);
+        the ε of round 1 and of ``finalize`` are checked against the accountant here.
+    """
     from test_fl_tensor import _two_fl_sites
 
     from cardiolora.fl.run import simulate_job, write_site_configs
 
-    sites = ["site-1", "site-2"]
-    root, base = _two_fl_sites(tiny_sites[0], tmp_path / "data", sites)
+    root, base = _two_fl_sites(tiny_sites[0], tmp_path / "data", SIM_SITES)
     job_dir = tmp_path / "exported"
-    z, clip = 0.5, 0.05
-    job_py = importlib.import_module("cardiolora.jobs.rate_my_lora.job")
     argv = ["--export-dir", str(job_dir), "--rounds", "1", "--min-clients", "2", "--straggler-grace", "5"]
-    assert job_py.main([*argv, "--task-timeout", "600", "--dp-clip", str(clip), "--dp-noise-multiplier", str(z)]) == 0
-    cfg_dir = write_site_configs(tmp_path, root, sites, base)
-    summary = simulate_job(job_dir, tmp_path, sites, cfg_dir, timeout=600)
-
+    argv += ["--dp-clip", str(clip), "--dp-noise-multiplier", str(z), *extra]
+    assert importlib.import_module(f"cardiolora.jobs.{job}.job").main(argv) == 0
+    cfg_dir = write_site_configs(tmp_path, root, SIM_SITES, base)
+    summary = simulate_job(job_dir, tmp_path, SIM_SITES, cfg_dir, timeout=600)
     eps1, eps2 = privacy.epsilon_after(1, z), privacy.epsilon_after(2, z)
     assert summary["dp"]["epsilon_per_round"] == pytest.approx([eps1])
     assert summary["dp"]["epsilon_final"] == pytest.approx(eps2)
@@ -429,16 +433,30 @@ def test_rate_my_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
     fin = next(r for r in h["rounds"] if r.get("task") == "finalize")
     assert fin["dp"]["epsilon"] == pytest.approx(eps2)
     assert all(rec["dp"]["steps"] == 2 for rec in fin["sites"].values())
-    w0 = updates.state_checksum(torch.load(base, weights_only=True))
-    assert r1["checksum"] != w0  # the privatised adapters were merged (Eq. 2)
-    for site in sites:
-        run = tmp_path / "simulate" / site / "simulate_job"
-        audit = [json.loads(x) for x in (run / "dp_audit.jsonl").open()]
-        assert [(a["task"], a["round"]) for a in audit] == [("train", 1), ("finalize", 1)]
-        # the update is measured from the adapter the site really started from: far smaller than A_0
-        assert all(a["norm"] < 0.5 * a["reference_norm"] for a in audit)
-        out = [json.loads(x) for x in (run / "outgoing_audit.jsonl").open()]
-        assert all(r["decision"] == "passed" for r in out)
+    assert r1["checksum"] != updates.state_checksum(torch.load(base, weights_only=True))  # merged (Eq. 2)
+    return summary, h, r1, base, job_dir
+
+
+def _site_audits(tmp_path, site: str) -> tuple[list[dict], list[dict]]:
+    """The site's DP audit (train and finalize of round 1, each update measured from its real start) and
+    its outgoing audit (every result passed)."""
+    run = tmp_path / "simulate" / site / "simulate_job"
+    audit = [json.loads(x) for x in (run / "dp_audit.jsonl").open()]
+    assert [(a["task"], a["round"]) for a in audit] == [("train", 1), ("finalize", 1)]
+    # the update is measured from the adapter the site really started from: far smaller than A_0
+    assert all(a["norm"] < 0.5 * a["reference_norm"] for a in audit)
+    out = [json.loads(x) for x in (run / "outgoing_audit.jsonl").open()]
+    assert all(r["decision"] == "passed" for r in out)
+    return audit, out
+
+
+@pytest.mark.slow
+def test_rate_my_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
+    """job.py --dp-clip/--dp-noise-multiplier → nvflare simulator (2 sites, 1 round): ε in the records."""
+    _, h, _, _, _ = _simulate_with_dp("rate_my_lora", tiny_sites, tmp_path, 0.5, 0.05, ["--task-timeout", "600"])
+    assert h["dp"]["noise"] == "os-entropy"
+    for site in SIM_SITES:
+        _site_audits(tmp_path, site)
 
 
 @pytest.mark.slow
@@ -448,45 +466,18 @@ def test_dual_lora_with_dp_in_the_simulator(tiny_sites, tmp_path):
     The filter measures each global update from the pair's real round start (the audit norm is far
     below the norm of ``A_0``); no local key leaves; the sites keep their local pairs.
     """
-    from test_fl_tensor import _two_fl_sites
-
     from cardiolora.fl.protocol import is_local_adapter_key
-    from cardiolora.fl.run import simulate_job, write_site_configs
     from cardiolora.fl.site_runner import LOCAL_ADAPTER_FILE
 
-    sites = ["site-1", "site-2"]
-    root, base = _two_fl_sites(tiny_sites[0], tmp_path / "data", sites)
-    job_dir = tmp_path / "exported"
-    z, clip = 1.0, 0.05
-    job_py = importlib.import_module("cardiolora.jobs.dual_lora.job")
-    argv = ["--export-dir", str(job_dir), "--rounds", "1", "--min-clients", "2", "--straggler-grace", "5"]
-    argv += ["--global-rank", str(RANK), "--local-rank", "2", "--dp-clip", str(clip), "--dp-noise-multiplier", str(z)]
-    assert job_py.main(argv) == 0
-    client = _configs(job_dir)[1]
-    assert [f["path"] for f in client["task_result_filters"][0]["filters"]] == [
+    extra = ["--global-rank", str(RANK), "--local-rank", "2"]
+    summary, h, _, _, job_dir = _simulate_with_dp("dual_lora", tiny_sites, tmp_path, 1.0, 0.05, extra)
+    assert [f["path"] for f in _configs(job_dir)[1]["task_result_filters"][0]["filters"]] == [
         "cardiolora.fl.filters.AdapterDPFilter",
         "cardiolora.fl.filters.AdapterOnlyFilter",
     ]
-    cfg_dir = write_site_configs(tmp_path, root, sites, base)
-    summary = simulate_job(job_dir, tmp_path, sites, cfg_dir, timeout=600)
-
-    eps1, eps2 = privacy.epsilon_after(1, z), privacy.epsilon_after(2, z)
-    assert summary["dp"]["epsilon_per_round"] == pytest.approx([eps1])
-    assert summary["dp"]["epsilon_final"] == pytest.approx(eps2)
-    h = json.loads(Path(summary["results"]["rml_history.json"]).read_text())
-    assert h["method"] == "dual_lora_size" and h["dp"]["clip"] == clip
-    r1 = next(r for r in h["rounds"] if r["round"] == 1 and r.get("task") is None)
-    for site, rec in r1["sites"].items():
-        assert rec["accepted"], rec.get("reason")
-        assert rec["dp"]["epsilon"] == pytest.approx(eps1), site
-    assert r1["checksum"] != updates.state_checksum(torch.load(base, weights_only=True))  # merged (Eq. 2)
-    for site in sites:
-        run = tmp_path / "simulate" / site / "simulate_job"
-        audit = [json.loads(x) for x in (run / "dp_audit.jsonl").open()]
-        assert [(a["task"], a["round"]) for a in audit] == [("train", 1), ("finalize", 1)]
-        assert all(a["norm"] < 0.5 * a["reference_norm"] for a in audit)
-        out = [json.loads(x) for x in (run / "outgoing_audit.jsonl").open()]
-        assert all(r["decision"] == "passed" for r in out)
+    assert h["method"] == "dual_lora_size"
+    for site in SIM_SITES:
+        _, out = _site_audits(tmp_path, site)
         assert not any(is_local_adapter_key(k) for r in out for k in r["tensors"])
         folder = Path(summary["sites"][site])
         local = torch.load(folder / LOCAL_ADAPTER_FILE, weights_only=True)
