@@ -126,3 +126,19 @@ def test_text_torch_and_dicom(tmp_path):
     out = save_dataset_atomic(ds, tmp_path / "d" / "x.dcm")
     assert pydicom.dcmread(out).PatientName == "Test^Atomic"
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["m.pt", "t.txt", "x.dcm"]
+
+
+def test_save_figure_writes_a_png_in_a_new_folder_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cardiolora.atomic import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = save_figure(fig, tmp_path / "new" / "plot.png")
+    assert out == tmp_path / "new" / "plot.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in out.parent.iterdir()] == ["plot.png"]
+    assert not plt.fignum_exists(fig.number)

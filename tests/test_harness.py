@@ -302,7 +302,7 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     assert len(calls) == 2 * len(default)  # every method folder has its done.json
 
 
-def _fake_simulation(history: dict | list, summaries: dict | None = None):
+def _fake_simulation(history: dict | list):
     """A stand-in for the simulator run only (the job is built and exported for real): result files."""
 
     def simulate(job_dir, workdir, sites, cfg_dir, *a, **k):
@@ -311,9 +311,6 @@ def _fake_simulation(history: dict | list, summaries: dict | None = None):
         results.mkdir(parents=True)
         (results / "cross_site_eval.json").write_text("{}")
         (results / "rml_history.json").write_text(json.dumps(history))
-        for site, summary in (summaries or {}).items():
-            (Path(workdir) / "sites" / site / job).mkdir(parents=True)
-            (Path(workdir) / "sites" / site / job / "site_summary.json").write_text(json.dumps(summary))
         return {"seconds": 1.0}
 
     return simulate

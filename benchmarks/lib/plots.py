@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cardiolora.atomic import save_figure
+
 __all__ = ["plot_bandwidth_dice"]
 
 
@@ -63,8 +65,4 @@ def plot_bandwidth_dice(
     if i:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from cardiolora.atomic import save_figure
+
 from .methods import METHOD_SPECS
 
 __all__ = [
@@ -169,14 +171,14 @@ def fedavg_bandwidth(model_bytes: int, sites: Sequence[str], rounds: int) -> dic
 
 
 def dp_budget(*documents: Any) -> dict | None:
-    """The privacy budget a DP job recorded: the largest ε found in its history or site summaries.
+    """The privacy budget a DP job recorded: the largest ε found in the documents (its ``rml_history.json``).
 
     Looks at any depth of the JSON documents for a mapping with a numeric ``epsilon`` key (the
     accountant's ε spent so far; it only grows over rounds, so the largest is the job's total) and
     takes ``delta`` from the same mapping.
 
     Args:
-        documents: parsed JSON documents (``rml_history.json``, each site's ``site_summary.json``).
+        documents: parsed JSON documents (the job's ``rml_history.json``; any other record of ε).
 
     Returns:
         ``{"epsilon", "delta", "records"}`` (``records``: how many ε values were found), or None
@@ -461,8 +463,4 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str 
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -43,6 +43,7 @@ __all__ = [
     "atomic_write_text",
     "jsonable",
     "save_dataset_atomic",
+    "save_figure",
     "write_json",
 ]
 
@@ -208,4 +209,25 @@ def save_dataset_atomic(ds: Dataset, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
+    return path
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure to `path` as a PNG, atomically (:func:`atomic_path`), and close it.
+
+    Args:
+        fig: the ``matplotlib.figure.Figure``.
+        path: the PNG to write; its folder is created.
+
+    Returns:
+        `path` as a Path.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return path

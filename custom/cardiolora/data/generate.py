@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cardiolora.atomic import write_json
+from cardiolora.atomic import save_figure, write_json
 from cardiolora.data.acdc import index_acdc, write_acdc
 from cardiolora.data.cine import CineStudy
 from cardiolora.data.dataset import DATALIST_NAME, write_datalist
@@ -301,8 +301,4 @@ def montage(
         axes[si, 0].set_ylabel(label, fontsize=9)
     fig.suptitle("Phantom sites: mid-ventricular ED slice (every second tile with label contours)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cardiolora.atomic import atomic_path
+from cardiolora.atomic import save_figure
 from cardiolora.plotting import pyplot
 
 __all__ = ["plot_history"]
@@ -76,7 +76,4 @@ def plot_history(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     ax_l.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
