@@ -88,8 +88,8 @@ clinical-pretrain: $(STAMP)
 bench-robustness: $(STAMP)
 	$(PY) benchmarks/robustness.py --model runs/clinical-pretrain/model.pt --profile clinical --workdir runs/robustness
 
-# The federated comparison on the clinical recipe: 10 rounds, 3 seeds, 10 methods (the base ~25 min,
-# then ~6-12 min per method run on 2 cores, ~5 hours in all; resumable: finished method runs are
+# The federated comparison on the clinical recipe: 10 rounds, 3 seeds, 10 methods (hours on 2 cores:
+# each run's minutes are in the wall-time table it writes; resumable: finished method runs are
 # reused, a failed one is listed and retried, run it again to continue).
 compare-acdc-clinical: $(STAMP)
 	$(PY) benchmarks/compare.py --source acdc --profile clinical --seeds 0 1 2 --rounds 10 --workdir runs/compare-acdc-clinical
