@@ -875,4 +875,4 @@ def test_state_bytes_refuses_non_tensor():
 @pytest.mark.parametrize("module", [layers_module, model_module, state_module], ids=["layers", "model", "state"])
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"torch": torch, "nn": nn})
-    assert result.failed == 0
+    assert result.failed == 0 and result.attempted > 0  # a module without examples would pass unseen
