@@ -140,7 +140,7 @@ def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
     assert set(table["mean_over_structures"]) == set(METRICS)
     assert set(table["in_client"]["site-1"]["summary"]["LV"]) == set(METRICS)
     # the comparison's per-patient scores find the personalised models and agree with the job's table
-    from lib.paired import in_client_models, per_case_scores
+    from lib.paired import in_client_models, own_model_entries, per_case_scores
 
     models = in_client_models("rate_my_lora", tmp_path, SITES)
     assert {s: p.resolve() for s, p in models.items()} == {
@@ -150,6 +150,10 @@ def test_rate_my_lora_in_the_simulator(fl_sites, tmp_path):
     assert len(rows) == 1
     job_dice = table["mean_over_structures"]["dice"]["site-1"]["site-1"]
     assert rows[0]["mean"] == pytest.approx(job_dice, abs=1e-4)
+    # ... and the harness's stand-in for a diagonal entry (used for the DP rows) is the job's own number
+    own = own_model_entries({"site-1": rows})["site-1"]
+    for metric, value in own.items():
+        assert value == pytest.approx(table["mean_over_structures"][metric]["site-1"]["site-1"], abs=1e-3), metric
     assert res["rml_curves.png"].stat().st_size > 1000
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

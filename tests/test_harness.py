@@ -251,6 +251,8 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
                     "phase": ph,
                     "mean": 0.8 + 0.01 * i + bonus,
                     "dice": {"LV": 0.9 + bonus, "MYO": 0.8, "RV": 0.7},
+                    # the site's own model (a DP row's diagonal comes from here, not from the matrix)
+                    "metrics": {"dice": 0.6 + 0.02 * i, "voe": 40.0, "hd": None, "assd": 2.0},
                 }
                 for i in range(3)
                 for ph in ("ED", "ES")
@@ -290,6 +292,13 @@ def test_run_comparison_orchestration(tmp_path, monkeypatch):
     assert points["rate_my_lora"]["up_per_round"] == 3.0
     assert points["rate_my_lora"]["dice"] == pytest.approx({"mean": 0.905, "std": 0.005, "n": 2})
     assert summary["in_client"]["local"]["site-1"]["dice"]["mean"] == pytest.approx(0.905, abs=1e-5)
+    # a DP row: in-client = the site's own un-noised model (per-case metrics), cross-client = the job's matrix
+    dp = summary["in_client"]["rate_my_lora_dp_low"]["site-1"]
+    assert dp["dice"]["mean"] == pytest.approx(0.62) and dp["voe"]["mean"] == pytest.approx(40.0)
+    assert dp["hd"]["n"] == 0  # undefined for every case: no value, not a 0
+    assert summary["cross_client"]["rate_my_lora_dp_low"]["site-1"]["dice"]["mean"] == pytest.approx(0.505)
+    assert summary["raw"]["rate_my_lora_dp_low"]["0"]["site-1"]["site-2"]["dice"] == pytest.approx(0.5)
+    assert any(n.startswith("DP rows: Table 1") for n in summary["notes"])
     # the per-patient part: 6 patients (3 per site), Rate-My-LoRA +0.02 on each, the rating acted in round 1
     paired = summary["paired"]["rate_my_lora_vs_fedpetuning"]
     assert (paired["n"], paired["wins"], paired["losses"]) == (6, 6, 0)
@@ -619,3 +628,23 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_a_rerun_retries_it(tmp_pa
     assert "Failed runs" not in (work / "results.md").read_text()
     monkeypatch.setattr(compare, "run_comparison", lambda *a, **k: summary)
     assert compare.main(argv) == 0
+
+
+def test_per_case_scores_again_when_a_dp_row_needs_the_metrics(tmp_path, monkeypatch):
+    """Cached per-case rows are reused; rows scored before `metrics` were kept are scored again, once."""
+    scored = []
+
+    def fake_scores(models, sites_root, profile):
+        scored.append(dict(models))
+        return {"site-1": [{"mean": 0.7, "metrics": {"dice": 0.7}}]}
+
+    monkeypatch.setattr(harness, "per_case_scores", fake_scores)
+    monkeypatch.setattr(harness, "in_client_models", lambda method, folder, sites: {"site-1": folder / "m.pt"})
+    res = {"matrix": {}, "per_case": {"site-1": [{"mean": 0.6}]}}
+    args = (tmp_path, "rate_my_lora_dp_low", res, tmp_path, ["site-1"], "quick")
+    assert harness._per_case(*args) == res["per_case"] and not scored  # a plain row needs no metrics
+    cases = harness._per_case(*args, with_metrics=True)
+    assert cases["site-1"][0]["metrics"] == {"dice": 0.7} and len(scored) == 1
+    assert json.loads((tmp_path / "done.json").read_text())["per_case"] == cases  # kept for the next run
+    assert harness.sends_privatised_models("rate_my_lora_dp_high")
+    assert not harness.sends_privatised_models("rate_my_lora")

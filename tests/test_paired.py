@@ -130,3 +130,8 @@ def test_render_paired_markdown():
     assert "| RML vs FedPETuning | +0.0500 ± 0.0500 | 1 / 0 / 1 |" in md
     assert "- seed 0: round 3 s w = 0.90" in md and "- seed 1: never" in md
     assert paired.render_paired_markdown({}) == ""
+
+
+def test_own_model_entries_refuses_rows_scored_without_metrics():
+    with pytest.raises(ValueError, match="site 'site-2'.*without `metrics`"):
+        paired.own_model_entries({"site-2": [{"mean": 0.5, "dice": {}}]})

@@ -27,6 +27,11 @@ The result of one method and seed is a *score matrix* ``{owner: {evaluator: {met
 the model of site ``owner`` scored on the test split of site ``evaluator`` (mean over LV, MYO and RV
 of the per-case means). A single-model method (FedAvg, centralised) gives every site the same model.
 
+The DP rows' sites send noised copies of their personalised models for cross-site evaluation
+(the DP filter privatises ``finalize`` results too); their in-client entries (Table 1) are therefore
+the site's own, un-noised model scored here (`lib.paired.own_model_entries`), the cross-client ones
+the noised copies, as the job's table has them.
+
 The parts: the methods in `lib.methods`, the sites in `lib.sites`, the method runners in
 `lib.runners`, the tables, Markdown and curves in `lib.tables`, the upload/Dice plot in
 `lib.plots`, the per-patient statistics in `lib.paired`.
@@ -47,7 +52,14 @@ from cardiolora.atomic import write_json
 from cardiolora.fl.seeds import DEFAULT_SEED, check_seed
 
 from .methods import available_methods, method_spec, unavailable_reason
-from .paired import in_client_models, paired_summary, per_case_scores, rating_events, render_paired_markdown
+from .paired import (
+    in_client_models,
+    own_model_entries,
+    paired_summary,
+    per_case_scores,
+    rating_events,
+    render_paired_markdown,
+)
 from .plots import plot_bandwidth_dice
 from .readme_blocks import machine_line, replace_block
 from .runners import (
@@ -115,13 +127,49 @@ def _check_reusable(folder: Path, method: str, seed: int) -> None:
 
 
 def _per_case(
-    folder: Path, method: str, res: Mapping[str, Any], sites_root: Path, sites: Sequence[str], profile: str
+    folder: Path,
+    method: str,
+    res: Mapping[str, Any],
+    sites_root: Path,
+    sites: Sequence[str],
+    profile: str,
+    with_metrics: bool = False,
 ) -> dict:
-    """The run's per-case in-client scores: kept in its ``done.json``, computed once when missing."""
-    if "per_case" not in res:
+    """The run's per-case in-client scores: kept in its ``done.json``, computed once when missing
+    (again when `with_metrics` asks for the per-case metrics a run scored before they were kept)."""
+    cases = res.get("per_case")
+    stale = with_metrics and cases is not None and any("metrics" not in r for rows in cases.values() for r in rows)
+    if cases is None or stale:
         res = {**res, "per_case": per_case_scores(in_client_models(method, folder, sites), sites_root, profile)}
         write_json(res, folder / "done.json")
     return res["per_case"]
+
+
+def sends_privatised_models(method: str) -> bool:
+    """Whether a method's sites send noised copies of their personalised models for cross-site
+    evaluation: the DP rows (the DP filter privatises every ``train`` and ``finalize`` result), whose
+    own models stay at the site un-noised."""
+    return method_spec(method).job_kwargs.get("dp_noise_multiplier") is not None
+
+
+def with_own_diagonal(matrix: Mapping[str, Mapping[str, Any]], own: Mapping[str, Mapping[str, Any]]) -> dict:
+    """A score matrix whose in-client entries (owner = evaluator) are replaced by `own`.
+
+    Args:
+        matrix: ``{owner: {evaluator: {metric: value}}}``.
+        own: ``{site: {metric: value}}`` (`lib.paired.own_model_entries`).
+
+    Returns:
+        A new matrix; the cross-client entries are `matrix`'s.
+
+    Example:
+        >>> with_own_diagonal({"a": {"a": {"dice": 0.5}, "b": {"dice": 0.4}}}, {"a": {"dice": 0.9}})
+        {'a': {'a': {'dice': 0.9}, 'b': {'dice': 0.4}}}
+    """
+    out = {owner: dict(row) for owner, row in matrix.items()}
+    for site, entry in own.items():
+        out.setdefault(site, {})[site] = dict(entry)
+    return out
 
 
 def run_comparison(
@@ -201,16 +249,19 @@ def run_comparison(
             _check_reusable(folder, method, seed)
             try:
                 res = reuse_or_run(folder, fn)
-                cases = _per_case(folder, method, res, sites_root, sites, profile)  # reads the run's models
+                own = sends_privatised_models(method)
+                cases = _per_case(folder, method, res, sites_root, sites, profile, own)  # reads the run's models
                 (folder / FAILED_NAME).unlink(missing_ok=True)  # an earlier failure of this run is history now
             except Exception as exc:  # noqa: BLE001 - one failed run must not cost the hours of the others
                 reason = record_failure(folder, exc)
                 failures.setdefault(method, {})[str(seed)] = {"error": reason, "folder": str(folder)}
                 logger.error("seed %s: %s failed (%s); details in %s", seed, method, reason, folder / FAILED_NAME)
                 continue
-            results[method][str(seed)] = res["matrix"]
+            # a DP site's in-client model is its own, un-noised one (Table 1); the others saw the noised copy
+            matrix = with_own_diagonal(res["matrix"], own_model_entries(cases)) if own else res["matrix"]
+            results[method][str(seed)] = matrix
             seconds.setdefault(method, {})[str(seed)] = res.get("seconds")
-            if method_spec(method).job_kwargs.get("dp_noise_multiplier") is not None:
+            if own:  # the DP rows
                 privacy.setdefault(method, {})[str(seed)] = res.get("privacy")
             per_case.setdefault(method, {})[str(seed)] = cases
             if method == "rate_my_lora" and res.get("history"):
@@ -249,6 +300,16 @@ def run_comparison(
             "weights; the federated sites' personalised models are those of the last round. `--seeds` "
             "is the bundle seed of the local and centralised runs and the job seed of the FLARE runs "
             "(each site's round-t seed is a function of seed, site and t).",
+            *(
+                [
+                    "DP rows: Table 1 and the upload/Dice points score each site's own personalised model, which "
+                    "stays at the site un-noised; Table 2 scores the privatised copies the sites sent for "
+                    "cross-site evaluation (the DP filter noises every `finalize` result too, so the job's own "
+                    "`cross_site_eval.json` has the noised copies on its diagonal as well)."
+                ]
+                if any(sends_privatised_models(m) for m in methods)
+                else []
+            ),
         ],
     }
     write_json(summary, workdir / "results.json")

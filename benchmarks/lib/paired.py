@@ -38,6 +38,7 @@ __all__ = [
     "STRUCTURES",
     "in_client_models",
     "per_case_scores",
+    "own_model_entries",
     "patient_scores",
     "paired_comparison",
     "structure_table",
@@ -49,6 +50,9 @@ __all__ = [
 
 #: The structures of the per-structure tables, in table order (``LV``, ``MYO``, ``RV``).
 STRUCTURES: tuple[str, ...] = tuple(STRUCTURE_NAMES.values())
+
+#: The metrics kept per case (``metrics``: the case's mean over LV, MYO and RV), those of Tables 1 and 2.
+CASE_METRICS: tuple[str, ...] = ("dice", "voe", "hd", "assd")
 
 
 def in_client_models(method: str, folder: str | os.PathLike, sites: Sequence[str]) -> dict[str, Path]:
@@ -104,8 +108,11 @@ def per_case_scores(
         profile: run profile of the weights.
 
     Returns:
-        ``{site: [{"case_id", "patient_id", "phase", "dice": {structure: value}, "mean"}]}``;
-        a structure absent from both prediction and truth has Dice ``None``.
+        ``{site: [{"case_id", "patient_id", "phase", "dice": {structure: value}, "mean",
+        "metrics": {metric: value}}]}``; a structure absent from both prediction and truth has Dice
+        ``None``; ``metrics`` holds the case's NaN-aware mean over LV, MYO and RV of each metric of
+        `CASE_METRICS` (``segmentation_scores(...)["mean"]``, what a site's evaluation summary
+        averages), ``None`` where undefined.
 
     Raises:
         ValueError, cardiolora.data.records.DataError: from `cardiolora.evaluation.evaluate_records`.
@@ -123,9 +130,45 @@ def per_case_scores(
                 "phase": r["phase"],
                 "dice": {k: _finite((r["scores"].get(k) or {}).get("dice")) for k in STRUCTURES},
                 "mean": _finite(r["case_dice"]),
+                "metrics": {m: _finite(r["scores"]["mean"].get(m)) for m in CASE_METRICS},
             }
             for r in rows
         ]
+    return out
+
+
+def own_model_entries(cases: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float | None]]:
+    """Each site's own model on its own test split, as one score-matrix diagonal entry per site.
+
+    For metric :math:`m` and site s with per-case values :math:`m_1..m_n` (each the case's mean over
+    LV, MYO and RV; ``None`` skipped): :math:`\\bar m_s = \\frac{1}{n} \\sum_i m_i` — the same number
+    as the ``"mean"`` row of the site's evaluation summary (`cardiolora.metrics.aggregate_scores`),
+    so it can stand in for the diagonal of a job's cross-site table.
+
+    Args:
+        cases: ``{site: rows}`` of `per_case_scores` (rows with ``metrics``).
+
+    Returns:
+        ``{site: {metric: mean or None}}`` for the metrics of `CASE_METRICS`.
+
+    Raises:
+        ValueError: if a row has no ``metrics`` (scored before they were kept; the site is named).
+
+    Example:
+        >>> own_model_entries({"a": [{"metrics": {"dice": 0.8, "voe": 30.0, "hd": None, "assd": 1.0}},
+        ...                          {"metrics": {"dice": 0.6, "voe": 50.0, "hd": None, "assd": 3.0}}]})
+        {'a': {'dice': 0.7, 'voe': 40.0, 'hd': None, 'assd': 2.0}}
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for site, rows in cases.items():
+        if any("metrics" not in r for r in rows):
+            raise ValueError(
+                f"`cases` of site {site!r}: rows without `metrics` (score them again with per_case_scores)."
+            )
+        out[site] = {}
+        for m in CASE_METRICS:
+            values = [r["metrics"][m] for r in rows if r["metrics"].get(m) is not None]
+            out[site][m] = round(float(np.mean(values)), 12) if values else None
     return out
 
 
