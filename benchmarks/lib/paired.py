@@ -155,9 +155,9 @@ def own_model_entries(cases: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
         ValueError: if a row has no ``metrics`` (scored before they were kept; the site is named).
 
     Example:
-        >>> own_model_entries({"a": [{"metrics": {"dice": 0.8, "voe": 30.0, "hd": None, "assd": 1.0}},
-        ...                          {"metrics": {"dice": 0.6, "voe": 50.0, "hd": None, "assd": 3.0}}]})
-        {'a': {'dice': 0.7, 'voe': 40.0, 'hd': None, 'assd': 2.0}}
+        >>> own_model_entries({"a": [{"metrics": {"dice": 0.75, "voe": 30.0, "hd": None, "assd": 1.0}},
+        ...                          {"metrics": {"dice": 0.25, "voe": 50.0, "hd": None, "assd": 3.0}}]})
+        {'a': {'dice': 0.5, 'voe': 40.0, 'hd': None, 'assd': 2.0}}
     """
     out: dict[str, dict[str, float | None]] = {}
     for site, rows in cases.items():
@@ -168,7 +168,7 @@ def own_model_entries(cases: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
         out[site] = {}
         for m in CASE_METRICS:
             values = [r["metrics"][m] for r in rows if r["metrics"].get(m) is not None]
-            out[site][m] = round(float(np.mean(values)), 12) if values else None
+            out[site][m] = float(np.mean(values)) if values else None
     return out
 
 
